@@ -1,0 +1,46 @@
+"""modelprint: prove that a suspect neural network was stolen from yours.
+
+The core API::
+
+    from modelprint import SaliencyFingerprint, WhiteBox, BlackBox, load_model
+
+    target = load_model("target.safetensors")
+    scheme = SaliencyFingerprint(n=100, xi=0.1)
+    fingerprints = scheme.generate(target, images, labels)
+    result = scheme.verify(WhiteBox(load_model("suspect.safetensors")), fingerprints)
+"""
+
+from .access import BlackBox, WhiteBox
+from .data import ImageDataset, load_data
+from .errors import CapabilityError, InputError, IntegrityError, ModelprintError, QueryBudgetExceeded
+from .fingerprints import FingerprintSet, SaliencyFingerprint, VerificationResult, scheme_for
+from .models import ImageModel, build_model, load_model, save_model
+from .saliency import GradCAM, find_cam_layer
+from .tasks import Classification, Regression, Similarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlackBox",
+    "CapabilityError",
+    "Classification",
+    "FingerprintSet",
+    "GradCAM",
+    "ImageDataset",
+    "ImageModel",
+    "InputError",
+    "IntegrityError",
+    "ModelprintError",
+    "QueryBudgetExceeded",
+    "Regression",
+    "SaliencyFingerprint",
+    "Similarity",
+    "VerificationResult",
+    "WhiteBox",
+    "build_model",
+    "find_cam_layer",
+    "load_data",
+    "load_model",
+    "save_model",
+    "scheme_for",
+]

@@ -1,0 +1,194 @@
+"""The ``modelprint`` command line: every command is one call into the library.
+
+Bad input ends with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import InputError, ModelprintError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prove that a suspect model was stolen from yours.")
+console = Console(stderr=True)  # progress and notes
+stdout = Console(soft_wrap=True)  # results
+
+
+class Mode(str, Enum):
+    white_box = "white-box"
+    black_box = "black-box"
+
+
+class Preset(str, Enum):
+    default = "default"
+    paper = "paper"
+
+
+def _parse_pattern(text: str | None) -> tuple[tuple[int, int], ...] | None:
+    """``"0,0;0,1"`` -> ((0, 0), (0, 1))."""
+    if not text:
+        return None
+    try:
+        cells = tuple(tuple(int(v) for v in cell.split(",")) for cell in text.split(";") if cell.strip())
+    except ValueError:
+        raise InputError(f"--pattern {text!r}: expected cells as 'row,col;row,col'") from None
+    if not cells or any(len(c) != 2 for c in cells):
+        raise InputError(f"--pattern {text!r}: expected cells as 'row,col;row,col'")
+    return cells  # type: ignore[return-value]
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., help="Model file to write (.safetensors)."),
+    data: str = typer.Option("digits", help="'digits', a folder with train.npz/test.npz, or medmnist:FLAG[@SIZE]."),
+    arch: str = typer.Option("resnet18", help="resnet18, vgg11_bn or mobilefacenet."),
+    width: int = typer.Option(16, help="Width of the architecture (ResNet-18: 64 is the original, 16 the CPU default)."),
+    epochs: int = typer.Option(15, min=0),
+    seed: int = typer.Option(0),
+    lr: float = typer.Option(0.1, help="Peak learning rate."),
+    batch_size: int = typer.Option(128, min=1),
+    augment: Optional[str] = typer.Option(None, help="'crop', 'flip', 'crop,flip' or ''; the data set's own choice when omitted."),
+    size: Optional[int] = typer.Option(None, help="Resize images to SIZE x SIZE."),
+    channels: int = typer.Option(3, help="Input channels (grayscale is expanded)."),
+    bf16: bool = typer.Option(False, help="bfloat16 autocast (measure it: slower on CPUs without bf16 instructions)."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Train a classifier and write it as a model file."""
+    from .data import load_data
+    from .models import save_model
+    from .train import TrainConfig, train_new_model
+
+    splits = load_data(data, channels=channels, size=size)
+    config = TrainConfig(
+        epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, bf16=bf16, device=device,
+        augment=splits.augment if augment is None else augment,
+    )
+    model, result = train_new_model(splits, arch=arch, width=width, config=config)
+    save_model(model, out)
+    console.print(f"test {result.metric_name}: {result.test_metric:.4f}  ({result.seconds:.1f} s)  -> {out}")
+
+
+@app.command()
+def generate(
+    model: Path = typer.Option(..., help="The target model file."),
+    out: Path = typer.Option(..., help="Fingerprint file to write (.safetensors)."),
+    data: str = typer.Option("digits", help="Data whose training split supplies the candidate images."),
+    preset: Preset = typer.Option(Preset.default, help="'default' (the best measured) or 'paper' (the paper taken literally)."),
+    n: int = typer.Option(100, min=1, help="Number of fingerprint samples."),
+    xi: float = typer.Option(0.1, help="Perturbation budget on [0, 1] pixels."),
+    norm: str = typer.Option("linf", help="linf or l2."),
+    lam: float = typer.Option(1.0, help="Weight of the prediction-keeping loss."),
+    steps: int = typer.Option(50, min=0),
+    pattern: Optional[str] = typer.Option(None, help="Cells of P on the saliency grid, 'row,col;row,col' (default top-left)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Generate saliency-map fingerprints of a target model."""
+    from .data import load_data
+    from .fingerprints import SaliencyFingerprint
+    from .models import load_model
+
+    target = load_model(model, device=device)
+    splits = load_data(data, channels=target.spec.channels, size=target.spec.input_size[0])
+    settings = dict(n=n, xi=xi, norm=norm, lam=lam, steps=steps, seed=seed)
+    cells = _parse_pattern(pattern)
+    if cells:
+        settings["pattern"] = cells
+    scheme = SaliencyFingerprint.paper(**settings) if preset is Preset.paper else SaliencyFingerprint(**settings)
+    fingerprints = scheme.generate(target, splits.train.images, splits.train.labels, progress=True)
+    fingerprints.save(out)
+    stats = fingerprints.stats
+    console.print(
+        f"{len(fingerprints)} fingerprints in {stats['generation_s']:.1f} s, PSNR {stats['psnr_db_mean']:.1f} dB, "
+        f"t_wb {fingerprints.thresholds['white_box']:.3f}, t_bb {fingerprints.thresholds['black_box']:.4f} -> {out}"
+    )
+
+
+@app.command()
+def verify(
+    fingerprints: Path = typer.Option(..., help="Fingerprint file made by 'generate'."),
+    suspect: Path = typer.Option(..., help="The suspect model file."),
+    mode: Mode = typer.Option(Mode.white_box, help="white-box (reads saliency) or black-box (outputs only)."),
+    budget: Optional[int] = typer.Option(None, help="Most images a black-box verification may send."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Verify a suspect model with a fingerprint set."""
+    from .access import WhiteBox
+    from .fingerprints import FingerprintSet, scheme_for
+    from .models import load_model
+
+    fingerprint_set = FingerprintSet.load(fingerprints)
+    model = load_model(suspect, device=device)
+    scheme = scheme_for(fingerprint_set)
+    access = WhiteBox(model)
+    if mode is Mode.black_box:
+        access = access.black_box(fingerprint_set.task_adapter(), budget=budget)  # type: ignore[assignment]
+    result = scheme.verify(access, fingerprint_set, mode=mode.value)
+    if as_json:
+        keys = ("scheme", "mode", "matching_score", "n_samples", "queries", "threshold", "elapsed_s")
+        print(json.dumps({k: getattr(result, k) for k in keys}))
+        return
+    stdout.print(
+        f"{result.mode} matching score {result.matching_score:.3f} over {result.n_samples} samples "
+        f"(threshold {result.threshold:.4f}, {result.queries} queries, {result.elapsed_s:.2f} s)"
+    )
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("modelprint-demo"), help="Folder for models, fingerprints and summary.json."),
+    epochs: int = typer.Option(8, min=1, help="Training epochs of the target and the independent models."),
+    n: int = typer.Option(100, min=1, help="Fingerprints per configuration."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Run the whole method on the embedded digits set and print the table of matching scores."""
+    from .demo import run_demo
+
+    summary = run_demo(out, epochs=epochs, n=n, device=device, log=lambda line: console.print(line))
+    table = Table(title=f"Matching scores on digits (ResNet-18 width {summary['arch']['width']})")
+    table.add_column("suspect")
+    table.add_column("kind")
+    table.add_column("test acc", justify="right")
+    for config_name in summary["configurations"]:
+        table.add_column(f"{config_name} WB", justify="right")
+        table.add_column(f"{config_name} BB", justify="right")
+    first = next(iter(summary["configurations"].values()))
+    for name, row in first["scores"].items():
+        cells = [name, row["kind"], f"{summary['test_accuracy'][name]:.3f}"]
+        for config in summary["configurations"].values():
+            score = config["scores"][name]
+            cells += [f"{score['white_box']:.2f}", f"{score['black_box']:.2f}"]
+        table.add_row(*cells)
+    stdout.print(table)
+    for config_name, config in summary["configurations"].items():
+        stats = config["stats"]
+        stdout.print(
+            f"{config_name}: t_wb {config['thresholds']['white_box']:.3f}, t_bb {config['thresholds']['black_box']:.4f}, "
+            f"PSNR {stats['psnr_db_mean']:.1f} dB, generation {stats['generation_s']:.1f} s"
+        )
+    stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary written to {out / 'summary.json'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    try:
+        app(args=argv, prog_name="modelprint")
+    except ModelprintError as exc:
+        print(f"modelprint: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except FileNotFoundError as exc:
+        print(f"modelprint: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

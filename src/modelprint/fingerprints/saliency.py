@@ -1,0 +1,465 @@
+"""The saliency-map fingerprint (Zhang, Pan, Zhang 2024): label-keeping samples whose Grad-CAM lights up a region.
+
+Generation moves the target's Grad-CAM saliency onto a background region P of the saliency grid (eq. 3-4) with a
+perturbation of at most ``xi``, while keeping the prediction. A pirated copy inherits that trace; an independent
+model does not. White-box verification reads the suspect's saliency on P (eq. 5); black-box verification masks P
+and measures how much F_c moves, with 2 queries per sample (eq. 6).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..access import BLACK_BOX, WHITE_BOX, Access, BlackBox, WhiteBox
+from ..data import check_images
+from ..errors import InputError
+from ..metrics import psnr
+from ..models import ImageModel, state_sha256
+from ..saliency import GradCAM, find_cam_layer, normalise_maps, resolve_layer
+from ..tasks import Classification, Task
+from .base import FingerprintScheme, FingerprintSet, VerificationResult
+
+#: The paper's configuration taken literally: Grad-CAM of the probability, un-normalised S in L_sam, cross-entropy to
+#: the label as L_prd, t_bb from masked originals.
+PAPER = {"cam_logit": False, "sam_norm": "none", "keep": "label", "bb_threshold": "originals"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaliencyFingerprint(FingerprintScheme):
+    """Saliency-map fingerprint: settings of generation and verification.
+
+    Args:
+        n: number of fingerprint samples N.
+        pattern: cells (row, col) of the saliency grid that form P; negative indices count from the end.
+            Default: the top-left cell ``((0, 0),)``, whatever the grid.
+        xi: perturbation budget (on pixels in [0, 1]).
+        norm: ``"linf"`` or ``"l2"`` ball for the perturbation.
+        lam: weight lambda of L_prd in eq. 4.
+        steps: projected gradient steps per sample.
+        step_size: size of a step; default ``2.5 * xi / steps``.
+        cam_logit: Grad-CAM of the class logit (True) or of its probability (False, the paper). The raw Grad-CAM
+            of a probability is ~1e-4 and collapses when the softmax saturates, so the default reads the logit.
+        sam_norm: normalisation of S inside L_sam: ``"none"`` (eq. 3 literally), ``"sum"`` (S / sum S: L_sam then
+            weighs the share of saliency inside P, on the scale of L_prd) or ``"max"``.
+        keep: L_prd as ``"label"`` (cross-entropy to the label, the paper) or ``"output"`` (KL to the original
+            output, which keeps the prediction without pushing it to over-confidence).
+        layer: Grad-CAM layer by name; the model's declared or last spatial layer when None.
+        fill: pixel value that replaces P's region in black-box masking.
+        bb_threshold: how t_bb is derived on the target: ``"originals"`` (mean masking change of the original
+            samples, the paper) or ``"midpoint"`` (mean over originals and fingerprints, the rule of t_wb).
+        t_wb, t_bb: fixed thresholds that replace the derived ones at verification.
+        tolerance: how far a regression or similarity output may move and still count as kept.
+        retries: re-optimisations (with lambda doubled each time) of a sample whose prediction changed, before it
+            is replaced by another candidate.
+        batch_size: samples optimised together.
+        seed: seeds the choice of candidates and the random starts.
+    """
+
+    name: ClassVar[str] = "saliency"
+    modes: ClassVar[tuple[str, ...]] = (WHITE_BOX, BLACK_BOX)
+
+    n: int = 100
+    pattern: tuple[tuple[int, int], ...] = ((0, 0),)
+    xi: float = 0.1
+    norm: str = "linf"
+    lam: float = 1.0
+    steps: int = 50
+    step_size: float | None = None
+    cam_logit: bool = True
+    sam_norm: str = "sum"
+    keep: str = "output"
+    layer: str | None = None
+    fill: float = 0.0
+    bb_threshold: str = "originals"
+    t_wb: float | None = None
+    t_bb: float | None = None
+    tolerance: float | None = None
+    retries: int = 1
+    batch_size: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n >= 1, f"n must be >= 1, got {self.n}"),
+            (self.xi > 0, f"xi must be > 0, got {self.xi}"),
+            (self.norm in ("linf", "l2"), f"norm must be 'linf' or 'l2', got {self.norm!r}"),
+            (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
+            (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
+            (self.sam_norm in ("none", "sum", "max"), f"sam_norm must be 'none', 'sum' or 'max', got {self.sam_norm!r}"),
+            (self.keep in ("label", "output"), f"keep must be 'label' or 'output', got {self.keep!r}"),
+            (self.bb_threshold in ("originals", "midpoint"), f"bb_threshold must be 'originals' or 'midpoint'"),
+            (0.0 <= self.fill <= 1.0, f"fill must lie in [0, 1], got {self.fill}"),
+            (len(self.pattern) >= 1, "pattern needs at least one cell"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+        # Accept lists (from JSON or the CLI) but store hashable tuples.
+        object.__setattr__(self, "pattern", tuple((int(r), int(c)) for r, c in self.pattern))
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> "SaliencyFingerprint":
+        """The paper-faithful configuration (see :data:`PAPER`), with optional overrides."""
+        return cls(**{**PAPER, **overrides})
+
+    # ------------------------------------------------------------------------------------------------ pattern
+    def pattern_mask(self, grid: tuple[int, int]) -> torch.Tensor:
+        """P as a float mask on a saliency grid of shape ``grid``."""
+        h, w = grid
+        mask = torch.zeros(h, w)
+        for r, c in self.pattern:
+            if not (-h <= r < h and -w <= c < w):
+                raise InputError(f"pattern cell ({r}, {c}) lies outside the {h}x{w} saliency grid")
+            mask[r, c] = 1.0
+        if mask.sum() == mask.numel():
+            raise InputError("the pattern covers the whole saliency grid: P needs a background to stand out from")
+        return mask
+
+    @staticmethod
+    def input_mask(pattern: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """P upsampled to the input size (nearest): 1 on the pixels that black-box masking replaces."""
+        return F.interpolate(pattern[None, None].float(), size=size, mode="nearest")[0, 0]
+
+    # ------------------------------------------------------------------------------------------------ losses
+    def _sam_loss(self, maps: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+        """Eq. 3 per sample: mean saliency outside P minus mean saliency inside P."""
+        s = normalise_maps(maps, self.sam_norm)
+        inside = (s * pattern).sum(dim=(1, 2)) / pattern.sum()
+        outside = (s * (1 - pattern)).sum(dim=(1, 2)) / (1 - pattern).sum()
+        return outside - inside
+
+    def _score_fn(self, task: Task, condition: torch.Tensor):
+        return lambda outputs: task.score(outputs, condition, logit=self.cam_logit)
+
+    def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.xi, self.xi)
+        else:
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            delta = delta * (self.xi / norms).clamp(max=1.0).view(-1, 1, 1, 1)
+        return (x + delta).clamp(0, 1)
+
+    def _random_start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.rand(x.shape, generator=generator).to(x.device) * 2 - 1
+        if self.norm == "l2":
+            noise = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * self.xi * 0.5
+        else:
+            noise = noise * self.xi
+        return self._project(x + noise, x)
+
+    # ------------------------------------------------------------------------------------------------ generation
+    def generate(
+        self,
+        model: torch.nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        task: Task | None = None,
+        *,
+        pairs: torch.Tensor | None = None,
+        progress: bool = False,
+    ) -> FingerprintSet:
+        """Generate N fingerprint samples of ``model`` from candidate images.
+
+        Candidates are taken in a seeded random order; only those whose prediction the target gets right (for
+        classification) are used. Each is optimised for eq. 4; of the iterates that keep the prediction, the one
+        with the lowest L_sam is kept. A sample whose prediction changed at every step is re-optimised with a
+        doubled lambda (``retries`` times), then replaced by the next candidate; both are counted in ``stats``.
+
+        Args:
+            model: the target, taking images in [0, 1].
+            images: candidate images, N' x C x H x W in [0, 1] (N' >= n).
+            labels: their labels (classes, or values for regression).
+            task: the task adapter; classification when None.
+            pairs: pair images for tasks that compare two images (similarity), aligned with ``images``.
+            progress: show a progress bar.
+
+        Returns:
+            The fingerprint set, with thresholds derived on the target.
+        """
+        start = time.perf_counter()
+        task = task or Classification()
+        model = model.eval()
+        device = _device_of(model)
+        check_images(images, what="candidate images")
+        _check_input_shape(model, images)
+        if len(labels) != len(images):
+            raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
+        if task.needs_pairs and (pairs is None or len(pairs) != len(images)):
+            raise InputError(f"the {task.name} task needs one pair image per candidate")
+
+        layer = self.layer or find_cam_layer(model, images[:1].to(device))
+        resolve_layer(model, layer)
+        generator = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(len(images), generator=generator)
+
+        with torch.no_grad():
+            probe = model(images[:1].to(device))
+        task.check_labels(labels, probe.shape[1] if probe.ndim == 2 else 1)
+
+        with GradCAM(model, layer) as cam:
+            first = _cond(task, model, labels[:1], _rows(pairs, slice(0, 1)), device)
+            grid = tuple(cam(images[:1].to(device), self._score_fn(task, first))[0].shape[1:])
+            pattern = self.pattern_mask(grid).to(device)  # type: ignore[arg-type]
+            eligible = self._eligible(model, task, images, labels, pairs, order, device)
+            if len(eligible) < self.n:
+                raise InputError(
+                    f"only {len(eligible)} candidate images keep their prediction on the target, {self.n} are needed"
+                )
+            accepted, stats = self._optimise_all(cam, model, task, images, labels, pairs, eligible, pattern, generator, device, progress)
+
+        if len(accepted) < self.n:
+            raise InputError(
+                f"only {len(accepted)} of {self.n} fingerprints kept the target's prediction; give more candidates or a larger xi"
+            )
+        accepted.sort(key=lambda item: item[0])  # candidate order: deterministic
+        index = torch.tensor([i for i, _ in accepted[: self.n]])
+        samples = torch.stack([x for _, x in accepted[: self.n]]).cpu()
+        tensors = {"samples": samples, "originals": images[index].cpu(), "labels": labels[index].cpu(), "pattern": pattern.cpu()}
+        if pairs is not None:
+            tensors["pairs"] = pairs[index].cpu()
+        fingerprints = FingerprintSet(
+            scheme=self.name,
+            config={**self.settings(), "layer": layer},
+            task=task.to_config(),
+            tensors=tensors,
+            target=_identity(model),
+        )
+        thresholds, threshold_stats = self._derive_thresholds(model, fingerprints, task)
+        fingerprints.thresholds = thresholds
+        fingerprints.stats = {
+            **stats,
+            **threshold_stats,
+            "psnr_db_mean": float(psnr(tensors["originals"], samples).mean()),
+            "psnr_db_min": float(psnr(tensors["originals"], samples).min()),
+            "linf_max": float((samples - tensors["originals"]).abs().max()),
+            "generation_s": time.perf_counter() - start,
+        }
+        return fingerprints
+
+    def _eligible(self, model, task, images, labels, pairs, order, device) -> list[int]:
+        """Candidate indices, in ``order``, whose original prediction the target gets right."""
+        keep: list[int] = []
+        with torch.no_grad():
+            for start in range(0, len(order), 256):
+                idx = order[start : start + 256]
+                outputs = model(images[idx].to(device))
+                cond = _cond(task, model, labels[idx], _rows(pairs, idx), device)
+                right = _correct(task, outputs, cond, labels[idx].to(device))
+                keep += idx[right.cpu()].tolist()
+        return keep
+
+    def _optimise_all(self, cam, model, task, images, labels, pairs, eligible, pattern, generator, device, progress):
+        queue = [(i, 0) for i in eligible]  # (candidate index, attempt)
+        accepted: list[tuple[int, torch.Tensor]] = []
+        reoptimised = replaced = tried = 0
+        with tqdm(total=self.n, desc="fingerprints", disable=not progress, leave=False) as bar:
+            while queue and len(accepted) < self.n:
+                need = self.n - len(accepted)
+                batch, queue = queue[: min(self.batch_size, need)], queue[min(self.batch_size, need):]
+                idx = torch.tensor([i for i, _ in batch])
+                lam = torch.tensor([self.lam * 2.0**attempt for _, attempt in batch], device=device)
+                x = images[idx].to(device)
+                cond = _cond(task, model, labels[idx], _rows(pairs, idx), device)
+                tried += len(batch)
+                best, kept = self._optimise(cam, task, x, cond, lam, pattern, generator)
+                for j, (i, attempt) in enumerate(batch):
+                    if kept[j]:
+                        accepted.append((i, best[j].detach()))
+                    elif attempt < self.retries:
+                        queue.insert(0, (i, attempt + 1))
+                        reoptimised += 1
+                    else:
+                        replaced += 1
+                bar.update(int(kept.sum()))
+        stats = {"candidates_optimised": tried, "reoptimised": reoptimised, "replaced": replaced}
+        return accepted, stats
+
+    def _optimise(self, cam, task, x, cond, lam, pattern, generator):
+        """PGD on eq. 4 for one batch; returns the best prediction-keeping iterate per sample and whether any kept."""
+        with torch.no_grad():
+            original = cam.model(x)
+        score_fn = self._score_fn(task, cond)
+        alpha = self.step_size if self.step_size is not None else 2.5 * self.xi / max(self.steps, 1)
+        x_adv = self._random_start(x, generator)
+        best = x.clone()
+        best_loss = torch.full((len(x),), float("inf"), device=x.device)
+        found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for step in range(self.steps + 1):
+            last = step == self.steps
+            x_adv = x_adv.detach().requires_grad_(True)
+            maps, outputs = cam(x_adv, score_fn, create_graph=not last)
+            sam = self._sam_loss(maps, pattern)
+            kept = task.kept(outputs.detach(), original, cond, tolerance=self.tolerance)
+            better = kept & (sam.detach() < best_loss)
+            best[better] = x_adv.detach()[better]
+            best_loss[better] = sam.detach()[better]
+            found |= kept
+            if last:
+                break
+            loss = sam + lam * task.keep_loss(outputs, original, cond, mode=self.keep)
+            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+            if self.norm == "linf":
+                x_adv = x_adv.detach() - alpha * grad.sign()
+            else:
+                norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                x_adv = x_adv.detach() - alpha * grad / norms
+            x_adv = self._project(x_adv, x)
+        return best, found
+
+    # ------------------------------------------------------------------------------------------------ thresholds
+    def _derive_thresholds(self, model, fingerprints: FingerprintSet, task: Task) -> tuple[dict, dict]:
+        """t_wb and t_bb on the target, the way the paper sets them (see the class docstring)."""
+        access = WhiteBox(model)
+        originals = replace(fingerprints, tensors={**fingerprints.tensors, "samples": fingerprints.tensors["originals"]})
+        wb_fp = self._white_box_values(access, fingerprints)
+        wb_orig = self._white_box_values(access, originals)
+        bb_fp = self._black_box_values(access.black_box(task), fingerprints)
+        bb_orig = self._black_box_values(access.black_box(task), originals)
+        t_bb = bb_orig.mean() if self.bb_threshold == "originals" else torch.cat([bb_orig, bb_fp]).mean()
+        thresholds = {"white_box": float(torch.cat([wb_orig, wb_fp]).mean()), "black_box": float(t_bb)}
+        stats = {
+            "target_wb_value_originals": float(wb_orig.mean()),
+            "target_wb_value_fingerprints": float(wb_fp.mean()),
+            "target_bb_change_originals": float(bb_orig.mean()),
+            "target_bb_change_fingerprints": float(bb_fp.mean()),
+        }
+        return thresholds, stats
+
+    # ------------------------------------------------------------------------------------------------ verification
+    def verify(self, access: Access, fingerprints: FingerprintSet, *, mode: str | None = None) -> VerificationResult:
+        """Matching score of a suspect (eq. 5 in white-box mode, eq. 6 in black-box mode).
+
+        The generation-bound settings (pattern, layer, Grad-CAM score, fill) are read from the fingerprint set, so
+        any ``SaliencyFingerprint`` verifies any set it made; this object's ``t_wb``/``t_bb`` override the stored
+        thresholds when given.
+
+        Args:
+            access: :class:`WhiteBox` (both modes) or :class:`BlackBox` (black-box only).
+            fingerprints: a set made by this scheme.
+            mode: ``"white-box"`` or ``"black-box"``; the strongest the access allows when None.
+
+        Returns:
+            The verification result; in black-box mode ``queries`` is exactly 2N (3N for pair tasks).
+        """
+        if fingerprints.scheme != self.name:
+            raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
+        mode = mode or (WHITE_BOX if WHITE_BOX in access.capabilities else BLACK_BOX)
+        if mode not in self.modes:
+            raise InputError(f"mode must be one of {self.modes}, got {mode!r}")
+        access.require(mode, who=f"saliency fingerprint {mode} verification")
+        start = time.perf_counter()
+        task = fingerprints.task_adapter()
+        if mode == WHITE_BOX:
+            assert isinstance(access, WhiteBox)
+            values = self._white_box_values(access, fingerprints)
+            threshold = self.t_wb if self.t_wb is not None else fingerprints.thresholds["white_box"]
+            queries = 0
+        else:
+            box = access if isinstance(access, BlackBox) else access.black_box(task)  # type: ignore[union-attr]
+            before = box.queries
+            values = self._black_box_values(box, fingerprints)
+            threshold = self.t_bb if self.t_bb is not None else fingerprints.thresholds["black_box"]
+            queries = box.queries - before
+        return VerificationResult(
+            scheme=self.name,
+            mode=mode,
+            matching_score=float((values >= threshold).float().mean()),
+            n_samples=len(values),
+            queries=queries,
+            threshold=float(threshold),
+            values=values.tolist(),
+            elapsed_s=time.perf_counter() - start,
+        )
+
+    def _white_box_values(self, access: WhiteBox, fingerprints: FingerprintSet) -> torch.Tensor:
+        """Per sample: mean of the max-normalised saliency map on P (the left side of eq. 5)."""
+        model, task, config = access.model, fingerprints.task_adapter(), fingerprints.config
+        device = _device_of(model)
+        samples = fingerprints.samples
+        _check_input_shape(model, samples)
+        pattern = fingerprints.tensors["pattern"].to(device)
+        layer = access.layer or _suspect_layer(model, config.get("layer"), samples[:1].to(device))
+        values = []
+        with GradCAM(model, layer) as cam:
+            for start in range(0, len(samples), self.batch_size):
+                x = samples[start : start + self.batch_size].to(device)
+                rows = slice(start, start + len(x))
+                cond = _cond(task, model, fingerprints.labels[rows], _rows(fingerprints.tensors.get("pairs"), rows), device)
+                maps, _ = cam(x, lambda o: task.score(o, cond, logit=bool(config.get("cam_logit", True))))
+                if maps.shape[1:] != pattern.shape:
+                    # A suspect of another architecture may have another grid: compare on the pattern's grid.
+                    maps = F.interpolate(maps[:, None], size=tuple(pattern.shape), mode="bilinear", align_corners=False)[:, 0]
+                s = normalise_maps(maps, "max")
+                values.append(((s * pattern).sum(dim=(1, 2)) / pattern.sum()).cpu())
+        return torch.cat(values)
+
+    def _black_box_values(self, box: BlackBox, fingerprints: FingerprintSet) -> torch.Tensor:
+        """Per sample: |F_c(x_mask) - F_c(x)| (the left side of eq. 6), from 2 queries per sample."""
+        task = fingerprints.task_adapter()
+        samples = fingerprints.samples
+        mask = self.input_mask(fingerprints.tensors["pattern"], tuple(samples.shape[-2:]))
+        fill = float(fingerprints.config.get("fill", 0.0))
+        masked = samples * (1 - mask) + fill * mask
+        pair_outputs = box.predict(fingerprints.tensors["pairs"]) if task.needs_pairs else None
+        outputs = box.predict(torch.cat([samples, masked]))
+        cond = task.condition_from(fingerprints.labels, pair_outputs)
+        n = len(samples)
+        return (task.score_deployed(outputs[n:], cond) - task.score_deployed(outputs[:n], cond)).abs()
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _check_input_shape(model: torch.nn.Module, images: torch.Tensor) -> None:
+    if isinstance(model, ImageModel):
+        spec = model.spec
+        if images.shape[1] != spec.channels or tuple(images.shape[-2:]) != tuple(spec.input_size):
+            raise InputError(
+                f"images are {images.shape[1]}x{images.shape[2]}x{images.shape[3]} but the model expects "
+                f"{spec.channels}x{spec.input_size[0]}x{spec.input_size[1]}"
+            )
+
+
+def _cond(task: Task, model, labels: torch.Tensor, pairs: torch.Tensor | None, device) -> torch.Tensor:
+    """The condition of F_c for a batch: labels, or the model's own outputs on the pair images."""
+    pair_outputs = None
+    if task.needs_pairs:
+        with torch.no_grad():
+            pair_outputs = model(pairs.to(device))
+    return task.condition_from(labels.to(device), pair_outputs)
+
+
+def _rows(tensor: torch.Tensor | None, index) -> torch.Tensor | None:
+    return None if tensor is None else tensor[index]
+
+
+def _correct(task: Task, outputs: torch.Tensor, condition: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Which originals may become fingerprints: for classification, those the target classifies right."""
+    if isinstance(task, Classification):
+        return outputs.argmax(dim=1) == labels.long()
+    return torch.ones(len(outputs), dtype=torch.bool, device=outputs.device)
+
+
+def _suspect_layer(model: torch.nn.Module, stored: str | None, example: torch.Tensor) -> str:
+    """The Grad-CAM layer of a suspect: the target's layer name when the suspect has it, else its own last one."""
+    if stored and stored in dict(model.named_modules()):
+        return stored
+    return find_cam_layer(model, example)
+
+
+def _identity(model: torch.nn.Module) -> dict[str, Any]:
+    identity: dict[str, Any] = {"sha256": state_sha256(model), "class": type(model).__name__}
+    if isinstance(model, ImageModel):
+        identity.update(arch=model.spec.arch, arch_kwargs=model.spec.arch_kwargs, input_size=list(model.spec.input_size))
+    return identity

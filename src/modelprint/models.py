@@ -1,0 +1,361 @@
+"""Architectures for small inputs, the model wrapper that owns normalisation, and safetensors model files.
+
+A model file is a safetensors file: the weights as tensors, and in its metadata a JSON :class:`ModelSpec` (the
+architecture, its arguments, the preprocessing and the task) from which :func:`load_model` rebuilds the network.
+Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .errors import InputError
+from .hashing import tensors_sha256
+
+MODEL_META_KEY = "modelprint.model"
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Architectures
+# ---------------------------------------------------------------------------------------------------------------
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for small inputs: a 3x3 stem without max-pool, so a 32x32 input leaves a 4x4 grid at ``layer4``.
+
+    Args:
+        num_outputs: number of classes (or output values).
+        in_channels: image channels.
+        width: channels of the first stage; 64 is the real ResNet-18, 16 the CPU default.
+    """
+
+    cam_layer = "layer4"
+
+    def __init__(self, num_outputs: int = 10, in_channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        planes = [width, 2 * width, 4 * width, 8 * width]
+        self.layer1 = nn.Sequential(BasicBlock(width, planes[0], 1), BasicBlock(planes[0], planes[0], 1))
+        self.layer2 = nn.Sequential(BasicBlock(planes[0], planes[1], 2), BasicBlock(planes[1], planes[1], 1))
+        self.layer3 = nn.Sequential(BasicBlock(planes[1], planes[2], 2), BasicBlock(planes[2], planes[2], 1))
+        self.layer4 = nn.Sequential(BasicBlock(planes[2], planes[3], 2), BasicBlock(planes[3], planes[3], 1))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(planes[3], num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class VGG11BN(nn.Module):
+    """VGG11 with batch norm: the conv feature extractor and a linear head.
+
+    The fifth max-pool is left out so that small inputs keep a saliency grid (32x32 -> 2x2, 64x64 -> 4x4).
+
+    Args:
+        num_outputs: classes, or 1 for a regressor.
+        in_channels: image channels.
+        width: channels of the first conv (64 in the original VGG11); the others scale with it.
+    """
+
+    cam_layer = "features"
+    _plan = (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8)
+
+    def __init__(self, num_outputs: int = 10, in_channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for item in self._plan:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+                continue
+            out = int(item) * width
+            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(channels, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act:
+        layers.append(nn.PReLU(cout))
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        self.use_residual = stride == 1 and cin == cout
+        self.block = nn.Sequential(
+            _conv_bn(cin, hidden, 1, 1),
+            _conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            _conv_bn(hidden, cout, 1, 1, act=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return x + out if self.use_residual else out
+
+
+class MobileFaceNet(nn.Module):
+    """A MobileFaceNet-style embedding network (Chen et al. 2018) for small face images.
+
+    Depthwise-separable inverted residuals with PReLU, a 1x1 conv (the Grad-CAM layer ``conv_last``), then a global
+    depthwise conv (GDC) over the whole grid and a linear + BN embedding. Strides are set for small inputs: the
+    grid is ``input_size / 8`` (4x4 at 32x32).
+
+    Args:
+        num_outputs: embedding dimension.
+        in_channels: image channels.
+        width: channels of the stem (64 in the original).
+        input_size: side of the input image; fixes the GDC kernel.
+    """
+
+    cam_layer = "conv_last"
+    # (expansion, output channels as a multiple of width, repeats, stride of the first)
+    _plan = ((2, 1, 2, 2), (4, 2, 2, 2), (2, 2, 2, 1), (4, 2, 1, 2), (2, 2, 2, 1))
+
+    def __init__(self, num_outputs: int = 128, in_channels: int = 3, width: int = 32, input_size: int = 32) -> None:
+        super().__init__()
+        if input_size % 8:
+            raise InputError(f"MobileFaceNet needs an input size divisible by 8, got {input_size}")
+        self.stem = nn.Sequential(_conv_bn(in_channels, width, 3, 1), _conv_bn(width, width, 3, 1, groups=width))
+        blocks: list[nn.Module] = []
+        channels = width
+        for expansion, mult, repeats, stride in self._plan:
+            for i in range(repeats):
+                blocks.append(InvertedResidual(channels, mult * width, stride if i == 0 else 1, expansion))
+                channels = mult * width
+        self.blocks = nn.Sequential(*blocks)
+        self.conv_last = _conv_bn(channels, 4 * width, 1, 1)
+        grid = input_size // 8
+        self.gdc = _conv_bn(4 * width, 4 * width, grid, 1, groups=4 * width, act=False)
+        self.gdc[0].padding = (0, 0)
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width, num_outputs, bias=False), nn.BatchNorm1d(num_outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.gdc(self.conv_last(self.blocks(self.stem(x)))))
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": ResNet18,
+    "vgg11_bn": VGG11BN,
+    "mobilefacenet": MobileFaceNet,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The wrapper that every scheme sees
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model and feed it: stored as JSON in the model file.
+
+    Attributes:
+        arch: a key of :data:`ARCHITECTURES`.
+        arch_kwargs: the architecture's keyword arguments (num_outputs, in_channels, width, ...).
+        task: ``"classification"``, ``"regression"`` or ``"similarity"``.
+        input_size: (H, W) the model expects.
+        channels: image channels the model expects.
+        mean, std: per-channel normalisation applied inside the model to inputs in [0, 1].
+        info: free-form provenance (data set, seed, test metric, transform, parent hash, ...).
+    """
+
+    arch: str
+    arch_kwargs: dict[str, Any]
+    task: str = "classification"
+    input_size: tuple[int, int] = (32, 32)
+    channels: int = 3
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.25, 0.25, 0.25)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.arch_kwargs.get("num_outputs", 0))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        raw = json.loads(text)
+        raw["input_size"] = tuple(raw["input_size"])
+        raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
+        return cls(**raw)
+
+
+class ImageModel(nn.Module):
+    """A network and its preprocessing: takes images in [0, 1], normalises them, returns the network's output.
+
+    Schemes only ever see this convention (inputs in [0, 1]), so perturbation budgets mean the same for every model.
+
+    Args:
+        net: the network.
+        spec: how it was built; ``spec.mean``/``spec.std`` are applied in :meth:`forward`.
+    """
+
+    def __init__(self, net: nn.Module, spec: ModelSpec) -> None:
+        super().__init__()
+        self.net = net
+        self.spec = spec
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    @property
+    def cam_layer(self) -> str | None:
+        """Name of the Grad-CAM layer the architecture declares (relative to this wrapper), if any."""
+        name = getattr(self.net, "cam_layer", None)
+        return f"net.{name}" if name else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def build_model(
+    arch: str,
+    *,
+    num_outputs: int,
+    channels: int = 3,
+    input_size: int | tuple[int, int] = 32,
+    width: int | None = None,
+    task: str = "classification",
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    info: dict[str, Any] | None = None,
+) -> ImageModel:
+    """Build a freshly initialised :class:`ImageModel` (seed torch beforehand for a reproducible init).
+
+    Args:
+        arch: ``resnet18``, ``vgg11_bn`` or ``mobilefacenet``.
+        num_outputs: classes, output values or embedding dimension.
+        channels: input channels.
+        input_size: input side (or (H, W)).
+        width: the architecture's width parameter (its default when None).
+        task: the task the model is trained for.
+        mean, std: normalisation; by default 0.5 / 0.25 per channel.
+        info: provenance stored in the model file.
+    """
+    if arch not in ARCHITECTURES:
+        raise InputError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    kwargs: dict[str, Any] = {"num_outputs": int(num_outputs), "in_channels": int(channels)}
+    if width is not None:
+        kwargs["width"] = int(width)
+    if arch == "mobilefacenet":
+        kwargs["input_size"] = int(size[0])
+    spec = ModelSpec(
+        arch=arch,
+        arch_kwargs=kwargs,
+        task=task,
+        input_size=size,  # type: ignore[arg-type]
+        channels=int(channels),
+        mean=tuple(mean) if mean is not None else (0.5,) * channels,
+        std=tuple(std) if std is not None else (0.25,) * channels,
+        info=dict(info or {}),
+    )
+    return ImageModel(ARCHITECTURES[arch](**kwargs), spec)
+
+
+def clone_model(model: ImageModel) -> ImageModel:
+    """A deep copy with its own parameters and an independent spec."""
+    spec = ModelSpec.from_json(model.spec.to_json())
+    copy = ImageModel(ARCHITECTURES[spec.arch](**spec.arch_kwargs), spec)
+    copy.load_state_dict(model.state_dict())
+    return copy.to(next(model.parameters()).device)
+
+
+def state_sha256(model: nn.Module) -> str:
+    """SHA-256 of the parameters and buffers (names, dtypes, shapes and bytes): the identity of a model's weights."""
+    return tensors_sha256(model.state_dict())
+
+
+def save_model(model: ImageModel, path: str | os.PathLike) -> Path:
+    """Write ``model`` as a safetensors file with its :class:`ModelSpec` in the metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {MODEL_META_KEY: model.spec.to_json(), "format_version": str(FORMAT_VERSION)}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)  # a crash mid-write never leaves a half-written model file under the real name
+    return path
+
+
+def read_spec(path: str | os.PathLike) -> ModelSpec:
+    """The :class:`ModelSpec` of a model file, without loading the weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a safetensors model file ({exc})") from None
+    if MODEL_META_KEY not in metadata:
+        raise InputError(f"{path}: a safetensors file, but not a modelprint model file (no '{MODEL_META_KEY}' metadata)")
+    try:
+        return ModelSpec.from_json(metadata[MODEL_META_KEY])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InputError(f"{path}: unreadable model metadata ({exc})") from None
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> ImageModel:
+    """Rebuild a model written by :func:`save_model`, in eval mode.
+
+    Args:
+        path: the model file.
+        device: where to put it.
+
+    Returns:
+        The model; its ``spec.info["sha256"]`` holds :func:`state_sha256` of the loaded weights.
+
+    Raises:
+        InputError: a missing or foreign file, an unknown architecture, or weights that do not fit it.
+    """
+    spec = read_spec(path)
+    if spec.arch not in ARCHITECTURES:
+        raise InputError(f"{path}: unknown architecture {spec.arch!r}")
+    try:
+        model = ImageModel(ARCHITECTURES[spec.arch](**spec.arch_kwargs), spec)
+        state = load_file(str(path))
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"{path}: weights do not fit architecture {spec.arch} {spec.arch_kwargs}: {first}") from None
+    model.spec.info["sha256"] = state_sha256(model)
+    return model.to(device).eval()

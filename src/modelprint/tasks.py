@@ -1,0 +1,210 @@
+"""Task adapters: what F_c(x) is, what a deployed model returns, and the loss L_prd that keeps the prediction.
+
+The saliency fingerprint is task-agnostic because it only needs a differentiable scalar F_c(x) per sample (section
+3.4 of the paper). Each adapter turns a model's raw output into that scalar, given a per-sample *condition* ``c``:
+the class label (classification), nothing (regression), or the embedding of the pair image (similarity).
+
+Shapes: ``outputs`` is what the network returns for N images (N x K logits, N x 1 values or N x D embeddings);
+``condition`` has N rows; every method returns one value per sample unless said otherwise.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Task(ABC):
+    """Base class of the task adapters."""
+
+    name: ClassVar[str]
+    #: True when F_c needs the model's output for a pair image (the condition comes from the suspect itself).
+    needs_pairs: ClassVar[bool] = False
+
+    @abstractmethod
+    def score(self, outputs: torch.Tensor, condition: torch.Tensor, *, logit: bool = False) -> torch.Tensor:
+        """F_c(x) from the network's raw outputs (differentiable; used for Grad-CAM).
+
+        Args:
+            outputs: raw network outputs for N images.
+            condition: per-sample condition (label, unused, or pair embedding).
+            logit: for classification, the logit of class c instead of its probability; ignored elsewhere.
+        """
+
+    def deployed(self, outputs: torch.Tensor) -> torch.Tensor:
+        """What a prediction API serving this model returns for raw ``outputs`` (identity unless overridden)."""
+        return outputs
+
+    @abstractmethod
+    def score_deployed(self, deployed: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """F_c(x) from what a prediction API returned (black-box verification)."""
+
+    @abstractmethod
+    def keep_loss(
+        self, outputs: torch.Tensor, original: torch.Tensor, condition: torch.Tensor, *, mode: str = "output"
+    ) -> torch.Tensor:
+        """L_prd per sample: how far ``outputs`` moved from the original prediction.
+
+        Args:
+            outputs: raw outputs on the perturbed images.
+            original: raw outputs on the original images (constants).
+            condition: per-sample condition.
+            mode: ``"label"`` keeps the label (cross-entropy, classification) and ``"output"`` keeps the whole
+                original output (KL for classification); regression and similarity always keep the output value.
+        """
+
+    @abstractmethod
+    def kept(
+        self, outputs: torch.Tensor, original: torch.Tensor, condition: torch.Tensor, *, tolerance: float | None = None
+    ) -> torch.Tensor:
+        """Boolean per sample: is the prediction on the perturbed image still the original one?"""
+
+    def condition_from(self, labels: torch.Tensor, pair_outputs: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-sample condition of F_c, given the stored labels and (for pair tasks) the outputs on the pairs."""
+        return labels
+
+    def check_labels(self, labels: torch.Tensor, num_outputs: int) -> None:
+        """Raise :class:`InputError` if ``labels`` cannot be used with a model of ``num_outputs`` outputs."""
+
+    def to_config(self) -> dict:
+        return {"name": self.name, **asdict(self)}
+
+
+def _kl_to_original(outputs: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(original) || softmax(outputs)) per sample."""
+    log_p = F.log_softmax(original, dim=1)
+    log_q = F.log_softmax(outputs, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class Classification(Task):
+    """F_c(x) = the probability (or logit) the model gives to class c, the sample's label.
+
+    A prediction API returns the class probabilities (softmax of the logits).
+    """
+
+    name: ClassVar[str] = "classification"
+
+    def score(self, outputs, condition, *, logit=False):
+        c = condition.long().view(-1, 1)
+        if logit:
+            return outputs.gather(1, c).squeeze(1)
+        return F.softmax(outputs, dim=1).gather(1, c).squeeze(1)
+
+    def deployed(self, outputs):
+        return F.softmax(outputs, dim=1)
+
+    def score_deployed(self, deployed, condition):
+        return deployed.gather(1, condition.long().view(-1, 1)).squeeze(1)
+
+    def keep_loss(self, outputs, original, condition, *, mode="output"):
+        if mode == "label":
+            return F.cross_entropy(outputs, condition.long(), reduction="none")
+        if mode == "output":
+            return _kl_to_original(outputs, original)
+        raise InputError(f"classification keep mode must be 'label' or 'output', got {mode!r}")
+
+    def kept(self, outputs, original, condition, *, tolerance=None):
+        return outputs.argmax(dim=1) == condition.long()
+
+    def check_labels(self, labels, num_outputs):
+        if labels.is_floating_point():
+            raise InputError("classification needs integer class labels, got float labels")
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_outputs):
+            raise InputError(
+                f"labels out of range: found {labels.min().item()}..{labels.max().item()}, the model has {num_outputs} classes"
+            )
+
+
+@dataclass(frozen=True)
+class Regression(Task):
+    """F(x) = the predicted value y (a network with one output).
+
+    Attributes:
+        tolerance: how far a fingerprint's prediction may move and still count as kept (output units); None lets
+            the scheme decide (the saliency fingerprint uses t_bb / 2).
+    """
+
+    name: ClassVar[str] = "regression"
+    tolerance: float | None = None
+
+    def score(self, outputs, condition, *, logit=False):
+        return outputs.reshape(len(outputs), -1)[:, 0]
+
+    def score_deployed(self, deployed, condition):
+        return deployed.reshape(len(deployed), -1)[:, 0]
+
+    def keep_loss(self, outputs, original, condition, *, mode="output"):
+        return (self.score(outputs, condition) - self.score(original, condition)) ** 2
+
+    def kept(self, outputs, original, condition, *, tolerance=None):
+        tol = tolerance if tolerance is not None else self.tolerance
+        if tol is None:
+            raise InputError("regression needs a tolerance to decide whether a prediction was kept")
+        return (self.score(outputs, condition) - self.score(original, condition)).abs() <= tol
+
+
+@dataclass(frozen=True)
+class Similarity(Task):
+    """F_c(x) compares the embedding of x with the embedding of its pair image (eq. 7 or 8).
+
+    Attributes:
+        metric: ``"l2"`` for ||Emb(x) - Emb(x_pair)||_2 (eq. 7) or ``"cosine"`` for the cosine similarity (eq. 8).
+        tolerance: how far F may move for a fingerprint to count as kept; None lets the scheme decide.
+
+    The condition is the pair image's embedding, computed by the model under examination (so a suspect is always
+    compared with itself), and a prediction API returns embeddings.
+    """
+
+    name: ClassVar[str] = "similarity"
+    needs_pairs: ClassVar[bool] = True
+    metric: str = "l2"
+    tolerance: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("l2", "cosine"):
+            raise InputError(f"similarity metric must be 'l2' or 'cosine', got {self.metric!r}")
+
+    def score(self, outputs, condition, *, logit=False):
+        if self.metric == "l2":
+            return (outputs - condition).norm(dim=1)
+        return F.cosine_similarity(outputs, condition, dim=1)
+
+    def score_deployed(self, deployed, condition):
+        return self.score(deployed, condition)
+
+    def keep_loss(self, outputs, original, condition, *, mode="output"):
+        return (self.score(outputs, condition) - self.score(original, condition)) ** 2
+
+    def kept(self, outputs, original, condition, *, tolerance=None):
+        tol = tolerance if tolerance is not None else self.tolerance
+        if tol is None:
+            raise InputError("similarity needs a tolerance to decide whether a prediction was kept")
+        return (self.score(outputs, condition) - self.score(original, condition)).abs() <= tol
+
+    def condition_from(self, labels, pair_outputs=None):
+        if pair_outputs is None:
+            raise InputError("similarity needs the embeddings of the pair images")
+        return pair_outputs
+
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, Regression, Similarity)}
+
+
+def task_from_config(config: dict | str) -> Task:
+    """Rebuild a task adapter from :meth:`Task.to_config` output (or a bare task name)."""
+    if isinstance(config, str):
+        config = {"name": config}
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in TASKS:
+        raise InputError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+    return TASKS[name](**config)

@@ -1,0 +1,51 @@
+"""The interface of suspect-zoo transforms: what a thief does to a stolen model to hide the theft."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import fields
+from typing import Any, ClassVar
+
+import torch
+
+from ..data import ImageDataset
+from ..models import ImageModel, clone_model, state_sha256
+
+
+class Transform(ABC):
+    """A seeded, reproducible change of a model. Subclasses are keyword-only dataclasses of settings.
+
+    ``apply`` never modifies its input: it returns a new model whose ``spec.info`` records the transform, its
+    parameters, the seed and the parent's weight hash.
+    """
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> None:
+        """Change ``model`` (a private copy) in place."""
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+    def apply(self, model: ImageModel, data: ImageDataset, *, seed: int = 0, progress: bool = False) -> ImageModel:
+        """Return a transformed copy of ``model``.
+
+        Args:
+            model: the parent (left untouched).
+            data: the data the thief has (used by transforms that train).
+            seed: seeds everything random in the transform.
+            progress: show progress bars.
+        """
+        child = clone_model(model)
+        torch.manual_seed(seed)
+        self._transform(child, data, seed, progress)
+        child.eval()
+        child.spec.info = {
+            **{k: v for k, v in model.spec.info.items() if k in ("data",)},
+            "transform": self.kind,
+            "params": self.params(),
+            "seed": seed,
+            "parent_sha256": model.spec.info.get("sha256") or state_sha256(model),
+        }
+        return child

@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny seeded models and small data made on the spot (no downloads, no shared data sets)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from modelprint.data import load_data
+from modelprint.models import build_model
+from modelprint.train import TrainConfig, train_supervised
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+class TinyCNN(nn.Module):
+    """Two smooth conv layers and a linear head: small enough for float64 finite differences."""
+
+    def __init__(self, channels: int = 3, classes: int = 3, activation: type[nn.Module] = nn.Tanh) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), activation(), nn.Conv2d(4, 5, 3, stride=2, padding=1), activation())
+        self.head = nn.Linear(5, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def tiny_cnn() -> TinyCNN:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_data("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_target(digits):
+    """A small ResNet-18 (width 8) trained for a few epochs on digits: a real, if modest, target."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_outputs=10, width=8)
+    result = train_supervised(model, digits.train, TrainConfig(epochs=4, seed=0, augment="crop"), test=digits.test, progress=False)
+    model.spec.info["test_metric"] = result.test_metric
+    return model.eval()
+
+
+def write_npz_folder(folder, *, n=40, size=16, channels=3, classes=4, seed=0, images=None, labels=None):
+    """A data folder in the layout of every set modelprint reads (train.npz and test.npz)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        imgs = images if images is not None else rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+        labs = labels if labels is not None else rng.integers(0, classes, n)
+        np.savez(folder / f"{split}.npz", images=imgs, labels=labs)
+    return folder

@@ -1,0 +1,84 @@
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from captum.attr import LayerGradCam
+
+from modelprint.errors import InputError
+from modelprint.fingerprints import SaliencyFingerprint
+from modelprint.models import build_model
+from modelprint.saliency import GradCAM, find_cam_layer, normalise_maps
+from modelprint.tasks import Classification
+
+from conftest import TinyCNN
+
+
+@pytest.mark.parametrize("logit", [True, False])
+def test_gradcam_matches_captum_on_resnet(logit):
+    torch.manual_seed(1)
+    model = build_model("resnet18", num_outputs=10, width=8).eval()
+    x = torch.rand(6, 3, 32, 32)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    task = Classification()
+    with GradCAM(model, "net.layer4") as cam:
+        ours, _ = cam(x, lambda out: task.score(out, labels, logit=logit))
+    forward = model if logit else (lambda inp: F.softmax(model(inp), dim=1))
+    theirs = LayerGradCam(forward, model.net.layer4).attribute(x, target=labels, relu_attributions=True)
+    assert ours.shape == (6, 4, 4)
+    assert theirs.shape == (6, 1, 4, 4)
+    assert ours.abs().max() > 0  # a non-trivial comparison
+    torch.testing.assert_close(ours, theirs[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_sam_loss_gradient_matches_finite_differences():
+    """The double-backpropagated gradient of L_sam (eq. 3) w.r.t. the input, checked in float64."""
+    torch.manual_seed(0)
+    model = TinyCNN().double().eval()
+    scheme = SaliencyFingerprint(sam_norm="sum")
+    pattern = scheme.pattern_mask((4, 4)).double()
+    labels = torch.tensor([0, 2])
+    task = Classification()
+
+    def sam_loss(x):
+        with GradCAM(model, "features") as cam:
+            maps, _ = cam(x, lambda out: task.score(out, labels), create_graph=True)
+        return scheme._sam_loss(maps, pattern).sum()
+
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(sam_loss(x), x)
+    assert grad.abs().max() > 1e-6  # the gradient exists: Grad-CAM kept its graph
+    assert torch.autograd.gradcheck(sam_loss, (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_hooks_are_released_even_on_error(tiny_cnn):
+    layer = tiny_cnn.features
+    with pytest.raises(ValueError):
+        with GradCAM(tiny_cnn, "features") as cam:
+            assert len(layer._forward_hooks) == 1
+            cam(torch.rand(2, 3, 8, 8), lambda out: out[:, 0])
+            raise ValueError("boom")
+    assert len(layer._forward_hooks) == 0
+
+
+def test_layer_discovery():
+    torch.manual_seed(0)
+    assert find_cam_layer(build_model("resnet18", num_outputs=3, width=4), torch.rand(1, 3, 32, 32)) == "net.layer4"
+    assert find_cam_layer(build_model("vgg11_bn", num_outputs=1, width=4), torch.rand(1, 3, 32, 32)) == "net.features"
+    # A model that declares nothing: the last module with a spatial output, before global pooling.
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    assert find_cam_layer(plain, torch.rand(1, 3, 16, 16)) == "3"
+    with pytest.raises(InputError, match="spatial feature map"):
+        find_cam_layer(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), torch.rand(1, 3, 2, 2))
+
+
+def test_unknown_layer_is_a_clear_error(tiny_cnn):
+    with pytest.raises(InputError, match="no layer named"):
+        with GradCAM(tiny_cnn, "nope"):
+            pass
+
+
+def test_normalise_maps():
+    maps = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    torch.testing.assert_close(normalise_maps(maps, "max")[0], torch.tensor([[1 / 3, 1.0], [0.0, 0.0]]))
+    torch.testing.assert_close(normalise_maps(maps, "sum")[0], torch.tensor([[0.25, 0.75], [0.0, 0.0]]))
+    assert normalise_maps(maps, "max")[1].abs().sum() == 0  # an empty map stays empty, no NaN
