@@ -18,12 +18,12 @@ def test_prune_smallest_by_hand():
 def test_weight_prune_every_layer_and_provenance(digits):
     torch.manual_seed(0)
     model = build_model("resnet18", num_outputs=10, width=4)
-    pruned = WeightPrune(ratio=0.3).apply(model, digits.train, seed=5)
+    pruned = WeightPrune(ratio=0.3, recover_epochs=0).apply(model, digits.train, seed=5)
     for module in pruned.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             assert (module.weight == 0).float().mean().item() == pytest.approx(0.3, abs=0.02)
     assert state_sha256(model) != state_sha256(pruned)
-    assert pruned.spec.info["transform"] == "weight_prune" and pruned.spec.info["params"] == {"ratio": 0.3}
+    assert pruned.spec.info["transform"] == "weight_prune" and pruned.spec.info["params"]["ratio"] == 0.3
     assert pruned.spec.info["parent_sha256"] == state_sha256(model)
     assert (model.net.fc.weight == 0).sum() == 0  # the parent is untouched
     with pytest.raises(InputError):
@@ -58,3 +58,62 @@ def test_augmentation_shapes_and_translation():
     assert augment_batch(x, "", g).equal(x)
     with pytest.raises(InputError):
         augment_batch(x, "rotate", g)
+
+
+def test_filter_prune_zeroes_smallest_l1_filters_and_their_batch_norm():
+    from modelprint.zoo.prune import FilterPrune, conv_batchnorm_pairs
+
+    torch.manual_seed(0)
+    model = build_model("vgg11_bn", num_outputs=3, width=8, input_size=(16, 16))
+    first_conv, first_bn = conv_batchnorm_pairs(model)[0]
+    l1 = first_conv.weight.detach().abs().flatten(1).sum(dim=1)
+    expected = set(l1.argsort()[: round(first_conv.out_channels / 4)].tolist())
+    pruned = FilterPrune(ratio=0.25, recover_epochs=0).apply(model, None, seed=0)
+    conv, bn = conv_batchnorm_pairs(pruned)[0]
+    zero = {i for i in range(conv.out_channels) if conv.weight[i].abs().sum() == 0}
+    assert zero == expected
+    assert all(bn.weight[i] == 0 and bn.bias[i] == 0 for i in zero)
+    # The pruned channels output exactly zero after conv + batch norm: the network computes the physically pruned one.
+    activation = {}
+    bn.register_forward_hook(lambda m, i, o: activation.setdefault("out", o))
+    pruned(torch.rand(2, 3, 16, 16))
+    assert activation["out"][:, sorted(zero)].abs().max() == 0
+
+
+def test_pruning_recovers_when_the_metric_falls_and_holds_the_mask(digits):
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_outputs=10, width=4)
+    fit(model, digits.train.subset(range(256)), supervised_loss("classification"), TrainConfig(epochs=2, batch_size=64), progress=False)
+    data = digits.train.subset(range(256))
+    pruned = WeightPrune(ratio=0.9, recover_if=0.0, recover_epochs=1).apply(model, data, seed=3)
+    assert pruned.spec.info["recovered"] is True and "pruning_metric_lost" in pruned.spec.info
+    for module in pruned.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            assert (module.weight == 0).float().mean().item() >= 0.89  # the mask held through the recovery fine-tune
+    untouched = WeightPrune(ratio=0.1, recover_epochs=0).apply(model, data, seed=3)
+    assert "recovered" not in untouched.spec.info
+
+
+def test_retrain_reinitialises_the_head_and_distill_starts_fresh(digits):
+    from modelprint.zoo import Distill, Retrain
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_outputs=10, width=4).eval()
+    small = digits.train.subset(range(64))
+    retrained = Retrain(epochs=0, layers="last").apply(model, small, seed=4)
+    assert not torch.equal(retrained.net.fc.weight, model.net.fc.weight)
+    assert torch.equal(retrained.net.stem[0].weight, model.net.stem[0].weight)
+    distilled = Distill(epochs=1, augment="").apply(model, small, seed=5)
+    assert not torch.equal(distilled.net.stem[0].weight, model.net.stem[0].weight)
+    assert distilled.spec.info["transform"] == "distill" and distilled.spec.info["parent_sha256"] == state_sha256(model)
+    assert Distill(epochs=1, augment="").apply(model, small, seed=5).state_dict()["net.fc.weight"].equal(distilled.net.fc.weight)
+
+
+def test_independent_models_record_no_parent(digits):
+    from modelprint.zoo import Independent
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_outputs=10, width=4)
+    negative = Independent(epochs=0).apply(model, digits.train.subset(range(32)), seed=7)
+    assert "parent_sha256" not in negative.spec.info and negative.spec.info["seed"] == 7
+    assert not torch.equal(negative.net.stem[0].weight, model.net.stem[0].weight)

@@ -151,31 +151,79 @@ def demo(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Run the whole method on the embedded digits set and print the table of matching scores."""
-    from .demo import run_demo
+    from .demo import run_demo, summary_notes, summary_table
 
     summary = run_demo(out, epochs=epochs, n=n, device=device, log=lambda line: console.print(line))
-    table = Table(title=f"Matching scores on digits (ResNet-18 width {summary['arch']['width']})")
-    table.add_column("suspect")
-    table.add_column("kind")
-    table.add_column("test acc", justify="right")
-    for config_name in summary["configurations"]:
-        table.add_column(f"{config_name} WB", justify="right")
-        table.add_column(f"{config_name} BB", justify="right")
-    first = next(iter(summary["configurations"].values()))
-    for name, row in first["scores"].items():
-        cells = [name, row["kind"], f"{summary['test_accuracy'][name]:.3f}"]
-        for config in summary["configurations"].values():
-            score = config["scores"][name]
-            cells += [f"{score['white_box']:.2f}", f"{score['black_box']:.2f}"]
-        table.add_row(*cells)
+    header, rows = summary_table(summary)
+    table = Table(title=f"Matching scores on {summary['data']} (ResNet-18 width {summary['arch']['width']})")
+    for i, column in enumerate(header):
+        table.add_column(column, justify="left" if i < 2 else "right")
+    for row in rows:
+        table.add_row(*row)
     stdout.print(table)
-    for config_name, config in summary["configurations"].items():
-        stats = config["stats"]
-        stdout.print(
-            f"{config_name}: t_wb {config['thresholds']['white_box']:.3f}, t_bb {config['thresholds']['black_box']:.4f}, "
-            f"PSNR {stats['psnr_db_mean']:.1f} dB, generation {stats['generation_s']:.1f} s"
-        )
+    for line in summary_notes(summary):
+        stdout.print(line)
     stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary written to {out / 'summary.json'}")
+
+
+class ZooPreset(str, Enum):
+    quick = "quick"
+    paper = "paper"
+
+
+class Executor(str, Enum):
+    inprocess = "inprocess"
+    pool = "pool"
+    ray = "ray"
+
+
+@app.command()
+def evaluate(
+    out: Path = typer.Option(..., help="Output folder (reused: a killed run resumes)."),
+    data: str = typer.Option("digits", help="Data spec, as for 'train'."),
+    arch: str = typer.Option("resnet18"),
+    width: int = typer.Option(16),
+    epochs: int = typer.Option(15, min=1, help="Epochs of the target, the negatives and the distilled copies."),
+    preset: ZooPreset = typer.Option(ZooPreset.quick, help="Zoo preset: quick (every transform kind) or paper (20 + 20)."),
+    zoo: Optional[Path] = typer.Option(None, help="A custom zoo spec (JSON or YAML) instead of the preset."),
+    repeats: int = typer.Option(1, min=1, help="Fingerprint sets drawn (seeds 0..R-1)."),
+    n: int = typer.Option(100, min=1),
+    scheme: Preset = typer.Option(Preset.default, help="Fingerprint configuration: default or paper."),
+    executor: Executor = typer.Option(Executor.inprocess, help="Where the zoo is built."),
+    workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
+    ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
+    target: Optional[Path] = typer.Option(None, help="An existing target model instead of training one."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Run the paper's evaluation protocol and write report.json, report.html and plots."""
+    from .evaluate import EvaluationConfig, run_evaluation
+    from .report import write_report
+
+    config = EvaluationConfig(
+        data=data, arch=arch, width=width, epochs=epochs, preset=preset.value, zoo=str(zoo) if zoo else None,
+        repeats=repeats, n=n, scheme={"preset": scheme.value}, executor=executor.value, workers=workers,
+        ray_address=ray_address, target=str(target) if target else None, device=device,
+    )
+    report = run_evaluation(config, out, log=lambda line: console.print(line))
+    html_path = write_report(report, out)
+    table = Table(title=f"Evaluation on {data}: {report['counts']['positives']} positives, {report['counts']['negatives']} negatives")
+    for column in ("figure", "white-box", "black-box"):
+        table.add_column(column)
+    for name, key in (("ARUC", "aruc"), ("ROC AUC", "auc"), ("TPR at 1% FPR", "tpr_at_1pct_fpr")):
+        table.add_row(name, *[_mean_std_text(report[key][mode]) for mode in ("white_box", "black_box")])
+    stdout.print(table)
+    stealth = report["stealth"]
+    stdout.print(
+        "stealth: acc " + _mean_std_text(stealth["acc"]) + ", PSNR " + _mean_std_text(stealth["psnr_db"]) + " dB, SSIM "
+        + _mean_std_text(stealth["ssim"]) + ", detected by Feature Squeezing " + _mean_std_text(stealth["dr_feature_squeezing"])
+        + ", by Deep SVDD " + _mean_std_text(stealth["dr_deepsvdd"])
+    )
+    stdout.print("timings: " + ", ".join(f"{k} {v:.0f}" for k, v in report["timings_s"].items()))
+    stdout.print(f"report: {out / 'report.json'}, {html_path}")
+
+
+def _mean_std_text(value: dict | None) -> str:
+    return "n/a" if value is None else f"{value['mean']:.3f} ± {value['std']:.3f}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from .access import BLACK_BOX, WHITE_BOX, WhiteBox
-from .data import DataSplits, load_data
+from .data import load_data
 from .fingerprints import SaliencyFingerprint
 from .models import ImageModel, load_model, save_model
 from .tasks import Classification
@@ -38,6 +38,8 @@ def _cached(path: Path, recipe: dict[str, Any], make: Callable[[], ImageModel]) 
 def run_demo(
     out_dir: str | Path = "modelprint-demo",
     *,
+    data: str = "digits",
+    pretrained: dict[int, str | Path] | None = None,
     epochs: int = 8,
     width: int = 16,
     n: int = 100,
@@ -49,6 +51,8 @@ def run_demo(
 
     Args:
         out_dir: where models, fingerprints and the summary go.
+        data: the data set (any spec :func:`modelprint.load_data` reads); the embedded digits by default.
+        pretrained: model files to use instead of training, by seed (0 is the target, 1 and 2 the independents).
         epochs: training epochs of the target and the independent models.
         width: ResNet-18 width.
         n: fingerprints per configuration.
@@ -62,21 +66,24 @@ def run_demo(
     start = time.perf_counter()
     out = Path(out_dir)
     (out / "models").mkdir(parents=True, exist_ok=True)
-    data = load_data("digits")
+    splits = load_data(data)
+    pretrained = pretrained or {}
     task = Classification()
 
     def trained(seed: int) -> ImageModel:
-        config = TrainConfig(epochs=epochs, seed=seed, augment=data.augment, device=device)
-        recipe = {"arch": "resnet18", "width": width, "data": data.name, "train": config.to_dict()}
+        if seed in pretrained:
+            return load_model(pretrained[seed], device=device)
+        config = TrainConfig(epochs=epochs, seed=seed, augment=splits.augment, device=device)
+        recipe = {"arch": "resnet18", "width": width, "data": splits.name, "train": config.to_dict()}
         return _cached(
             out / "models" / f"seed{seed}.safetensors",
             recipe,
-            lambda: train_new_model(data, arch="resnet18", width=width, config=config, progress=progress, desc=f"train seed {seed}")[0],
+            lambda: train_new_model(splits, arch="resnet18", width=width, config=config, progress=progress, desc=f"train seed {seed}")[0],
         )
 
     def pirated(name: str, parent: ImageModel, transform: Transform, seed: int) -> ImageModel:
         recipe = {"transform": transform.kind, "params": transform.params(), "seed": seed, "parent": parent.spec.info["sha256"]}
-        return _cached(out / "models" / f"{name}.safetensors", recipe, lambda: transform.apply(parent, data.train, seed=seed, progress=progress))
+        return _cached(out / "models" / f"{name}.safetensors", recipe, lambda: transform.apply(parent, splits.train, seed=seed, progress=progress))
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -84,20 +91,20 @@ def run_demo(
     target = trained(0)
     suspects = {
         "target": ("target", target),
-        "fine-tuned copy": ("positive", pirated("finetuned", target, FineTune(epochs=1, lr=0.01, augment=data.augment), 10)),
+        "fine-tuned copy": ("positive", pirated("finetuned", target, FineTune(epochs=1, lr=0.01, augment=splits.augment), 10)),
         "30%-pruned copy": ("positive", pirated("pruned30", target, WeightPrune(ratio=0.3), 11)),
         "independent (seed 1)": ("negative", trained(1)),
         "independent (seed 2)": ("negative", trained(2)),
     }
     timings["models_s"] = time.perf_counter() - t
-    accuracy = {name: evaluate(model, data.test, "classification") for name, (_, model) in suspects.items()}
+    accuracy = {name: evaluate(model, splits.test, "classification") for name, (_, model) in suspects.items()}
 
     configurations = {"paper": SaliencyFingerprint.paper(n=n), "default": SaliencyFingerprint(n=n)}
     results: dict[str, Any] = {}
     for config_name, scheme in configurations.items():
         t = time.perf_counter()
         log(f"generating {n} fingerprints ({config_name} configuration) ...")
-        fingerprints = scheme.generate(target, data.train.images, data.train.labels, task, progress=progress)
+        fingerprints = scheme.generate(target, splits.train.images, splits.train.labels, task, progress=progress)
         fingerprints.save(out / f"fingerprints-{config_name}.safetensors")
         timings[f"generate_{config_name}_s"] = time.perf_counter() - t
         scores = {}
@@ -114,7 +121,7 @@ def run_demo(
         }
     timings["total_s"] = time.perf_counter() - start
     summary = {
-        "data": data.name,
+        "data": splits.name,
         "arch": {"name": "resnet18", "width": width},
         "test_accuracy": accuracy,
         "configurations": results,
@@ -123,3 +130,32 @@ def run_demo(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The demo's table of matching scores as a header and rows of text (one row per suspect)."""
+    header = ["suspect", "kind", "test acc"]
+    for config_name in summary["configurations"]:
+        header += [f"{config_name} WB", f"{config_name} BB"]
+    first = next(iter(summary["configurations"].values()))
+    rows = []
+    for name, row in first["scores"].items():
+        cells = [name, row["kind"], f"{summary['test_accuracy'][name]:.3f}"]
+        for config in summary["configurations"].values():
+            score = config["scores"][name]
+            cells += [f"{score['white_box']:.2f}", f"{score['black_box']:.2f}"]
+        rows.append(cells)
+    return header, rows
+
+
+def summary_notes(summary: dict[str, Any]) -> list[str]:
+    """One line per configuration: thresholds, PSNR, label keeping and generation time."""
+    lines = []
+    for config_name, config in summary["configurations"].items():
+        stats = config["stats"]
+        lines.append(
+            f"{config_name}: t_wb {config['thresholds']['white_box']:.3f}, t_bb {config['thresholds']['black_box']:.4f}, "
+            f"PSNR {stats['psnr_db_mean']:.1f} dB (min {stats['psnr_db_min']:.1f}), labels kept "
+            f"{stats['labels_kept']:.0%}, generation {stats['generation_s']:.1f} s"
+        )
+    return lines

@@ -299,6 +299,13 @@ def clone_model(model: ImageModel) -> ImageModel:
     return copy.to(next(model.parameters()).device)
 
 
+def fresh_like(model: ImageModel) -> ImageModel:
+    """A newly initialised model of the same architecture and preprocessing (initialised from torch's global RNG)."""
+    spec = ModelSpec.from_json(model.spec.to_json())
+    spec.info = {}
+    return ImageModel(ARCHITECTURES[spec.arch](**spec.arch_kwargs), spec).to(next(model.parameters()).device)
+
+
 def state_sha256(model: nn.Module) -> str:
     """SHA-256 of the parameters and buffers (names, dtypes, shapes and bytes): the identity of a model's weights."""
     return tensors_sha256(model.state_dict())

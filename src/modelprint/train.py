@@ -120,6 +120,8 @@ def fit(
     *,
     targets: torch.Tensor | None = None,
     parameters: list[nn.Parameter] | None = None,
+    teacher: nn.Module | None = None,
+    after_step: Callable[[], None] | None = None,
     progress: bool = True,
     desc: str = "train",
 ) -> list[float]:
@@ -133,6 +135,9 @@ def fit(
         targets: what ``loss_fn`` compares with, row-aligned with ``data`` (its labels when None; a teacher's
             outputs for distillation).
         parameters: the parameters to update (all when None; the last layer for last-layer fine-tuning).
+        teacher: when given, the targets of a batch are the teacher's outputs on that (augmented) batch
+            (distillation); ``targets`` is then ignored.
+        after_step: called after every optimiser step (to hold a pruning mask, for instance).
         progress: show a progress bar.
         desc: the progress bar's label.
     """
@@ -141,10 +146,12 @@ def fit(
     device = torch.device(config.device)
     model.to(device)
     images = data.images.to(device)
-    if config.channels_last:
+    if config.channels_last and _channels_last_safe(model):
         model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     targets = (data.labels if targets is None else targets).to(device)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
     generator = torch.Generator().manual_seed(config.seed)
     params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
@@ -161,6 +168,8 @@ def fit(
     step = 0
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     model.train()
+    if parameters is not None:
+        _freeze_other_batchnorms(model, params)
     try:
         for _ in range(config.epochs):
             order = torch.randperm(len(images), generator=generator).to(device)
@@ -172,11 +181,18 @@ def fit(
                 x = augment_batch(images[idx], config.augment, generator) if config.augment else images[idx]
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * _schedule(step, total)
+                if teacher is not None:
+                    with torch.no_grad():
+                        batch_targets = teacher(x).float()
+                else:
+                    batch_targets = targets[idx]
                 with _autocast(config):
-                    loss = loss_fn(model(x), targets[idx])
+                    loss = loss_fn(model(x), batch_targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.float().backward()
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
                 running += float(loss.detach()) * len(idx)
                 count += len(idx)
                 step += 1
@@ -187,6 +203,20 @@ def fit(
         bar.close()
         model.eval()
     return losses
+
+
+def _channels_last_safe(model: nn.Module) -> bool:
+    """Whether NHWC memory order is safe: torch 2.13's CPU kernels corrupted the heap (crashing the process) when
+    training tiny networks with conv layers of fewer than 8 output channels in channels_last; those train NCHW."""
+    return all(m.out_channels >= 8 for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def _freeze_other_batchnorms(model: nn.Module, params: list[nn.Parameter]) -> None:
+    """Keep batch-norm statistics frozen where the layer's parameters are not trained (last-layer fine-tuning)."""
+    trained = {id(p) for p in params}
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(id(p) in trained for p in module.parameters()):
+            module.eval()
 
 
 @torch.no_grad()

@@ -235,6 +235,7 @@ class SaliencyFingerprint(FingerprintScheme):
         fingerprints.thresholds = thresholds
         fingerprints.stats = {
             **stats,
+            "labels_kept": self._kept_share(model, fingerprints, task),
             **threshold_stats,
             "psnr_db_mean": float(psnr(tensors["originals"], samples).mean()),
             "psnr_db_min": float(psnr(tensors["originals"], samples).min()),
@@ -312,6 +313,16 @@ class SaliencyFingerprint(FingerprintScheme):
                 x_adv = x_adv.detach() - alpha * grad / norms
             x_adv = self._project(x_adv, x)
         return best, found
+
+    def _kept_share(self, model, fingerprints: FingerprintSet, task: Task) -> float:
+        """Share of samples whose target output is kept (an independent re-check of label invariance)."""
+        device = _device_of(model)
+        pairs = fingerprints.tensors.get("pairs")
+        with torch.no_grad():
+            cond = _cond(task, model, fingerprints.labels, pairs, device)
+            original = model(fingerprints.tensors["originals"].to(device))
+            outputs = model(fingerprints.samples.to(device))
+        return float(task.kept(outputs, original, cond, tolerance=self.tolerance).float().mean())
 
     # ------------------------------------------------------------------------------------------------ thresholds
     def _derive_thresholds(self, model, fingerprints: FingerprintSet, task: Task) -> tuple[dict, dict]:

@@ -1,7 +1,12 @@
-"""The suspect zoo: transforms a thief applies to a stolen model."""
+"""The suspect zoo: transforms a thief applies to a stolen model, and independently trained negatives."""
 
 from .base import Transform
-from .finetune import FineTune
-from .prune import WeightPrune
+from .distill import Distill
+from .finetune import FineTune, Retrain
+from .independent import Independent
+from .prune import FilterPrune, WeightPrune
 
-__all__ = ["FineTune", "Transform", "WeightPrune"]
+#: Every transform by its ``kind`` (the name used in zoo specs and provenance).
+TRANSFORMS: dict[str, type[Transform]] = {t.kind: t for t in (FineTune, Retrain, WeightPrune, FilterPrune, Distill, Independent)}
+
+__all__ = ["Distill", "FilterPrune", "FineTune", "Independent", "Retrain", "TRANSFORMS", "Transform", "WeightPrune"]

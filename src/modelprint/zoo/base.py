@@ -20,6 +20,8 @@ class Transform(ABC):
     """
 
     kind: ClassVar[str]
+    #: False for transforms whose result does not descend from the parent's weights (independent negatives).
+    derived: ClassVar[bool] = True
 
     @abstractmethod
     def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> None:
@@ -38,14 +40,18 @@ class Transform(ABC):
             progress: show progress bars.
         """
         child = clone_model(model)
+        child.spec.info = {}  # the transform may note what it did here; the parent's provenance is not the child's
         torch.manual_seed(seed)
         self._transform(child, data, seed, progress)
         child.eval()
-        child.spec.info = {
+        info = {
             **{k: v for k, v in model.spec.info.items() if k in ("data",)},
+            **child.spec.info,
             "transform": self.kind,
             "params": self.params(),
             "seed": seed,
-            "parent_sha256": model.spec.info.get("sha256") or state_sha256(model),
         }
+        if self.derived:
+            info["parent_sha256"] = model.spec.info.get("sha256") or state_sha256(model)
+        child.spec.info = info
         return child

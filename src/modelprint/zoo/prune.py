@@ -1,4 +1,9 @@
-"""Pruning a stolen model to hide it (and to shrink it)."""
+"""Pruning a stolen model to hide it (and to shrink it): weight pruning and filter pruning.
+
+A thief keeps a pruned model only if it still works. The rule here: when pruning costs more than ``recover_if``
+of the task metric on the thief's data (accuracy points; relative MAE for regression), the pruned model is
+fine-tuned for ``recover_epochs`` with the pruning mask held (pruned weights stay zero).
+"""
 
 from __future__ import annotations
 
@@ -10,30 +15,119 @@ import torch.nn as nn
 
 from ..data import ImageDataset
 from ..errors import InputError
+from ..models import ImageModel
+from ..train import TrainConfig, evaluate, fit, supervised_loss
 from .base import Transform
 
 
 @dataclass(frozen=True, kw_only=True)
-class WeightPrune(Transform):
-    """Magnitude weight pruning (Han et al. 2015): in every conv and linear layer, the ``ratio`` of weights with the
-    smallest magnitude are set to zero (layer by layer; biases and batch-norm parameters are kept).
-
-    Args:
-        ratio: fraction of each layer's weights removed, in [0, 1).
-    """
-
-    kind: ClassVar[str] = "weight_prune"
+class _Prune(Transform):
     ratio: float = 0.3
+    recover_if: float = 0.05
+    recover_epochs: int = 1
+    recover_lr: float = 0.01
 
     def __post_init__(self) -> None:
         if not 0 <= self.ratio < 1:
             raise InputError(f"pruning ratio must lie in [0, 1), got {self.ratio}")
 
-    def _transform(self, model, data: ImageDataset, seed, progress) -> None:
+    def _prune(self, model: ImageModel) -> None:
+        raise NotImplementedError
+
+    def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> None:
+        task = model.spec.task
+        before = evaluate(model, data, task) if self.recover_epochs else None
+        unpruned = {name: p.detach().clone() for name, p in model.named_parameters()}
+        self._prune(model)
+        # Hold at zero exactly what pruning zeroed (conv weights, and for filters also biases and BN scale/shift).
+        masks = {name: p != 0 for name, p in model.named_parameters() if not torch.equal(p, unpruned[name])}
+        if not self.recover_epochs:
+            return
+        lost = _metric_lost(before, evaluate(model, data, task), task)
+        model.spec.info["pruning_metric_lost"] = lost
+        if lost <= self.recover_if:
+            return
+
+        def hold_mask() -> None:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in masks:
+                        p.mul_(masks[name])
+
+        config = TrainConfig(epochs=self.recover_epochs, lr=self.recover_lr, seed=seed, device=str(model.mean.device))
+        fit(model, data, supervised_loss(task), config, after_step=hold_mask, progress=progress, desc=f"{self.kind}-recover")
+        model.spec.info["recovered"] = True
+
+
+def _metric_lost(before: float | None, after: float, task: str) -> float:
+    """How much pruning cost: accuracy points, or the relative growth of the MAE."""
+    if before is None:
+        return 0.0
+    if task == "classification":
+        return before - after
+    return (after - before) / max(before, 1e-12)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightPrune(_Prune):
+    """Magnitude weight pruning (Han et al. 2015): in every conv and linear layer, the ``ratio`` of weights with the
+    smallest magnitude are set to zero (layer by layer; biases and batch-norm parameters are kept).
+
+    Args:
+        ratio: fraction of each layer's weights removed, in [0, 1).
+        recover_if, recover_epochs, recover_lr: the recovery rule of this module's docstring (0 epochs: never).
+    """
+
+    kind: ClassVar[str] = "weight_prune"
+
+    def _prune(self, model: ImageModel) -> None:
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     prune_smallest_(module.weight, self.ratio)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilterPrune(_Prune):
+    """Filter pruning (Li et al. 2017): in every conv layer, the ``ratio`` of filters with the smallest L1 norm are
+    removed. Removal is done by zeroing, which keeps the architecture (and the model file format): the filter's
+    weights and bias and, when a batch norm follows, that channel's scale and shift are set to zero, so the channel
+    outputs zero and the dependent input channels of the next layer receive nothing — the network computes what
+    the physically pruned one computes. (In residual blocks the shortcut still carries its own channel.)
+
+    Args:
+        ratio: fraction of each conv layer's filters removed (the paper: 1/16 ... 7/16).
+        recover_if, recover_epochs, recover_lr: the recovery rule of this module's docstring.
+    """
+
+    kind: ClassVar[str] = "filter_prune"
+
+    def _prune(self, model: ImageModel) -> None:
+        with torch.no_grad():
+            for conv, norm in conv_batchnorm_pairs(model):
+                k = int(round(self.ratio * conv.out_channels))
+                if k == 0:
+                    continue
+                l1 = conv.weight.abs().flatten(1).sum(dim=1)
+                drop = l1.argsort()[:k]
+                conv.weight[drop] = 0
+                if conv.bias is not None:
+                    conv.bias[drop] = 0
+                if norm is not None:
+                    norm.weight[drop] = 0
+                    norm.bias[drop] = 0
+
+
+def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
+    """Every conv layer with the batch norm that directly follows it in registration order (or None)."""
+    modules = [m for m in model.modules() if not list(m.children())]
+    pairs = []
+    for i, module in enumerate(modules):
+        if isinstance(module, nn.Conv2d):
+            following = modules[i + 1] if i + 1 < len(modules) else None
+            norm = following if isinstance(following, nn.BatchNorm2d) and following.num_features == module.out_channels else None
+            pairs.append((module, norm))
+    return pairs
 
 
 def prune_smallest_(weight: torch.Tensor, ratio: float) -> None:

@@ -1,0 +1,311 @@
+"""The paper's evaluation protocol in one call: target -> zoo -> fingerprints -> verification -> metrics.
+
+Everything is written under one output folder and reused when a killed run is started again: the target model,
+the zoo (see :mod:`modelprint.zoo.build`), each repeat's fingerprint set and each suspect's verification. Repeats
+draw new fingerprints (the scheme's seed is the repeat index) against the same target and zoo; every figure is
+reported per repeat and as mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .access import BLACK_BOX, WHITE_BOX, WhiteBox
+from .data import DataSplits, load_data
+from .detectors import DeepSVDD, FeatureSqueezing
+from .errors import InputError
+from .fingerprints import FingerprintSet, SaliencyFingerprint
+from .metrics import aruc, roc_auc, ru_curves, ssim, tpr_at_fpr
+from .models import ImageModel, load_model, save_model
+from .saliency import GradCAM, normalise_maps
+from .tasks import Classification
+from .train import TrainConfig, train_new_model
+from .zoo.build import build_zoo
+from .zoo.spec import PRESETS, ZooSpec
+
+MODES = {"white_box": WHITE_BOX, "black_box": BLACK_BOX}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationConfig:
+    """Settings of one evaluation run (recorded in the report).
+
+    Args:
+        data: data spec (see :func:`modelprint.load_data`).
+        arch, width: the target's architecture.
+        epochs: training epochs of the target (and of the negatives and distilled copies of the presets).
+        seed: the target's seed.
+        preset: ``"paper"`` or ``"quick"`` zoo, unless ``zoo`` names a JSON/YAML zoo spec file.
+        zoo: path of a custom zoo spec.
+        repeats: fingerprint sets drawn (seeds 0 .. repeats-1).
+        n: fingerprints per set.
+        scheme: the fingerprint scheme's settings, as keyword arguments of :class:`SaliencyFingerprint`
+            (``n`` and ``seed`` are set by the run); ``{"preset": "paper"}`` selects the paper-faithful one.
+        executor, workers, ray_address: where the zoo is built.
+        target: an existing target model file instead of training one.
+        detector_fpr: false-positive rate on clean images that sets each stealth detector's threshold.
+        device: torch device.
+    """
+
+    data: str = "digits"
+    arch: str = "resnet18"
+    width: int = 16
+    epochs: int = 15
+    seed: int = 0
+    preset: str = "quick"
+    zoo: str | None = None
+    repeats: int = 1
+    n: int = 100
+    scheme: dict[str, Any] | None = None
+    executor: str = "inprocess"
+    workers: int = 2
+    ray_address: str | None = None
+    target: str | None = None
+    detector_fpr: float = 0.05
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS and self.zoo is None:
+            raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.repeats < 1:
+            raise InputError(f"repeats must be >= 1, got {self.repeats}")
+
+    def zoo_spec(self) -> ZooSpec:
+        if self.zoo:
+            return ZooSpec.from_file(self.zoo)
+        return PRESETS[self.preset](train_epochs=self.epochs)
+
+    def fingerprint_scheme(self, repeat: int) -> SaliencyFingerprint:
+        settings = dict(self.scheme or {})
+        paper = settings.pop("preset", "default") == "paper"
+        settings.update(n=self.n, seed=repeat)
+        return SaliencyFingerprint.paper(**settings) if paper else SaliencyFingerprint(**settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=float)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0, "values": array.tolist()}
+
+
+def _target(config: EvaluationConfig, data: DataSplits, out: Path, progress: bool) -> Path:
+    """The target's model file: the one given, or one trained here (reused when its recipe is unchanged)."""
+    if config.target:
+        load_model(config.target)  # fail early on a bad file
+        return Path(config.target)
+    path = out / "target.safetensors"
+    train = TrainConfig(epochs=config.epochs, seed=config.seed, augment=data.augment, device=config.device)
+    recipe = {"arch": config.arch, "width": config.width, "data": config.data, "train": train.to_dict()}
+    if path.is_file() and load_model(path).spec.info.get("recipe") == recipe:
+        return path
+    model, _ = train_new_model(data, arch=config.arch, width=config.width, config=train, progress=progress, desc="target")
+    model.spec.info["recipe"] = recipe
+    save_model(model, path)
+    return path
+
+
+def _fingerprints(scheme: SaliencyFingerprint, target: ImageModel, data: DataSplits, path: Path, progress: bool) -> FingerprintSet:
+    """Generate a set, or reuse the one at ``path`` if the same scheme made it for the same target."""
+    if path.is_file():
+        existing = FingerprintSet.load(path)
+        if existing.target.get("sha256") == target.spec.info["sha256"] and existing.config.get("seed") == scheme.seed and repr(scheme) == existing.stats.get("scheme_repr"):
+            return existing
+    fingerprints = scheme.generate(target, data.train.images, data.train.labels, Classification() if target.spec.task == "classification" else None, progress=progress)
+    fingerprints.stats["scheme_repr"] = repr(scheme)
+    fingerprints.save(path)
+    return fingerprints
+
+
+def _verify_all(scheme, fingerprints: FingerprintSet, suspects: list[dict], cache_path: Path, progress: bool) -> dict[str, dict]:
+    """Matching scores of every suspect in both modes; finished suspects are cached on disk (resume)."""
+    key = fingerprints.sha256()
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    if cache.get("fingerprints_sha256") != key:
+        cache = {"fingerprints_sha256": key, "suspects": {}}
+    for record in tqdm(suspects, desc="verify", unit="suspect", disable=not progress, leave=False):
+        cached = cache["suspects"].get(record["name"])
+        if cached and cached.get("sha256") == record["sha256"]:
+            continue
+        access = WhiteBox(load_model(record["path"]))
+        results = {field: scheme.verify(access, fingerprints, mode=mode) for field, mode in MODES.items()}
+        cache["suspects"][record["name"]] = {
+            "sha256": record["sha256"],
+            **{f"ms_{field}": r.matching_score for field, r in results.items()},
+            "queries_black_box": results["black_box"].queries,
+            "seconds": sum(r.elapsed_s for r in results.values()),
+        }
+        _write_json(cache_path, cache)
+    return cache["suspects"]
+
+
+def _detectors(target: ImageModel, data: DataSplits, fpr: float) -> tuple[FeatureSqueezing, DeepSVDD]:
+    squeezing = FeatureSqueezing(fpr=fpr).fit(target, data.test.images)
+    svdd = DeepSVDD(fpr=fpr).fit(data.train.images)
+    return squeezing, svdd
+
+
+def _stealth(target: ImageModel, fingerprints: FingerprintSet, squeezing: FeatureSqueezing, svdd: DeepSVDD) -> dict[str, float]:
+    samples, originals = fingerprints.samples, fingerprints.tensors["originals"]
+    with torch.no_grad():
+        predicted = target(samples).argmax(dim=1)
+    return {
+        "acc": float((predicted == fingerprints.labels).float().mean()),
+        "psnr_db": float(fingerprints.stats["psnr_db_mean"]),
+        "ssim": float(ssim(originals, samples).mean()),
+        "dr_feature_squeezing": squeezing.detection_rate(target, samples),
+        "dr_deepsvdd": svdd.detection_rate(samples),
+        "dr_feature_squeezing_originals": squeezing.detection_rate(target, originals),
+        "dr_deepsvdd_originals": svdd.detection_rate(originals),
+    }
+
+
+def _separation(positive: list[float], negative: list[float]) -> dict[str, float]:
+    return {
+        "aruc": aruc(positive, negative),
+        "auc": roc_auc(positive, negative),
+        "tpr_at_1pct_fpr": tpr_at_fpr(positive, negative, 0.01),
+    }
+
+
+def gallery(fingerprints: FingerprintSet, models: dict[str, ImageModel], count: int = 6) -> dict[str, np.ndarray]:
+    """Originals, fingerprints and the max-normalised Grad-CAM of each model on them, for the report's grid."""
+    samples = fingerprints.samples[:count]
+    labels = fingerprints.labels[:count]
+    arrays = {"originals": fingerprints.tensors["originals"][:count].numpy(), "samples": samples.numpy(), "pattern": fingerprints.tensors["pattern"].numpy()}
+    logit = bool(fingerprints.config.get("cam_logit", True))
+    for name, model in models.items():
+        layer = fingerprints.config.get("layer")
+        with GradCAM(model, layer if layer in dict(model.named_modules()) else None) as cam:
+            maps, _ = cam(samples, lambda o: Classification().score(o, labels, logit=logit))
+        arrays[f"cam_{name}"] = normalise_maps(maps.detach(), "max").numpy()
+    return arrays
+
+
+def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Run the protocol and return the report data (also written to ``out_dir/report.json``).
+
+    Returns:
+        ``aruc``, ``auc`` and ``tpr_at_1pct_fpr`` per mode, ``stealth``, ``suspects`` (per-suspect test metric and
+        matching scores), ``per_transform``, ``curves``, ``thresholds``, ``timings_s`` and ``config``; figures
+        with repeats are ``{"mean", "std", "values"}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    zoo_spec = config.zoo_spec()
+    data = load_data(config.data)
+
+    t = time.perf_counter()
+    log("target ...")
+    target_path = _target(config, data, out, progress)
+    target = load_model(target_path, device=config.device)
+    timings["target_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    log(f"zoo: {len(zoo_spec.positives)} positives, {len(zoo_spec.negatives)} negatives ({config.executor}) ...")
+    manifest = build_zoo(zoo_spec, target_path, config.data, out / "zoo", executor=config.executor, workers=config.workers, ray_address=config.ray_address, device=config.device, progress=progress)
+    timings["zoo_s"] = time.perf_counter() - t
+    suspects = manifest["suspects"]
+
+    t = time.perf_counter()
+    squeezing, svdd = _detectors(target, data, config.detector_fpr)
+    timings["detectors_s"] = time.perf_counter() - t
+
+    per_repeat = []
+    timings["generation_s"] = timings["verification_s"] = 0.0
+    for repeat in range(config.repeats):
+        scheme = config.fingerprint_scheme(repeat)
+        t = time.perf_counter()
+        log(f"repeat {repeat + 1}/{config.repeats}: fingerprints ...")
+        fingerprints = _fingerprints(scheme, target, data, out / f"fingerprints-{repeat}.safetensors", progress)
+        timings["generation_s"] += time.perf_counter() - t
+        t = time.perf_counter()
+        scores = _verify_all(scheme, fingerprints, suspects, out / f"verification-{repeat}.json", progress)
+        timings["verification_s"] += time.perf_counter() - t
+        per_repeat.append({"fingerprints": fingerprints, "scores": scores, "stealth": _stealth(target, fingerprints, squeezing, svdd)})
+
+    report = _report(config, manifest, per_repeat, timings)
+    if suspects:
+        first = per_repeat[0]["fingerprints"]
+        pick = lambda kind: next((r for r in suspects if r["kind"] == kind), None)  # noqa: E731
+        shown = {"target": target, **{kind: load_model(r["path"]) for kind in ("positive", "negative") if (r := pick(kind))}}
+        np.savez_compressed(out / "gallery.npz", **gallery(first, shown))
+        report["gallery"] = {kind: (pick(kind) or {}).get("name", kind) for kind in shown}
+    _write_json(out / "report.json", report)
+    return report
+
+
+def _report(config: EvaluationConfig, manifest: dict, per_repeat: list[dict], timings: dict[str, float]) -> dict[str, Any]:
+    suspects = manifest["suspects"]
+    positives = [r["name"] for r in suspects if r["kind"] == "positive"]
+    negatives = [r["name"] for r in suspects if r["kind"] == "negative"]
+    separation = {field: [] for field in MODES}
+    curves = {}
+    for field in MODES:
+        for repeat in per_repeat:
+            pos = [repeat["scores"][n][f"ms_{field}"] for n in positives]
+            neg = [repeat["scores"][n][f"ms_{field}"] for n in negatives]
+            separation[field].append(_separation(pos, neg) if pos and neg else None)
+        first = per_repeat[0]["scores"]
+        if positives and negatives:
+            curves[field] = ru_curves([first[n][f"ms_{field}"] for n in positives], [first[n][f"ms_{field}"] for n in negatives])
+
+    def figure(name: str) -> dict[str, Any]:
+        return {field: _mean_std([s[name] for s in separation[field]]) if all(separation[field]) else None for field in MODES}
+
+    rows = []
+    for record in suspects:
+        row = {k: record[k] for k in ("name", "kind", "transform", "params", "seed", "test_metric", "metric_name", "recovered")}
+        for field in MODES:
+            values = [repeat["scores"][record["name"]][f"ms_{field}"] for repeat in per_repeat]
+            row[f"ms_{field}"] = float(np.mean(values))
+            row[f"ms_{field}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    per_transform: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        key = row["transform"]
+        entry = per_transform.setdefault(key, {"kind": row["kind"], "count": 0, "ms_white_box": [], "ms_black_box": [], "test_metric": []})
+        entry["count"] += 1
+        for name in ("ms_white_box", "ms_black_box", "test_metric"):
+            entry[name].append(row[name])
+    for entry in per_transform.values():
+        for name in ("ms_white_box", "ms_black_box", "test_metric"):
+            entry[name] = float(np.mean(entry[name]))
+
+    stealth_keys = per_repeat[0]["stealth"].keys()
+    first_set: FingerprintSet = per_repeat[0]["fingerprints"]
+    return {
+        "aruc": figure("aruc"),
+        "auc": figure("auc"),
+        "tpr_at_1pct_fpr": figure("tpr_at_1pct_fpr"),
+        "stealth": {k: _mean_std([r["stealth"][k] for r in per_repeat]) for k in stealth_keys},
+        "suspects": rows,
+        "per_transform": per_transform,
+        "target": manifest["target"],
+        "thresholds": [r["fingerprints"].thresholds for r in per_repeat],
+        "fingerprint_stats": [{k: v for k, v in r["fingerprints"].stats.items() if isinstance(v, (int, float))} for r in per_repeat],
+        "scheme": first_set.stats.get("scheme_repr"),
+        "curves": curves,
+        "counts": {"positives": len(positives), "negatives": len(negatives), "n": config.n, "repeats": config.repeats},
+        "timings_s": timings,
+        "config": config.to_dict(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }

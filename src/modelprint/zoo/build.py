@@ -1,0 +1,158 @@
+"""Building a suspect zoo: resumable, with a manifest, on any executor.
+
+Each suspect is a model file ``OUT/suspects/NAME.safetensors`` whose metadata records its recipe (the suspect's
+spec, the parent's weight hash, the data) and provenance (transform, parameters, seed, test metric). A suspect
+whose file exists with the same recipe is reused, so an interrupted build continues where it stopped and a changed
+spec or target rebuilds only what changed. ``OUT/manifest.json`` is rewritten after every finished suspect.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..data import DataSplits, load_data
+from ..errors import InputError
+from ..models import load_model, read_spec, save_model
+from ..train import evaluate, metric_name
+from .executors import run_jobs
+from .spec import SuspectSpec, ZooSpec
+
+
+@functools.lru_cache(maxsize=2)
+def _data(spec: str, channels: int, size: int) -> DataSplits:
+    return load_data(spec, channels=channels, size=size)
+
+
+def build_suspect(job: dict[str, Any]) -> dict[str, Any]:
+    """Build one suspect from a job description (runs in any executor) and return its manifest record."""
+    import torch
+
+    start = time.perf_counter()
+    suspect = SuspectSpec(**job["suspect"])
+    target = load_model(job["target_path"], device=job.get("device", "cpu"))
+    data = _data(job["data"], target.spec.channels, target.spec.input_size[0])
+    child = suspect.build_transform().apply(target, data.train, seed=suspect.seed, progress=job.get("progress", False))
+    task = target.spec.task
+    child.spec.info.update(
+        name=suspect.name,
+        kind=suspect.kind,
+        recipe=job["recipe"],
+        test_metric=evaluate(child, data.test, task),
+        metric_name=metric_name(task),
+        build_seconds=round(time.perf_counter() - start, 2),
+        threads=torch.get_num_threads(),
+    )
+    save_model(child, job["out_path"])
+    return _record(Path(job["out_path"]))
+
+
+def _record(path: Path) -> dict[str, Any]:
+    """The manifest record of a built suspect, read from its file."""
+    model = load_model(path)
+    info = model.spec.info
+    return {
+        "name": info["name"],
+        "kind": info["kind"],
+        "transform": info["transform"],
+        "params": info["params"],
+        "seed": info["seed"],
+        "path": str(path),
+        "sha256": info["sha256"],
+        "test_metric": info["test_metric"],
+        "metric_name": info["metric_name"],
+        "build_seconds": info["build_seconds"],
+        "recovered": bool(info.get("recovered", False)),
+    }
+
+
+def _finished(path: Path, recipe: dict[str, Any]) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return read_spec(path).info.get("recipe") == recipe
+    except InputError:
+        return False  # unreadable (say, an old format): rebuild
+
+
+def build_zoo(
+    spec: ZooSpec,
+    target_path: str | Path,
+    data: str,
+    out_dir: str | Path,
+    *,
+    executor: str = "inprocess",
+    workers: int = 2,
+    ray_address: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build (or resume) the zoo of ``spec`` around the target and return the manifest.
+
+    Args:
+        spec: the suspects to build.
+        target_path: the target's model file.
+        data: the data spec (the thief's training data is its training split; the test metric uses its test split).
+        out_dir: the zoo directory.
+        executor, workers, ray_address: see :func:`modelprint.zoo.executors.run_jobs`.
+        device: torch device of the workers.
+        progress: show a progress bar over suspects (and per-suspect bars in-process).
+
+    Returns:
+        The manifest (also written to ``out_dir/manifest.json``): the target, the data, the spec and one record per
+        suspect, with ``reused`` telling which were already built.
+    """
+    out = Path(out_dir)
+    (out / "suspects").mkdir(parents=True, exist_ok=True)
+    target = load_model(target_path)
+    parent = target.spec.info["sha256"]
+    records: dict[str, dict[str, Any]] = {}
+    jobs = []
+    for suspect in spec.suspects:
+        path = out / "suspects" / f"{suspect.name}.safetensors"
+        recipe = {"suspect": suspect.to_dict(), "parent_sha256": parent, "data": data}
+        if _finished(path, recipe):
+            records[suspect.name] = {**_record(path), "reused": True}
+            continue
+        jobs.append(
+            {
+                "suspect": suspect.to_dict(),
+                "target_path": str(target_path),
+                "data": data,
+                "out_path": str(path),
+                "recipe": recipe,
+                "device": device,
+                "progress": progress and executor == "inprocess",
+            }
+        )
+
+    manifest = {
+        "target": {"path": str(target_path), "sha256": parent, "test_metric": target.spec.info.get("test_metric")},
+        "data": data,
+        "spec": spec.to_dict(),
+        "suspects": [],
+    }
+
+    def write_manifest() -> None:
+        manifest["suspects"] = [records[s.name] for s in spec.suspects if s.name in records]
+        tmp = out / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, out / "manifest.json")
+
+    write_manifest()
+    with tqdm(total=len(spec.suspects), initial=len(records), desc="zoo", unit="suspect", disable=not progress) as bar:
+
+        def finished(record: dict[str, Any]) -> None:
+            records[record["name"]] = {**record, "reused": False}
+            write_manifest()
+            bar.update(1)
+
+        run_jobs(build_suspect, jobs, executor=executor, workers=workers, ray_address=ray_address, on_result=finished)
+    write_manifest()
+    return manifest

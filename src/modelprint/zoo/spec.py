@@ -1,0 +1,149 @@
+"""Zoo specifications: which suspects to build, as data (presets, or a JSON/YAML file)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from . import TRANSFORMS
+from .base import Transform
+
+POSITIVE, NEGATIVE = "positive", "negative"
+
+
+@dataclass(frozen=True)
+class SuspectSpec:
+    """One suspect: a transform of the target (positive) or an independent model (negative).
+
+    Attributes:
+        name: unique within the zoo; the suspect's file name.
+        kind: ``"positive"`` (pirated) or ``"negative"`` (independent).
+        transform: a key of :data:`modelprint.zoo.TRANSFORMS`.
+        params: the transform's settings.
+        seed: seeds everything random in building this suspect.
+    """
+
+    name: str
+    kind: str
+    transform: str
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in (POSITIVE, NEGATIVE):
+            raise InputError(f"suspect {self.name!r}: kind must be 'positive' or 'negative', got {self.kind!r}")
+        if self.transform not in TRANSFORMS:
+            raise InputError(f"suspect {self.name!r}: unknown transform {self.transform!r}; known: {', '.join(TRANSFORMS)}")
+        if not self.name or "/" in self.name:
+            raise InputError(f"suspect name {self.name!r} is not a valid file name")
+        self.build_transform()  # validate the parameters now, not half-way through a build
+
+    def build_transform(self) -> Transform:
+        try:
+            return TRANSFORMS[self.transform](**self.params)
+        except TypeError as exc:
+            raise InputError(f"suspect {self.name!r}: bad parameters for {self.transform}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """A list of suspects with unique names."""
+
+    suspects: tuple[SuspectSpec, ...]
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.suspects]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise InputError(f"zoo spec: duplicate suspect names {duplicates}")
+        if not self.suspects:
+            raise InputError("zoo spec: no suspects")
+
+    @property
+    def positives(self) -> list[SuspectSpec]:
+        return [s for s in self.suspects if s.kind == POSITIVE]
+
+    @property
+    def negatives(self) -> list[SuspectSpec]:
+        return [s for s in self.suspects if s.kind == NEGATIVE]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suspects": [s.to_dict() for s in self.suspects]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ZooSpec":
+        try:
+            return cls(tuple(SuspectSpec(**entry) for entry in data["suspects"]))
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"zoo spec: expected {{'suspects': [{{name, kind, transform, params, seed}}, ...]}} ({exc})") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ZooSpec":
+        """Read a spec from JSON or YAML (by extension)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"zoo spec {path} does not exist")
+        text = path.read_text()
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # noqa: BLE001 - any parse error is bad input
+            raise InputError(f"zoo spec {path}: cannot parse ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"zoo spec {path}: expected a mapping with a 'suspects' list")
+        return cls.from_dict(data)
+
+
+def paper_zoo(*, train_epochs: int, finetune_epochs: int = 2, recover_epochs: int = 1, negatives: int = 20, distilled: int = 4) -> ZooSpec:
+    """The paper's zoo: 4 fine-tune/retrain + 5 weight-pruned + 7 filter-pruned + 4 distilled positives, 20 negatives.
+
+    Args:
+        train_epochs: epochs of the target's own training; negatives and distilled copies get the same budget.
+        finetune_epochs: epochs of fine-tuning and retraining.
+        recover_epochs: the pruning recovery fine-tune (see :mod:`modelprint.zoo.prune`).
+        negatives: number of independent models.
+        distilled: number of distilled copies.
+    """
+    suspects = [
+        SuspectSpec("ftal", POSITIVE, "finetune", {"layers": "all", "epochs": finetune_epochs}, 101),
+        SuspectSpec("ftll", POSITIVE, "finetune", {"layers": "last", "epochs": finetune_epochs}, 102),
+        SuspectSpec("rtal", POSITIVE, "retrain", {"layers": "all", "epochs": finetune_epochs}, 103),
+        SuspectSpec("rtll", POSITIVE, "retrain", {"layers": "last", "epochs": finetune_epochs}, 104),
+    ]
+    for i, ratio in enumerate((0.1, 0.2, 0.3, 0.4, 0.5)):
+        suspects.append(SuspectSpec(f"weight_prune_{ratio:.1f}", POSITIVE, "weight_prune", {"ratio": ratio, "recover_epochs": recover_epochs}, 200 + i))
+    for k in range(1, 8):
+        suspects.append(SuspectSpec(f"filter_prune_{k}of16", POSITIVE, "filter_prune", {"ratio": k / 16, "recover_epochs": recover_epochs}, 300 + k))
+    for i in range(distilled):
+        suspects.append(SuspectSpec(f"distill_{i}", POSITIVE, "distill", {"epochs": train_epochs}, 400 + i))
+    for i in range(negatives):
+        suspects.append(SuspectSpec(f"independent_{i}", NEGATIVE, "independent", {"epochs": train_epochs}, 1000 + i))
+    return ZooSpec(tuple(suspects))
+
+
+def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: int = 1, negatives: int = 4) -> ZooSpec:
+    """A small zoo that still holds every transform kind: 6 positives and ``negatives`` independent models."""
+    suspects = [
+        SuspectSpec("ftal", POSITIVE, "finetune", {"layers": "all", "epochs": finetune_epochs}, 101),
+        SuspectSpec("rtll", POSITIVE, "retrain", {"layers": "last", "epochs": finetune_epochs}, 104),
+        SuspectSpec("weight_prune_0.3", POSITIVE, "weight_prune", {"ratio": 0.3, "recover_epochs": recover_epochs}, 202),
+        SuspectSpec("weight_prune_0.5", POSITIVE, "weight_prune", {"ratio": 0.5, "recover_epochs": recover_epochs}, 204),
+        SuspectSpec("filter_prune_4of16", POSITIVE, "filter_prune", {"ratio": 4 / 16, "recover_epochs": recover_epochs}, 304),
+        SuspectSpec("distill_0", POSITIVE, "distill", {"epochs": train_epochs}, 400),
+    ]
+    for i in range(negatives):
+        suspects.append(SuspectSpec(f"independent_{i}", NEGATIVE, "independent", {"epochs": train_epochs}, 1000 + i))
+    return ZooSpec(tuple(suspects))
+
+
+PRESETS = {"paper": paper_zoo, "quick": quick_zoo}
