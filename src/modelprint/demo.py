@@ -87,14 +87,14 @@ def run_demo(
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    log("training the target and two independent models on digits ...")
+    log(f"training the target and two independent models on {splits.name} ...")
     target = trained(0)
     suspects = {
         "target": ("target", target),
-        "fine-tuned copy": ("positive", pirated("finetuned", target, FineTune(epochs=1, lr=0.01, augment=splits.augment), 10)),
-        "30%-pruned copy": ("positive", pirated("pruned30", target, WeightPrune(ratio=0.3), 11)),
-        "independent (seed 1)": ("negative", trained(1)),
-        "independent (seed 2)": ("negative", trained(2)),
+        "fine-tuned": ("positive", pirated("finetuned", target, FineTune(epochs=1, lr=0.01, augment=splits.augment), 10)),
+        "pruned 30%": ("positive", pirated("pruned30", target, WeightPrune(ratio=0.3), 11)),
+        "independent 1": ("negative", trained(1)),
+        "independent 2": ("negative", trained(2)),
     }
     timings["models_s"] = time.perf_counter() - t
     accuracy = {name: evaluate(model, splits.test, "classification") for name, (_, model) in suspects.items()}

@@ -6,6 +6,7 @@ their threshold from clean images at a stated false-positive rate, then report t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -16,10 +17,13 @@ from .errors import InputError
 
 
 def _quantile_threshold(clean_scores: torch.Tensor, fpr: float) -> float:
-    """The score above which at most ``fpr`` of the clean scores lie."""
-    if not 0 <= fpr < 1:
-        raise InputError(f"false-positive rate must lie in [0, 1), got {fpr}")
-    return float(torch.quantile(clean_scores.double(), 1 - fpr))
+    """The conformal threshold: the ceil((n + 1)(1 - fpr))-th smallest clean score, so that a new clean input
+    exchangeable with the calibration images is flagged with probability at most ``fpr``."""
+    if not 0 < fpr < 1:
+        raise InputError(f"false-positive rate must lie in (0, 1), got {fpr}")
+    ordered = clean_scores.double().sort().values
+    rank = math.ceil((len(ordered) + 1) * (1 - fpr))
+    return float("inf") if rank > len(ordered) else float(ordered[rank - 1])
 
 
 def reduce_bit_depth(x: torch.Tensor, bits: int) -> torch.Tensor:

@@ -45,8 +45,11 @@ class SaliencyFingerprint(FingerprintScheme):
         step_size: size of a step; default ``2.5 * xi / steps``.
         cam_logit: Grad-CAM of the class logit (True) or of its probability (False, the paper). The raw Grad-CAM
             of a probability is ~1e-4 and collapses when the softmax saturates, so the default reads the logit.
-        sam_norm: normalisation of S inside L_sam: ``"none"`` (eq. 3 literally), ``"sum"`` (S / sum S: L_sam then
-            weighs the share of saliency inside P, on the scale of L_prd) or ``"max"``.
+        sam_norm: normalisation of S inside L_sam: ``"none"`` (eq. 3 literally), ``"sum"`` (S / sum S: the share
+            of saliency inside P) or ``"max"`` (S / max S, the normalisation that verification reads, eq. 5).
+            Default ``"max"``: on CIFAR-10 with a ResNet-18 width 16 (73.5% test accuracy, N = 100) it gave target
+            white-box 0.94 against 0.87 with ``"sum"``, with the independent model unchanged at 0.44 (see
+            docs/core-results.md).
         keep: L_prd as ``"label"`` (cross-entropy to the label, the paper) or ``"output"`` (KL to the original
             output, which keeps the prediction without pushing it to over-confidence).
         layer: Grad-CAM layer by name; the model's declared or last spatial layer when None.
@@ -72,7 +75,7 @@ class SaliencyFingerprint(FingerprintScheme):
     steps: int = 50
     step_size: float | None = None
     cam_logit: bool = True
-    sam_norm: str = "sum"
+    sam_norm: str = "max"
     keep: str = "output"
     layer: str | None = None
     fill: float = 0.0
