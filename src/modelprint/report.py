@@ -127,6 +127,10 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
         ["suspect", "kind", "transform", "params", "test metric", "MS white-box", "MS black-box"],
         [[s["name"], s["kind"], s["transform"], s["params"], s["test_metric"], s["ms_white_box"], s["ms_black_box"]] for s in report["suspects"]],
     )
+    per_transform = _table(
+        ["transform", "kind", "suspects", "mean test metric", "mean MS white-box", "mean MS black-box"],
+        [[name, t["kind"], t["count"], t["test_metric"], t["ms_white_box"], t["ms_black_box"]] for name, t in report["per_transform"].items()],
+    )
     timings = _table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()])
     config = html.escape(str(report["config"]))
     figures = "".join(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>" for title, data in images.items())
@@ -143,6 +147,7 @@ code{{font-size:12px}}</style></head><body>
 <h2>Separation</h2>{headline}
 <h2>Stealth</h2>{stealth}
 {figures}
+<h2>Per transform</h2>{per_transform}
 <h2>Suspects</h2>{suspects}
 <h2>Timings</h2>{timings}
 <h2>Configuration</h2><p><code>{config}</code></p>

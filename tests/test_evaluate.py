@@ -1,0 +1,85 @@
+"""The evaluation protocol end to end on a tiny data folder and a tiny zoo: report.json, the plots, report.html, and
+resuming a finished run without redoing its work."""
+
+import json
+
+import numpy as np
+import pytest
+
+from modelprint.cli import main
+
+from conftest import write_npz_folder
+
+
+def run_cli(argv):
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"exit code {exc.code}"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("evaluate")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 96)
+    images = rng.integers(0, 60, (96, 16, 16, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):  # a learnable signal: a bright quadrant per class
+        r, c = divmod(int(label), 2)
+        images[i, r * 8 : r * 8 + 8, c * 8 : c * 8 + 8] += 150
+    data = write_npz_folder(base / "data", images=images, labels=labels)
+    zoo = {
+        "suspects": [
+            {"name": "pruned", "kind": "positive", "transform": "weight_prune", "params": {"ratio": 0.2, "recover_epochs": 0}, "seed": 1},
+            {"name": "filtered", "kind": "positive", "transform": "filter_prune", "params": {"ratio": 0.125, "recover_epochs": 0}, "seed": 2},
+            {"name": "tuned", "kind": "positive", "transform": "finetune", "params": {"layers": "all", "epochs": 1}, "seed": 3},
+            {"name": "other_a", "kind": "negative", "transform": "independent", "params": {"epochs": 2}, "seed": 4},
+            {"name": "other_b", "kind": "negative", "transform": "independent", "params": {"epochs": 2}, "seed": 5},
+        ]
+    }
+    (base / "zoo.json").write_text(json.dumps(zoo))
+    argv = ["evaluate", "--data", str(data), "--arch", "resnet18", "--width", "4", "--epochs", "3", "--zoo", str(base / "zoo.json"),
+            "--repeats", "2", "--n", "6", "--out", str(base / "run")]
+    run_cli(argv)
+    return base, argv
+
+
+def test_report_json_holds_the_protocol_figures(world):
+    base, _ = world
+    report = json.loads((base / "run" / "report.json").read_text())
+    for key in ("aruc", "auc"):
+        for mode in ("white_box", "black_box"):
+            figure = report[key][mode]
+            assert len(figure["values"]) == 2 and 0 <= figure["mean"] <= 1 and figure["std"] >= 0
+    assert {s["name"] for s in report["suspects"]} == {"pruned", "filtered", "tuned", "other_a", "other_b"}
+    for suspect in report["suspects"]:
+        assert suspect["kind"] in ("positive", "negative")
+        assert 0 <= suspect["ms_white_box"] <= 1 and 0 <= suspect["ms_black_box"] <= 1
+        assert suspect["test_metric"] is not None
+    assert set(report["per_transform"]) == {"weight_prune", "filter_prune", "finetune", "independent"}
+    for key in ("acc", "psnr_db", "ssim", "dr_feature_squeezing", "dr_deepsvdd"):
+        assert len(report["stealth"][key]["values"]) == 2
+    assert report["stealth"]["acc"]["mean"] == 1.0  # label invariance: changed samples are never kept
+    assert {"target_s", "zoo_s", "generation_s", "verification_s"} <= set(report["timings_s"])
+    assert report["config"]["repeats"] == 2
+
+
+def test_report_html_embeds_the_plots(world):
+    base, _ = world
+    run = base / "run"
+    for name in ("curves.png", "scores.png", "gallery.png"):
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (run / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == 3
+    assert "filter_prune" in page and "ARUC" in page
+
+
+def test_a_finished_run_started_again_redoes_nothing(world, capsys):
+    base, argv = world
+    run = base / "run"
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".safetensors", ".json") and p.name not in ("report.json", "manifest.json")}
+    run_cli(argv)
+    after = {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".safetensors", ".json") and p.name not in ("report.json", "manifest.json")}
+    assert before == after
+    report = json.loads((run / "report.json").read_text())
+    assert report["timings_s"]["zoo_s"] < 5
