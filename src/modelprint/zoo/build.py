@@ -90,6 +90,7 @@ def build_zoo(
     executor: str = "inprocess",
     workers: int = 2,
     ray_address: str | None = None,
+    threads_per_worker: int = 1,
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def build_zoo(
         target_path: the target's model file.
         data: the data spec (the thief's training data is its training split; the test metric uses its test split).
         out_dir: the zoo directory.
-        executor, workers, ray_address: see :func:`modelprint.zoo.executors.run_jobs`.
+        executor, workers, ray_address, threads_per_worker: see :func:`modelprint.zoo.executors.run_jobs`.
         device: torch device of the workers.
         progress: show a progress bar over suspects (and per-suspect bars in-process).
 
@@ -153,6 +154,8 @@ def build_zoo(
             write_manifest()
             bar.update(1)
 
-        run_jobs(build_suspect, jobs, executor=executor, workers=workers, ray_address=ray_address, on_result=finished)
+        run_jobs(
+            build_suspect, jobs, executor=executor, workers=workers, ray_address=ray_address, threads_per_worker=threads_per_worker, on_result=finished
+        )
     write_manifest()
     return manifest

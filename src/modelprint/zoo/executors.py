@@ -27,6 +27,7 @@ def run_jobs(
     executor: str = "inprocess",
     workers: int = 2,
     ray_address: str | None = None,
+    threads_per_worker: int = 1,
     on_result: Callable[[Result], None] = lambda result: None,
 ) -> list[Result]:
     """Run ``fn`` on every job with the chosen executor; call ``on_result`` as each one finishes.
@@ -38,6 +39,7 @@ def run_jobs(
         workers: pool processes, or CPUs of a Ray instance started here.
         ray_address: address of an existing Ray cluster (``"auto"`` or ``"ray://host:port"``); a local instance is
             started when None.
+        threads_per_worker: torch threads of each pool or Ray worker (1 unless measuring oversubscription).
         on_result: called in this process with each result, in completion order.
 
     Returns:
@@ -49,7 +51,7 @@ def run_jobs(
     if not jobs:
         return []
     runner = {"inprocess": _run_inprocess, "pool": _run_pool, "ray": _run_ray}[executor]
-    return runner(fn, jobs, workers=workers, ray_address=ray_address, on_result=on_result)
+    return runner(fn, jobs, workers=workers, ray_address=ray_address, threads=threads_per_worker, on_result=on_result)
 
 
 def _run_inprocess(fn, jobs, *, on_result, **_) -> list[Result]:
@@ -61,17 +63,17 @@ def _run_inprocess(fn, jobs, *, on_result, **_) -> list[Result]:
     return results
 
 
-def _single_thread_worker() -> None:
+def _limit_threads(threads: int) -> None:
     import torch
 
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
-def _run_pool(fn, jobs, *, workers, on_result, **_) -> list[Result]:
+def _run_pool(fn, jobs, *, workers, threads, on_result, **_) -> list[Result]:
     results = []
     # spawn: a fork of a process that already ran torch threads can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_single_thread_worker) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_limit_threads, initargs=(threads,)) as pool:
         pending = {pool.submit(fn, job) for job in jobs}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -82,12 +84,12 @@ def _run_pool(fn, jobs, *, workers, on_result, **_) -> list[Result]:
     return results
 
 
-def _ray_call(fn, job):
-    _single_thread_worker()
+def _ray_call(fn, job, threads):
+    _limit_threads(threads)
     return fn(job)
 
 
-def _run_ray(fn, jobs, *, workers, ray_address, on_result, **_) -> list[Result]:
+def _run_ray(fn, jobs, *, workers, ray_address, threads, on_result, **_) -> list[Result]:
     try:
         import ray
     except ImportError:
@@ -98,10 +100,10 @@ def _run_ray(fn, jobs, *, workers, ray_address, on_result, **_) -> list[Result]:
         if ray_address:
             ray.init(address=ray_address, **kwargs)
         else:
-            ray.init(num_cpus=workers, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}, **kwargs)
+            ray.init(num_cpus=workers, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}}, **kwargs)
     try:
         remote = ray.remote(num_cpus=1, max_retries=1)(_ray_call)
-        pending = [remote.remote(fn, job) for job in jobs]
+        pending = [remote.remote(fn, job, threads) for job in jobs]
         results = []
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
