@@ -47,7 +47,7 @@ def binary_digits_target(digits):
 def test_feature_squeezing_flags_large_epsilon_fgsm(binary_digits_target):
     """Xu et al.'s MNIST configuration (1-bit depth, 2x2 median) on binary digits: the 1-bit squeezer undoes an
     eps = 0.3 FGSM perturbation, so the squeezed prediction returns to the clean one. (With the CIFAR-10
-    configuration on natural images FGSM is mostly missed: Xu et al. report 21%; see docs/core-results.md.)"""
+    configuration on natural images FGSM is mostly missed: Xu et al. report 21%; see docs/protocol-results.md.)"""
     model, test = binary_digits_target
     x, y = test.images, test.labels
     half = len(x) // 2

@@ -272,7 +272,7 @@ def _report(config: EvaluationConfig, manifest: dict, per_repeat: list[dict], ti
 
     rows = []
     for record in suspects:
-        row = {k: record[k] for k in ("name", "kind", "transform", "params", "seed", "test_metric", "metric_name", "recovered")}
+        row = {k: record[k] for k in ("name", "kind", "transform", "params", "seed", "test_metric", "metric_name", "recovered", "recovery_epochs")}
         for field in MODES:
             values = [repeat["scores"][record["name"]][f"ms_{field}"] for repeat in per_repeat]
             row[f"ms_{field}"] = float(np.mean(values))

@@ -99,6 +99,14 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _recovery(suspect: dict) -> str:
+    """Recovery epochs of a pruned suspect, marked when the metric did not come back within the rule's margin."""
+    epochs = suspect.get("recovery_epochs", 0)
+    if not epochs:
+        return ""
+    return f"{epochs}" if suspect.get("recovered") else f"{epochs} (not recovered)"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -124,8 +132,11 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
     )
     stealth = _table(["figure", "mean ± std"], [[k, v] for k, v in report["stealth"].items()])
     suspects = _table(
-        ["suspect", "kind", "transform", "params", "test metric", "MS white-box", "MS black-box"],
-        [[s["name"], s["kind"], s["transform"], s["params"], s["test_metric"], s["ms_white_box"], s["ms_black_box"]] for s in report["suspects"]],
+        ["suspect", "kind", "transform", "params", "test metric", "recovery epochs", "MS white-box", "MS black-box"],
+        [
+            [s["name"], s["kind"], s["transform"], s["params"], s["test_metric"], _recovery(s), s["ms_white_box"], s["ms_black_box"]]
+            for s in report["suspects"]
+        ],
     )
     per_transform = _table(
         ["transform", "kind", "suspects", "mean test metric", "mean MS white-box", "mean MS black-box"],

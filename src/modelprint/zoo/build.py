@@ -68,7 +68,8 @@ def _record(path: Path) -> dict[str, Any]:
         "test_metric": info["test_metric"],
         "metric_name": info["metric_name"],
         "build_seconds": info["build_seconds"],
-        "recovered": bool(info.get("recovered", False)),
+        "recovered": info.get("recovered"),
+        "recovery_epochs": int(info.get("recovery_epochs", 0)),
     }
 
 

@@ -2,7 +2,13 @@
 
 A thief keeps a pruned model only if it still works. The rule here: when pruning costs more than ``recover_if``
 of the task metric on the thief's data (accuracy points; relative MAE for regression), the pruned model is
-fine-tuned for ``recover_epochs`` with the pruning mask held (pruned weights stay zero).
+fine-tuned with the pruning mask held (pruned weights stay zero), one epoch at a time (each with its own short
+warm-up and decay), until its metric on the thief's data is back within ``recover_if`` of the unpruned model's or
+``recover_epochs`` epochs are spent. The model records ``recovery_epochs`` and whether it ``recovered``; one that
+never recovered is kept (and so flagged) so that the report shows what the thief would have faced.
+
+(On digits, one epoch of 12 steps left a 4/16 filter-pruned ResNet-18 width 16 at 26% accuracy; three epochs
+brought it back to 95%.)
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from .base import Transform
 class _Prune(Transform):
     ratio: float = 0.3
     recover_if: float = 0.05
-    recover_epochs: int = 1
+    recover_epochs: int = 3
     recover_lr: float = 0.01
 
     def __post_init__(self) -> None:
@@ -54,9 +60,13 @@ class _Prune(Transform):
                     if name in masks:
                         p.mul_(masks[name])
 
-        config = TrainConfig(epochs=self.recover_epochs, lr=self.recover_lr, seed=seed, device=str(model.mean.device))
-        fit(model, data, supervised_loss(task), config, after_step=hold_mask, progress=progress, desc=f"{self.kind}-recover")
-        model.spec.info["recovered"] = True
+        epochs = 0
+        while lost > self.recover_if and epochs < self.recover_epochs:
+            config = TrainConfig(epochs=1, lr=self.recover_lr, seed=seed + epochs, device=str(model.mean.device))
+            fit(model, data, supervised_loss(task), config, after_step=hold_mask, progress=progress, desc=f"{self.kind}-recover")
+            epochs += 1
+            lost = _metric_lost(before, evaluate(model, data, task), task)
+        model.spec.info.update(recovery_epochs=epochs, recovered=lost <= self.recover_if, metric_lost_after_recovery=lost)
 
 
 def _metric_lost(before: float | None, after: float, task: str) -> float:

@@ -104,13 +104,13 @@ class ZooSpec:
         return cls.from_dict(data)
 
 
-def paper_zoo(*, train_epochs: int, finetune_epochs: int = 2, recover_epochs: int = 1, negatives: int = 20, distilled: int = 4) -> ZooSpec:
+def paper_zoo(*, train_epochs: int, finetune_epochs: int = 2, recover_epochs: int = 3, negatives: int = 20, distilled: int = 4) -> ZooSpec:
     """The paper's zoo: 4 fine-tune/retrain + 5 weight-pruned + 7 filter-pruned + 4 distilled positives, 20 negatives.
 
     Args:
         train_epochs: epochs of the target's own training; negatives and distilled copies get the same budget.
         finetune_epochs: epochs of fine-tuning and retraining.
-        recover_epochs: the pruning recovery fine-tune (see :mod:`modelprint.zoo.prune`).
+        recover_epochs: at most this many epochs of pruning recovery (see :mod:`modelprint.zoo.prune`).
         negatives: number of independent models.
         distilled: number of distilled copies.
     """
@@ -131,7 +131,7 @@ def paper_zoo(*, train_epochs: int, finetune_epochs: int = 2, recover_epochs: in
     return ZooSpec(tuple(suspects))
 
 
-def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: int = 1, negatives: int = 4) -> ZooSpec:
+def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: int = 3, negatives: int = 4) -> ZooSpec:
     """A small zoo that still holds every transform kind: 6 positives and ``negatives`` independent models."""
     suspects = [
         SuspectSpec("ftal", POSITIVE, "finetune", {"layers": "all", "epochs": finetune_epochs}, 101),
