@@ -1,75 +1,125 @@
 """Which fingerprint settings separate pirated copies from independent models? Not a test.
 
-Generates one fingerprint set per configuration against a target and prints the matching scores (white-box,
-black-box) of the target, a copy fine-tuned for one epoch and an independently trained model:
+Runs fingerprint configurations over the target and zoo of one finished ``modelprint evaluate`` run (built once,
+reused by every configuration) and writes a table, markdown and JSON:
 
-    python bench/ablation.py --target t0.safetensors --independent i1.safetensors \\
-        --data ../shared/data/cifar10_test_32 "sam_norm=sum" "sam_norm=max" "sam_norm=max,lam=0.5"
+    python bench/ablation.py --run runs/paper --repeats 3 --out bench/out/ablation \\
+        "paper: preset=paper" "default:" "references: beta=1 references=4"
 
-A configuration is a comma-separated list of ``SaliencyFingerprint`` settings on top of the default
-(``paper`` alone stands for ``SaliencyFingerprint.paper()``).
+A configuration is ``NAME: SETTING=VALUE ...``: settings of ``SaliencyFingerprint`` on top of the default (values
+are JSON; ``preset=paper`` starts from the paper-faithful configuration instead), plus ``references=K`` and
+``surrogates=S``, the owner's helper models (trained once into RUN/owner and shared by all configurations; the
+evaluation zoo never contains them). Thresholds always come from the target the way the scheme derives them;
+nothing is fitted on the zoo's negatives. Each configuration's run lives in OUT/NAME and resumes when restarted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+from pathlib import Path
+from typing import Any
 
-from modelprint import SaliencyFingerprint, WhiteBox, load_data, load_model
-from modelprint.access import BLACK_BOX, WHITE_BOX
-from modelprint.zoo import FineTune
+from modelprint.evaluate import EvaluationConfig, run_evaluation
+from modelprint.fingerprints import SaliencyFingerprint
+from modelprint.fingerprints.saliency import BB_SCORES
+
+KINDS = ("finetune", "retrain", "weight_prune", "filter_prune", "distill", "independent")
 
 
-def parse_configuration(text: str, seed: int) -> SaliencyFingerprint:
-    """``"sam_norm=max,lam=0.5"`` -> the default scheme with those settings (values typed like the defaults)."""
-    if text == "paper":
-        return SaliencyFingerprint.paper(seed=seed)
-    default = SaliencyFingerprint()
-    settings: dict = {"seed": seed}
-    for pair in filter(None, text.split(",")):
-        key, value = pair.split("=", 1)
-        current = getattr(default, key)
-        if isinstance(current, bool):
-            settings[key] = value.lower() in ("1", "true", "yes")
-        elif current is None:
-            settings[key] = float(value)
-        else:
-            settings[key] = type(current)(value)
-    return SaliencyFingerprint(**settings)
+def parse_configuration(text: str) -> tuple[str, dict[str, Any], int, int]:
+    """``"name: beta=1 references=4"`` -> (name, scheme settings, references, surrogates)."""
+    name, _, rest = text.partition(":")
+    settings = SaliencyFingerprint.parse_settings([a for a in rest.split() if not a.startswith(("preset=", "references=", "surrogates="))])
+    extra = dict(a.split("=", 1) for a in rest.split() if a.startswith(("preset=", "references=", "surrogates=")))
+    if "preset" in extra:
+        settings["preset"] = extra["preset"]
+    return name.strip(), settings, int(extra.get("references", 0)), int(extra.get("surrogates", 0))
+
+
+def row_of(name: str, text: str, report: dict[str, Any]) -> dict[str, Any]:
+    """The table's row of one configuration's report."""
+    per_kind = report["per_transform"]
+    negatives = [s for s in report["suspects"] if s["kind"] == "negative"]
+    stats = report["fingerprint_stats"]
+    scheme = report["config"]["scheme"] or {}
+    bb_score = scheme.get("bb_score", "abs")
+    row: dict[str, Any] = {"name": name, "configuration": text.partition(":")[2].strip() or "(default)"}
+    for field in ("white_box", "black_box"):
+        row[f"aruc_{field}"] = report["aruc"][field]["mean"]
+        row[f"aruc_{field}_std"] = report["aruc"][field]["std"]
+        row[f"auc_{field}"] = report["auc"][field]["mean"]
+        row[f"target_{field}"] = report["target_scores"][f"ms_{field}"]["mean"]
+        for kind in KINDS:
+            if kind in per_kind:
+                row[f"{kind}_{field}"] = per_kind[kind][f"ms_{field}"]
+        row[f"max_negative_{field}"] = max(s[f"ms_{field}"] for s in negatives) if negatives else None
+    row.update(
+        acc=report["stealth"]["acc"]["mean"],
+        psnr_db=report["stealth"]["psnr_db"]["mean"],
+        dr_feature_squeezing=report["stealth"].get("dr_feature_squeezing", {}).get("mean"),
+        queries_per_sample=BB_SCORES[bb_score],
+        generation_s=sum(s["generation_s"] for s in stats) / len(stats),
+        owner_models=report.get("owner_models"),
+    )
+    return row
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """Two tables: the separation summary, then the mean matching score of each suspect kind."""
+    lines = [
+        "| configuration | settings | ARUC WB | ARUC BB | AUC WB | AUC BB | acc | PSNR dB | FS det. | queries/sample | gen. s | owner models (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        owner = r["owner_models"]
+        owner_text = f"{owner['references']}+{owner['surrogates']} ({owner['build_seconds']:.0f})" if owner else ""
+        lines.append(
+            f"| {r['name']} | `{r['configuration']}` | {r['aruc_white_box']:.3f} ± {r['aruc_white_box_std']:.3f} | "
+            f"{r['aruc_black_box']:.3f} ± {r['aruc_black_box_std']:.3f} | {r['auc_white_box']:.3f} | {r['auc_black_box']:.3f} | "
+            f"{r['acc']:.2f} | {r['psnr_db']:.1f} | {_cell(r['dr_feature_squeezing'])} | {r['queries_per_sample']} | {r['generation_s']:.0f} | {owner_text} |"
+        )
+    kinds = ("target", *KINDS, "max_negative")
+    lines += ["", "| configuration | " + " | ".join(f"{k} WB / BB" for k in kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+    for r in rows:
+        cells = [f"{_cell(r.get(f'{k}_white_box'))} / {_cell(r.get(f'{k}_black_box'))}" for k in kinds]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("configurations", nargs="+")
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--independent", required=True)
-    parser.add_argument("--data", default="../shared/data/cifar10_test_32")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("configurations", nargs="+", help="NAME: SETTING=VALUE ...")
+    parser.add_argument("--run", required=True, help="a finished 'modelprint evaluate' output folder (its target and zoo are reused)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--detectors", action="store_true", help="also measure the stealth detectors (slower)")
+    parser.add_argument("--out", default="bench/out/ablation")
     args = parser.parse_args()
 
-    data = load_data(args.data)
-    target, independent = load_model(args.target), load_model(args.independent)
-    finetuned = FineTune(epochs=1, lr=0.01).apply(target, data.train, seed=10)
-    suspects = {"target": target, "fine-tuned": finetuned, "independent": independent}
+    run = Path(args.run)
+    base = json.loads((run / "report.json").read_text())["config"]
+    out = Path(args.out)
+    rows = []
     for text in args.configurations:
-        scheme = parse_configuration(text, args.seed)
-        start = time.perf_counter()
-        fingerprints = scheme.generate(target, data.train.images, data.train.labels, progress=False)
-        seconds = time.perf_counter() - start
-        scores = {
-            name: {mode: round(scheme.verify(WhiteBox(model), fingerprints, mode=mode).matching_score, 2) for mode in (WHITE_BOX, BLACK_BOX)}
-            for name, model in suspects.items()
-        }
-        stats = fingerprints.stats
-        print(json.dumps({
-            "configuration": text,
-            "scores": scores,
-            "thresholds": {k: round(v, 4) for k, v in fingerprints.thresholds.items()},
-            "labels_kept": stats["labels_kept"],
-            "psnr_db_mean": round(stats["psnr_db_mean"], 1),
-            "generation_s": round(seconds, 1),
-        }), flush=True)
+        name, settings, references, surrogates = parse_configuration(text)
+        config = EvaluationConfig(
+            data=base["data"], arch=base["arch"], width=base["width"], epochs=base["epochs"], preset=base["preset"], zoo=base["zoo"],
+            repeats=args.repeats, n=args.n, scheme=settings, references=references, surrogates=surrogates,
+            executor=base["executor"], workers=base["workers"], target=str(base["target"] or run / "target.safetensors"),
+            zoo_dir=str(run / "zoo"), owner_dir=str(run / "owner"), detectors=args.detectors,
+        )
+        report = run_evaluation(config, out / name, progress=True, log=print)
+        rows.append(row_of(name, text, report))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "ablation.json").write_text(json.dumps({"run": str(run), "repeats": args.repeats, "rows": rows}, indent=2))
+        (out / "ablation.md").write_text(markdown(rows))
+        print(markdown(rows[-1:]), flush=True)
+    print(markdown(rows))
 
 
 if __name__ == "__main__":

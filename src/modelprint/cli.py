@@ -189,7 +189,10 @@ def evaluate(
     repeats: int = typer.Option(1, min=1, help="Fingerprint sets drawn (seeds 0..R-1)."),
     n: int = typer.Option(100, min=1),
     scheme: Preset = typer.Option(Preset.default, help="Fingerprint configuration: default or paper."),
-    executor: Executor = typer.Option(Executor.inprocess, help="Where the zoo is built."),
+    setting: list[str] = typer.Option([], "--set", help="A fingerprint setting on top of --scheme, SETTING=VALUE (JSON value), repeatable."),
+    references: int = typer.Option(0, min=0, help="Owner's independently trained reference models (for the scheme's beta/occlusion)."),
+    surrogates: int = typer.Option(0, min=0, help="Owner's distilled surrogate copies (for the scheme's gamma/occlusion)."),
+    executor: Executor = typer.Option(Executor.pool, help="Where the zoo is built: a local process pool (default), this process, or Ray."),
     workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
     ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
     target: Optional[Path] = typer.Option(None, help="An existing target model instead of training one."),
@@ -197,11 +200,14 @@ def evaluate(
 ) -> None:
     """Run the paper's evaluation protocol and write report.json, report.html and plots."""
     from .evaluate import EvaluationConfig, run_evaluation
+    from .fingerprints import SaliencyFingerprint
     from .report import write_report
 
+    settings = SaliencyFingerprint.parse_settings(setting)
     config = EvaluationConfig(
         data=data, arch=arch, width=width, epochs=epochs, preset=preset.value, zoo=str(zoo) if zoo else None,
-        repeats=repeats, n=n, scheme={"preset": scheme.value}, executor=executor.value, workers=workers,
+        repeats=repeats, n=n, scheme={"preset": scheme.value, **settings}, references=references, surrogates=surrogates,
+        executor=executor.value, workers=workers,
         ray_address=ray_address, target=str(target) if target else None, device=device,
     )
     report = run_evaluation(config, out, log=lambda line: console.print(line))

@@ -30,7 +30,7 @@ from .saliency import GradCAM, normalise_maps
 from .tasks import Classification
 from .train import TrainConfig, train_new_model
 from .zoo.build import build_zoo
-from .zoo.spec import PRESETS, ZooSpec
+from .zoo.spec import NEGATIVE, POSITIVE, PRESETS, SuspectSpec, ZooSpec
 
 MODES = {"white_box": WHITE_BOX, "black_box": BLACK_BOX}
 
@@ -50,9 +50,17 @@ class EvaluationConfig:
         n: fingerprints per set.
         scheme: the fingerprint scheme's settings, as keyword arguments of :class:`SaliencyFingerprint`
             (``n`` and ``seed`` are set by the run); ``{"preset": "paper"}`` selects the paper-faithful one.
-        executor, workers, ray_address: where the zoo is built.
+        references, surrogates: the owner's helper models for the scheme's ``beta``/``gamma``/``occlusion``
+            terms: independently trained models (seeds 5000+) and distilled copies of the target (seeds 6000+),
+            built like zoo suspects in ``out/owner`` and never part of the evaluation zoo.
+        executor, workers, ray_address: where the zoo is built. The default, a pool of ``workers`` processes with
+            one torch thread each, built the CIFAR-10 zoo 1.18x faster than this process with two threads
+            (bench/threads.py); every executor builds with one thread per job, so all three give identical zoos.
         target: an existing target model file instead of training one.
+        zoo_dir, owner_dir: where the zoo and the owner's helper models are built and reused (default
+            ``OUT/zoo`` and ``OUT/owner``); runs that share them (the configurations of an ablation) build them once.
         detector_fpr: false-positive rate on clean images that sets each stealth detector's threshold.
+        detectors: measure the stealth detectors' detection rates (training Deep SVDD takes a while).
         device: torch device.
     """
 
@@ -66,11 +74,16 @@ class EvaluationConfig:
     repeats: int = 1
     n: int = 100
     scheme: dict[str, Any] | None = None
-    executor: str = "inprocess"
+    references: int = 0
+    surrogates: int = 0
+    executor: str = "pool"
     workers: int = 2
     ray_address: str | None = None
     target: str | None = None
+    zoo_dir: str | None = None
+    owner_dir: str | None = None
     detector_fpr: float = 0.05
+    detectors: bool = True
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -78,11 +91,29 @@ class EvaluationConfig:
             raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.repeats < 1:
             raise InputError(f"repeats must be >= 1, got {self.repeats}")
+        if min(self.references, self.surrogates) < 0:
+            raise InputError("references and surrogates must be >= 0")
+        try:
+            scheme = self.fingerprint_scheme(0)  # bad settings fail now, not after the zoo is built
+        except TypeError as exc:
+            raise InputError(f"fingerprint settings: {exc}") from None
+        if scheme.beta > 0 and not self.references:
+            raise InputError(f"the scheme's beta={scheme.beta} needs reference models: give references >= 1")
+        if scheme.gamma > 0 and not self.surrogates:
+            raise InputError(f"the scheme's gamma={scheme.gamma} needs surrogate models: give surrogates >= 1")
+        if (self.references and not (scheme.beta or scheme.occlusion)) or (self.surrogates and not (scheme.gamma or scheme.occlusion)):
+            raise InputError("owner models were asked for but the scheme's beta, gamma and occlusion would not use them")
 
     def zoo_spec(self) -> ZooSpec:
         if self.zoo:
             return ZooSpec.from_file(self.zoo)
         return PRESETS[self.preset](train_epochs=self.epochs)
+
+    def owner_spec(self) -> ZooSpec | None:
+        """The owner's helper models (see ``references``/``surrogates``), as a zoo spec; None when there are none."""
+        helpers = [SuspectSpec(f"reference_{i}", NEGATIVE, "independent", {"epochs": self.epochs}, 5000 + i) for i in range(self.references)]
+        helpers += [SuspectSpec(f"surrogate_{i}", POSITIVE, "distill", {"epochs": self.epochs}, 6000 + i) for i in range(self.surrogates)]
+        return ZooSpec(tuple(helpers)) if helpers else None
 
     def fingerprint_scheme(self, repeat: int) -> SaliencyFingerprint:
         settings = dict(self.scheme or {})
@@ -121,13 +152,16 @@ def _target(config: EvaluationConfig, data: DataSplits, out: Path, progress: boo
     return path
 
 
-def _fingerprints(scheme: SaliencyFingerprint, target: ImageModel, data: DataSplits, path: Path, progress: bool) -> FingerprintSet:
-    """Generate a set, or reuse the one at ``path`` if the same scheme made it for the same target."""
+def _fingerprints(scheme: SaliencyFingerprint, target: ImageModel, data: DataSplits, path: Path, helpers: dict[str, list[ImageModel]], progress: bool) -> FingerprintSet:
+    """Generate a set, or reuse the one at ``path`` if the same scheme made it for the same target and helpers."""
+    hashes = {f"{role[:-1]}_sha256": [m.spec.info["sha256"] for m in models] for role, models in helpers.items()}
     if path.is_file():
         existing = FingerprintSet.load(path)
-        if existing.target.get("sha256") == target.spec.info["sha256"] and existing.config.get("seed") == scheme.seed and repr(scheme) == existing.stats.get("scheme_repr"):
+        same_helpers = all(existing.config.get(key, []) == value for key, value in hashes.items())
+        if existing.target.get("sha256") == target.spec.info["sha256"] and repr(scheme) == existing.stats.get("scheme_repr") and same_helpers:
             return existing
-    fingerprints = scheme.generate(target, data.train.images, data.train.labels, Classification() if target.spec.task == "classification" else None, progress=progress)
+    task = Classification() if target.spec.task == "classification" else None
+    fingerprints = scheme.generate(target, data.train.images, data.train.labels, task, progress=progress, **helpers)
     fingerprints.stats["scheme_repr"] = repr(scheme)
     fingerprints.save(path)
     return fingerprints
@@ -161,19 +195,24 @@ def _detectors(target: ImageModel, data: DataSplits, fpr: float) -> tuple[Featur
     return squeezing, svdd
 
 
-def _stealth(target: ImageModel, fingerprints: FingerprintSet, squeezing: FeatureSqueezing, svdd: DeepSVDD) -> dict[str, float]:
+def _stealth(target: ImageModel, fingerprints: FingerprintSet, detectors: tuple[FeatureSqueezing, DeepSVDD] | None) -> dict[str, float]:
     samples, originals = fingerprints.samples, fingerprints.tensors["originals"]
     with torch.no_grad():
         predicted = target(samples).argmax(dim=1)
-    return {
+    figures = {
         "acc": float((predicted == fingerprints.labels).float().mean()),
         "psnr_db": float(fingerprints.stats["psnr_db_mean"]),
         "ssim": float(ssim(originals, samples).mean()),
-        "dr_feature_squeezing": squeezing.detection_rate(target, samples),
-        "dr_deepsvdd": svdd.detection_rate(samples),
-        "dr_feature_squeezing_originals": squeezing.detection_rate(target, originals),
-        "dr_deepsvdd_originals": svdd.detection_rate(originals),
     }
+    if detectors is not None:
+        squeezing, svdd = detectors
+        figures.update(
+            dr_feature_squeezing=squeezing.detection_rate(target, samples),
+            dr_deepsvdd=svdd.detection_rate(samples),
+            dr_feature_squeezing_originals=squeezing.detection_rate(target, originals),
+            dr_deepsvdd_originals=svdd.detection_rate(originals),
+        )
+    return figures
 
 
 def _separation(positive: list[float], negative: list[float]) -> dict[str, float]:
@@ -220,12 +259,22 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
 
     t = time.perf_counter()
     log(f"zoo: {len(zoo_spec.positives)} positives, {len(zoo_spec.negatives)} negatives ({config.executor}) ...")
-    manifest = build_zoo(zoo_spec, target_path, config.data, out / "zoo", executor=config.executor, workers=config.workers, ray_address=config.ray_address, device=config.device, progress=progress)
+    manifest = build_zoo(zoo_spec, target_path, config.data, Path(config.zoo_dir or out / "zoo"), executor=config.executor, workers=config.workers, ray_address=config.ray_address, device=config.device, progress=progress)
     timings["zoo_s"] = time.perf_counter() - t
     suspects = manifest["suspects"]
 
+    helpers: dict[str, list[ImageModel]] = {"references": [], "surrogates": []}
+    owner_spec = config.owner_spec()
+    if owner_spec is not None:
+        t = time.perf_counter()
+        log(f"owner's helper models: {config.references} references, {config.surrogates} surrogates ...")
+        owner = build_zoo(owner_spec, target_path, config.data, Path(config.owner_dir or out / "owner"), executor=config.executor, workers=config.workers, ray_address=config.ray_address, device=config.device, progress=progress)
+        for record in owner["suspects"]:
+            helpers["references" if record["kind"] == NEGATIVE else "surrogates"].append(load_model(record["path"], device=config.device))
+        timings["owner_models_s"] = time.perf_counter() - t
+
     t = time.perf_counter()
-    squeezing, svdd = _detectors(target, data, config.detector_fpr)
+    detectors = _detectors(target, data, config.detector_fpr) if config.detectors else None
     timings["detectors_s"] = time.perf_counter() - t
 
     per_repeat = []
@@ -234,14 +283,21 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
         scheme = config.fingerprint_scheme(repeat)
         t = time.perf_counter()
         log(f"repeat {repeat + 1}/{config.repeats}: fingerprints ...")
-        fingerprints = _fingerprints(scheme, target, data, out / f"fingerprints-{repeat}.safetensors", progress)
+        fingerprints = _fingerprints(scheme, target, data, out / f"fingerprints-{repeat}.safetensors", helpers, progress)
         timings["generation_s"] += time.perf_counter() - t
         t = time.perf_counter()
         scores = _verify_all(scheme, fingerprints, suspects, out / f"verification-{repeat}.json", progress)
         timings["verification_s"] += time.perf_counter() - t
-        per_repeat.append({"fingerprints": fingerprints, "scores": scores, "stealth": _stealth(target, fingerprints, squeezing, svdd)})
+        per_repeat.append({
+            "fingerprints": fingerprints,
+            "scores": scores,
+            "target_scores": {f"ms_{field}": scheme.verify(WhiteBox(target), fingerprints, mode=mode).matching_score for field, mode in MODES.items()},
+            "stealth": _stealth(target, fingerprints, detectors),
+        })
 
     report = _report(config, manifest, per_repeat, timings)
+    if owner_spec is not None:
+        report["owner_models"] = {"references": config.references, "surrogates": config.surrogates, "build_seconds": sum(r["build_seconds"] for r in owner["suspects"])}
     if suspects:
         first = per_repeat[0]["fingerprints"]
         pick = lambda kind: next((r for r in suspects if r["kind"] == kind), None)  # noqa: E731
@@ -296,6 +352,7 @@ def _report(config: EvaluationConfig, manifest: dict, per_repeat: list[dict], ti
         "auc": figure("auc"),
         "tpr_at_1pct_fpr": figure("tpr_at_1pct_fpr"),
         "stealth": {k: _mean_std([r["stealth"][k] for r in per_repeat]) for k in stealth_keys},
+        "target_scores": {k: _mean_std([r["target_scores"][k] for r in per_repeat]) for k in per_repeat[0]["target_scores"]},
         "suspects": rows,
         "per_transform": per_transform,
         "target": manifest["target"],

@@ -99,6 +99,14 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _owner_models(report: dict) -> str:
+    owner = report.get("owner_models")
+    if not owner:
+        return ""
+    return (f" Generation used the owner's {owner['references']} reference and {owner['surrogates']} surrogate models"
+            f" ({owner['build_seconds']:.0f} s to train).")
+
+
 def _recovery(suspect: dict) -> str:
     """Recovery epochs of a pruned suspect, marked when the metric did not come back within the rule's margin."""
     epochs = suspect.get("recovery_epochs", 0)
@@ -155,6 +163,8 @@ code{{font-size:12px}}</style></head><body>
 <p>Target: test metric {_fmt(target.get('test_metric'))}, weights <code>{html.escape(str(target.get('sha256'))[:16])}…</code>;
 {report['counts']['positives']} positives, {report['counts']['negatives']} negatives, N = {report['counts']['n']},
 {report['counts']['repeats']} repeat(s). Scheme: <code>{html.escape(str(report.get('scheme')))}</code></p>
+<p>The target's own matching score: white-box {_fmt(report.get('target_scores', {}).get('ms_white_box'))},
+black-box {_fmt(report.get('target_scores', {}).get('ms_black_box'))}.{_owner_models(report)}</p>
 <h2>Separation</h2>{headline}
 <h2>Stealth</h2>{stealth}
 {figures}

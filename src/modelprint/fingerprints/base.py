@@ -174,6 +174,27 @@ class FingerprintScheme(ABC):
         """The scheme's settings as plain JSON data (stored in every fingerprint set)."""
         return json.loads(json.dumps({f.name: getattr(self, f.name) for f in fields(self)}))  # type: ignore[arg-type]
 
+    @classmethod
+    def parse_settings(cls, assignments: list[str]) -> dict[str, Any]:
+        """``["beta=1", "layer=net.layer3", "pattern=[[0,0],[0,1]]"]`` -> settings typed for this scheme.
+
+        A value is read as JSON when it parses (numbers, booleans, lists, null), else as a string.
+
+        Raises:
+            InputError: for a malformed assignment or an unknown setting.
+        """
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        settings: dict[str, Any] = {}
+        for text in assignments:
+            key, sep, value = text.partition("=")
+            if not sep or key.strip() not in known:
+                raise InputError(f"{text!r}: expected SETTING=VALUE with SETTING one of {', '.join(sorted(known))}")
+            try:
+                settings[key.strip()] = json.loads(value)
+            except json.JSONDecodeError:
+                settings[key.strip()] = value
+        return settings
+
 
 def scheme_for(fingerprints: FingerprintSet) -> FingerprintScheme:
     """Rebuild the scheme that made ``fingerprints``, with the settings it was made with."""

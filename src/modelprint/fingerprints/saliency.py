@@ -8,9 +8,10 @@ and measures how much F_c moves, with 2 queries per sample (eq. 6).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,10 @@ from .base import FingerprintScheme, FingerprintSet, VerificationResult
 
 #: The paper's configuration taken literally: Grad-CAM of the probability, un-normalised S in L_sam, cross-entropy to
 #: the label as L_prd, t_bb from masked originals.
-PAPER = {"cam_logit": False, "sam_norm": "none", "keep": "label", "bb_threshold": "originals"}
+PAPER = {"cam_logit": False, "sam_norm": "none", "keep": "label", "bb_threshold": "originals", "bb_score": "abs", "beta": 0.0, "gamma": 0.0, "occlusion": 0.0}
+
+#: Black-box values of a sample (see ``SaliencyFingerprint.bb_score``) and the queries each costs per sample.
+BB_SCORES = {"abs": 2, "log": 2, "diff": 4}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +58,18 @@ class SaliencyFingerprint(FingerprintScheme):
             output, which keeps the prediction without pushing it to over-confidence).
         layer: Grad-CAM layer by name; the model's declared or last spatial layer when None.
         fill: pixel value that replaces P's region in black-box masking.
+        bb_score: the black-box value of a sample: ``"abs"`` (|F_c(x_mask) - F_c(x)| on the returned
+            probability, eq. 6; 2 queries), ``"log"`` (the same on log F_c, classification only: a confident model's
+            probability barely moves while its log does; 2 queries) or ``"diff"`` (the ``"abs"`` change of the
+            fingerprint minus that of its original image, which removes what masking does to any model; 4 queries;
+            needs ``bb_threshold="midpoint"``).
+        beta: weight of the uniqueness penalty: the mean P-saliency (max-normalised, as verification reads it) of
+            the *reference* models given to :meth:`generate` — independently trained models of the owner, standing
+            for the innocent models the fingerprints must not match (in the spirit of conferrable examples).
+        gamma: weight of the robustness reward: L_sam of the *surrogate* models given to :meth:`generate` — pirated
+            copies the owner makes of its own model (distilled ones, say), standing for the thief's.
+        occlusion: weight of the occlusion term, which aligns generation with the black-box test: it raises the
+            black-box value (``bb_score``) of the target and the surrogates and lowers that of the references.
         bb_threshold: how t_bb is derived on the target: ``"originals"`` (mean masking change of the original
             samples, the paper) or ``"midpoint"`` (mean over originals and fingerprints, the rule of t_wb).
         t_wb, t_bb: fixed thresholds that replace the derived ones at verification.
@@ -79,6 +95,10 @@ class SaliencyFingerprint(FingerprintScheme):
     keep: str = "output"
     layer: str | None = None
     fill: float = 0.0
+    bb_score: str = "abs"
+    beta: float = 0.0
+    gamma: float = 0.0
+    occlusion: float = 0.0
     bb_threshold: str = "originals"
     t_wb: float | None = None
     t_bb: float | None = None
@@ -98,6 +118,12 @@ class SaliencyFingerprint(FingerprintScheme):
             (self.keep in ("label", "output"), f"keep must be 'label' or 'output', got {self.keep!r}"),
             (self.bb_threshold in ("originals", "midpoint"), f"bb_threshold must be 'originals' or 'midpoint'"),
             (0.0 <= self.fill <= 1.0, f"fill must lie in [0, 1], got {self.fill}"),
+            (self.bb_score in BB_SCORES, f"bb_score must be one of {', '.join(BB_SCORES)}, got {self.bb_score!r}"),
+            (min(self.beta, self.gamma, self.occlusion) >= 0, "beta, gamma and occlusion must be >= 0"),
+            (
+                not (self.bb_score == "diff" and self.bb_threshold == "originals"),
+                "bb_score='diff' needs bb_threshold='midpoint': on the original images its values are 0 by construction",
+            ),
             (len(self.pattern) >= 1, "pattern needs at least one cell"),
         ]
         for ok, message in checks:
@@ -166,6 +192,8 @@ class SaliencyFingerprint(FingerprintScheme):
         task: Task | None = None,
         *,
         pairs: torch.Tensor | None = None,
+        references: Sequence[torch.nn.Module] = (),
+        surrogates: Sequence[torch.nn.Module] = (),
         progress: bool = False,
     ) -> FingerprintSet:
         """Generate N fingerprint samples of ``model`` from candidate images.
@@ -181,6 +209,10 @@ class SaliencyFingerprint(FingerprintScheme):
             labels: their labels (classes, or values for regression).
             task: the task adapter; classification when None.
             pairs: pair images for tasks that compare two images (similarity), aligned with ``images``.
+            references: the owner's independently trained models, for the uniqueness penalty (``beta``) and the
+                occlusion term; needed when ``beta > 0``.
+            surrogates: the owner's own pirated copies, for the robustness reward (``gamma``) and the occlusion
+                term; needed when ``gamma > 0``.
             progress: show a progress bar.
 
         Returns:
@@ -196,6 +228,7 @@ class SaliencyFingerprint(FingerprintScheme):
             raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
         if task.needs_pairs and (pairs is None or len(pairs) != len(images)):
             raise InputError(f"the {task.name} task needs one pair image per candidate")
+        self._check_helpers(task, references, surrogates)
 
         layer = self.layer or find_cam_layer(model, images[:1].to(device))
         resolve_layer(model, layer)
@@ -206,7 +239,12 @@ class SaliencyFingerprint(FingerprintScheme):
             probe = model(images[:1].to(device))
         task.check_labels(labels, probe.shape[1] if probe.ndim == 2 else 1)
 
-        with GradCAM(model, layer) as cam:
+        with GradCAM(model, layer) as cam, contextlib.ExitStack() as stack:
+            helpers = [
+                (role, stack.enter_context(GradCAM(helper.eval(), find_cam_layer(helper, images[:1].to(device)))))
+                for role, group in (("reference", references), ("surrogate", surrogates))
+                for helper in group
+            ]
             first = _cond(task, model, labels[:1], _rows(pairs, slice(0, 1)), device)
             grid = tuple(cam(images[:1].to(device), self._score_fn(task, first))[0].shape[1:])
             pattern = self.pattern_mask(grid).to(device)  # type: ignore[arg-type]
@@ -215,7 +253,7 @@ class SaliencyFingerprint(FingerprintScheme):
                 raise InputError(
                     f"only {len(eligible)} candidate images keep their prediction on the target, {self.n} are needed"
                 )
-            accepted, stats = self._optimise_all(cam, model, task, images, labels, pairs, eligible, pattern, generator, device, progress)
+            accepted, stats = self._optimise_all(cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress)
 
         if len(accepted) < self.n:
             raise InputError(
@@ -227,9 +265,10 @@ class SaliencyFingerprint(FingerprintScheme):
         tensors = {"samples": samples, "originals": images[index].cpu(), "labels": labels[index].cpu(), "pattern": pattern.cpu()}
         if pairs is not None:
             tensors["pairs"] = pairs[index].cpu()
+        helper_hashes = {"reference_sha256": [state_sha256(m) for m in references], "surrogate_sha256": [state_sha256(m) for m in surrogates]}
         fingerprints = FingerprintSet(
             scheme=self.name,
-            config={**self.settings(), "layer": layer},
+            config={**self.settings(), "layer": layer, **helper_hashes},
             task=task.to_config(),
             tensors=tensors,
             target=_identity(model),
@@ -243,9 +282,24 @@ class SaliencyFingerprint(FingerprintScheme):
             "psnr_db_mean": float(psnr(tensors["originals"], samples).mean()),
             "psnr_db_min": float(psnr(tensors["originals"], samples).min()),
             "linf_max": float((samples - tensors["originals"]).abs().max()),
+            "reference_models": len(references),
+            "surrogate_models": len(surrogates),
             "generation_s": time.perf_counter() - start,
         }
         return fingerprints
+
+    def _check_helpers(self, task: Task, references: Sequence, surrogates: Sequence) -> None:
+        """Fail early when a weight has no models to act on, or models are given that no weight would use."""
+        if self.beta > 0 and not references:
+            raise InputError(f"beta={self.beta} needs reference models: generate(..., references=[...])")
+        if self.gamma > 0 and not surrogates:
+            raise InputError(f"gamma={self.gamma} needs surrogate models: generate(..., surrogates=[...])")
+        if references and self.beta == 0 and self.occlusion == 0:
+            raise InputError("reference models were given but beta and occlusion are 0: they would be ignored")
+        if surrogates and self.gamma == 0 and self.occlusion == 0:
+            raise InputError("surrogate models were given but gamma and occlusion are 0: they would be ignored")
+        if self.bb_score == "log" and not isinstance(task, Classification):
+            raise InputError(f"bb_score='log' needs a probability: use 'abs' or 'diff' for the {task.name} task")
 
     def _eligible(self, model, task, images, labels, pairs, order, device) -> list[int]:
         """Candidate indices, in ``order``, whose original prediction the target gets right."""
@@ -259,7 +313,7 @@ class SaliencyFingerprint(FingerprintScheme):
                 keep += idx[right.cpu()].tolist()
         return keep
 
-    def _optimise_all(self, cam, model, task, images, labels, pairs, eligible, pattern, generator, device, progress):
+    def _optimise_all(self, cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress):
         queue = [(i, 0) for i in eligible]  # (candidate index, attempt)
         accepted: list[tuple[int, torch.Tensor]] = []
         reoptimised = replaced = tried = 0
@@ -272,7 +326,7 @@ class SaliencyFingerprint(FingerprintScheme):
                 x = images[idx].to(device)
                 cond = _cond(task, model, labels[idx], _rows(pairs, idx), device)
                 tried += len(batch)
-                best, kept = self._optimise(cam, task, x, cond, lam, pattern, generator)
+                best, kept = self._optimise(cam, helpers, task, x, cond, lam, pattern, generator)
                 for j, (i, attempt) in enumerate(batch):
                     if kept[j]:
                         accepted.append((i, best[j].detach()))
@@ -285,8 +339,9 @@ class SaliencyFingerprint(FingerprintScheme):
         stats = {"candidates_optimised": tried, "reoptimised": reoptimised, "replaced": replaced}
         return accepted, stats
 
-    def _optimise(self, cam, task, x, cond, lam, pattern, generator):
-        """PGD on eq. 4 for one batch; returns the best prediction-keeping iterate per sample and whether any kept."""
+    def _optimise(self, cam, helpers, task, x, cond, lam, pattern, generator):
+        """PGD on eq. 4 (plus the optional helper and occlusion terms) for one batch; returns the best
+        prediction-keeping iterate per sample and whether any kept."""
         with torch.no_grad():
             original = cam.model(x)
         score_fn = self._score_fn(task, cond)
@@ -308,6 +363,9 @@ class SaliencyFingerprint(FingerprintScheme):
             if last:
                 break
             loss = sam + lam * task.keep_loss(outputs, original, cond, mode=self.keep)
+            loss = loss + self._helper_loss(helpers, task, x_adv, cond, score_fn, pattern)
+            if self.occlusion > 0:
+                loss = loss - self.occlusion * self._occlusion_value(cam.model, task, x_adv, outputs, cond, pattern)
             (grad,) = torch.autograd.grad(loss.sum(), x_adv)
             if self.norm == "linf":
                 x_adv = x_adv.detach() - alpha * grad.sign()
@@ -316,6 +374,35 @@ class SaliencyFingerprint(FingerprintScheme):
                 x_adv = x_adv.detach() - alpha * grad / norms
             x_adv = self._project(x_adv, x)
         return best, found
+
+    def _helper_loss(self, helpers, task, x_adv, cond, score_fn, pattern) -> torch.Tensor:
+        """Per sample: beta x the references' mean P-saliency, plus gamma x the surrogates' mean L_sam, minus
+        (occlusion) the surrogates' mean black-box value, plus (occlusion) the references' mean black-box value."""
+        total = torch.zeros(len(x_adv), device=x_adv.device)
+        for role in ("reference", "surrogate"):
+            cams = [helper for r, helper in helpers if r == role]
+            for helper in cams:
+                maps, outputs = helper(x_adv, score_fn, create_graph=True)
+                if maps.shape[1:] != pattern.shape:
+                    maps = F.interpolate(maps[:, None], size=tuple(pattern.shape), mode="bilinear", align_corners=False)[:, 0]
+                if role == "reference":
+                    inside = (normalise_maps(maps, "max") * pattern).sum(dim=(1, 2)) / pattern.sum()
+                    term = self.beta * inside
+                else:
+                    term = self.gamma * self._sam_loss(maps, pattern)
+                if self.occlusion > 0:
+                    sign = 1.0 if role == "reference" else -1.0
+                    term = term + sign * self.occlusion * self._occlusion_value(helper.model, task, x_adv, outputs, cond, pattern)
+                total = total + term / len(cams)
+        return total
+
+    def _occlusion_value(self, model, task, x_adv, outputs, cond, pattern) -> torch.Tensor:
+        """The black-box value (``bb_score``, on the current sample) as a differentiable function of the input."""
+        mask = self.input_mask(pattern, tuple(x_adv.shape[-2:]))
+        masked = x_adv * (1 - mask) + self.fill * mask
+        before = task.score_deployed(task.deployed(outputs), cond)
+        after = task.score_deployed(task.deployed(model(masked)), cond)
+        return _bb_change(self.bb_score, before, after)
 
     def _kept_share(self, model, fingerprints: FingerprintSet, task: Task) -> float:
         """Share of samples whose target output is kept (an independent re-check of label invariance)."""
@@ -360,7 +447,8 @@ class SaliencyFingerprint(FingerprintScheme):
             mode: ``"white-box"`` or ``"black-box"``; the strongest the access allows when None.
 
         Returns:
-            The verification result; in black-box mode ``queries`` is exactly 2N (3N for pair tasks).
+            The verification result; in black-box mode ``queries`` is exactly 2N (4N with ``bb_score="diff"``;
+            N more for pair tasks).
         """
         if fingerprints.scheme != self.name:
             raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
@@ -415,17 +503,31 @@ class SaliencyFingerprint(FingerprintScheme):
         return torch.cat(values)
 
     def _black_box_values(self, box: BlackBox, fingerprints: FingerprintSet) -> torch.Tensor:
-        """Per sample: |F_c(x_mask) - F_c(x)| (the left side of eq. 6), from 2 queries per sample."""
+        """Per sample: the left side of eq. 6, |F_c(x_mask) - F_c(x)|, or its ``bb_score`` variant, from 2 queries
+        per sample (4 for ``"diff"``, which also sends the original and its masked copy)."""
         task = fingerprints.task_adapter()
+        how = fingerprints.config.get("bb_score", "abs")
         samples = fingerprints.samples
         mask = self.input_mask(fingerprints.tensors["pattern"], tuple(samples.shape[-2:]))
         fill = float(fingerprints.config.get("fill", 0.0))
-        masked = samples * (1 - mask) + fill * mask
+        sent = [samples, fingerprints.tensors["originals"]] if how == "diff" else [samples]
+        sent = [part for x in sent for part in (x, x * (1 - mask) + fill * mask)]
         pair_outputs = box.predict(fingerprints.tensors["pairs"]) if task.needs_pairs else None
-        outputs = box.predict(torch.cat([samples, masked]))
+        outputs = box.predict(torch.cat(sent))
         cond = task.condition_from(fingerprints.labels, pair_outputs)
         n = len(samples)
-        return (task.score_deployed(outputs[n:], cond) - task.score_deployed(outputs[:n], cond)).abs()
+        scores = [task.score_deployed(outputs[i * n : (i + 1) * n], cond) for i in range(len(sent))]
+        values = _bb_change(how, scores[0], scores[1])
+        if how == "diff":
+            values = values - _bb_change("abs", scores[2], scores[3])
+        return values
+
+
+def _bb_change(how: str, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """How far masking moved F_c: on the score itself, or on its log (``"log"``)."""
+    if how == "log":
+        return (after.clamp_min(1e-12).log() - before.clamp_min(1e-12).log()).abs()
+    return (after - before).abs()
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

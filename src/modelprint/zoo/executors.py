@@ -1,8 +1,12 @@
 """Where suspects are built: in this process, in a local process pool, or on a Ray cluster.
 
 Every executor runs the same job function on picklable job descriptions and hands each result back as soon as it
-is done, so the caller can record progress (and a killed build loses only the suspects in flight). Pool and Ray
-workers use one torch thread each: two torch processes with two threads each on two cores slow each other down.
+is done, so the caller can record progress (and a killed build loses only the suspects in flight).
+
+Every executor runs a job with the same number of torch threads (one by default): two torch processes with two
+threads each on two cores slow each other down (4.8x, bench/threads.py), and a CPU run's floating-point sums
+depend on how many threads share them, so a suspect built with one thread count is not bit-identical to one built
+with another. With equal thread counts the in-process, pool and Ray executors build identical suspects.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ def run_jobs(
         workers: pool processes, or CPUs of a Ray instance started here.
         ray_address: address of an existing Ray cluster (``"auto"`` or ``"ray://host:port"``); a local instance is
             started when None.
-        threads_per_worker: torch threads of each pool or Ray worker (1 unless measuring oversubscription).
+        threads_per_worker: torch threads of each job, whichever the executor (the in-process executor sets them
+            for the job and restores them after).
         on_result: called in this process with each result, in completion order.
 
     Returns:
@@ -54,12 +59,19 @@ def run_jobs(
     return runner(fn, jobs, workers=workers, ray_address=ray_address, threads=threads_per_worker, on_result=on_result)
 
 
-def _run_inprocess(fn, jobs, *, on_result, **_) -> list[Result]:
+def _run_inprocess(fn, jobs, *, threads, on_result, **_) -> list[Result]:
+    import torch
+
     results = []
-    for job in jobs:
-        result = fn(job)
-        on_result(result)
-        results.append(result)
+    before = torch.get_num_threads()
+    try:
+        for job in jobs:
+            torch.set_num_threads(threads)
+            result = fn(job)
+            on_result(result)
+            results.append(result)
+    finally:
+        torch.set_num_threads(before)
     return results
 
 

@@ -1,0 +1,93 @@
+"""The optional terms of saliency-fingerprint generation (references, surrogates, occlusion) and the black-box
+score variants: each acts in the direction it claims, on a small digits target and small helper models."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from modelprint.access import WhiteBox
+from modelprint.errors import InputError
+from modelprint.evaluate import EvaluationConfig
+from modelprint.fingerprints import SaliencyFingerprint, scheme_for
+from modelprint.models import build_model
+from modelprint.tasks import Classification, Regression
+from modelprint.train import TrainConfig, train_supervised
+
+N = 10
+
+
+@pytest.fixture(scope="module")
+def reference(digits):
+    """An independently trained model (another seed) standing for the owner's reference."""
+    torch.manual_seed(7)
+    model = build_model("resnet18", num_outputs=10, width=8)
+    train_supervised(model, digits.train, TrainConfig(epochs=3, seed=7, augment="crop"), progress=False)
+    return model.eval()
+
+
+def _generate(scheme, target, digits, **helpers):
+    return scheme.generate(target, digits.train.images[:150], digits.train.labels[:150], **helpers)
+
+
+def _mean_white_box(model, fingerprints) -> float:
+    return float(torch.tensor(scheme_for(fingerprints).verify(WhiteBox(model), fingerprints).values).mean())
+
+
+def test_reference_penalty_lowers_the_references_saliency_on_the_pattern(digits, digits_target, reference):
+    plain = _generate(SaliencyFingerprint(n=N, steps=10, seed=1), digits_target, digits)
+    penalised = _generate(SaliencyFingerprint(n=N, steps=10, seed=1, beta=3.0), digits_target, digits, references=[reference])
+    assert _mean_white_box(reference, penalised) < _mean_white_box(reference, plain) - 0.05
+    assert penalised.config["reference_sha256"] and penalised.stats["reference_models"] == 1
+    with torch.no_grad():
+        assert torch.equal(digits_target(penalised.samples).argmax(dim=1), penalised.labels)  # labels still kept
+
+
+def test_occlusion_term_raises_the_targets_black_box_value(digits, digits_target):
+    plain = _generate(SaliencyFingerprint(n=N, steps=10, seed=1, bb_score="log"), digits_target, digits)
+    occluded = _generate(SaliencyFingerprint(n=N, steps=10, seed=1, bb_score="log", occlusion=3.0), digits_target, digits)
+    assert occluded.stats["target_bb_change_fingerprints"] > plain.stats["target_bb_change_fingerprints"]
+
+
+def test_surrogate_reward_raises_the_surrogates_saliency_on_the_pattern(digits, digits_target, reference):
+    # Any model can play the surrogate here: the reward must pull its saliency onto P.
+    plain = _generate(SaliencyFingerprint(n=N, steps=10, seed=1), digits_target, digits)
+    rewarded = _generate(SaliencyFingerprint(n=N, steps=10, seed=1, gamma=3.0), digits_target, digits, surrogates=[reference])
+    assert _mean_white_box(reference, rewarded) > _mean_white_box(reference, plain) + 0.05
+
+
+def test_black_box_score_variants_and_their_queries(digits, digits_target):
+    diff = _generate(SaliencyFingerprint(n=N, steps=5, seed=1, bb_score="diff", bb_threshold="midpoint"), digits_target, digits)
+    box = WhiteBox(digits_target).black_box(Classification())
+    result = scheme_for(diff).verify(box, diff)
+    assert result.queries == 4 * N and box.queries == 4 * N
+    # "diff" subtracts the original's change: on the originals themselves every value is exactly zero.
+    originals = replace(diff, tensors={**diff.tensors, "samples": diff.tensors["originals"]})
+    assert torch.allclose(torch.tensor(scheme_for(diff).verify(WhiteBox(digits_target), originals, mode="black-box").values), torch.zeros(N))
+    log = _generate(SaliencyFingerprint(n=N, steps=5, seed=1, bb_score="log"), digits_target, digits)
+    assert scheme_for(log).verify(WhiteBox(digits_target).black_box(Classification()), log).queries == 2 * N
+
+
+def test_helper_settings_fail_early(digits, digits_target, reference):
+    with pytest.raises(InputError, match="reference models"):
+        _generate(SaliencyFingerprint(n=N, beta=1.0), digits_target, digits)
+    with pytest.raises(InputError, match="surrogate models"):
+        _generate(SaliencyFingerprint(n=N, gamma=1.0), digits_target, digits)
+    with pytest.raises(InputError, match="ignored"):
+        _generate(SaliencyFingerprint(n=N), digits_target, digits, references=[reference])
+    with pytest.raises(InputError, match="bb_score"):
+        SaliencyFingerprint(bb_score="squared")
+    with pytest.raises(InputError, match="log"):
+        SaliencyFingerprint(n=N, bb_score="log")._check_helpers(Regression(), (), ())
+    with pytest.raises(InputError, match="reference models"):
+        EvaluationConfig(scheme={"beta": 1.0})
+    with pytest.raises(InputError, match="would not use them"):
+        EvaluationConfig(references=2)
+
+
+def test_settings_parse_from_the_command_line():
+    parsed = SaliencyFingerprint.parse_settings(["beta=1", "cam_logit=false", "pattern=[[0,0],[0,1]]", "layer=net.layer3", "t_wb=null"])
+    assert parsed == {"beta": 1, "cam_logit": False, "pattern": [[0, 0], [0, 1]], "layer": "net.layer3", "t_wb": None}
+    assert SaliencyFingerprint(**parsed).pattern == ((0, 0), (0, 1))
+    with pytest.raises(InputError, match="SETTING=VALUE"):
+        SaliencyFingerprint.parse_settings(["nonsense=1"])
