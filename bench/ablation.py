@@ -7,10 +7,10 @@ reused by every configuration) and writes a table, markdown and JSON:
         "paper: preset=paper" "default:" "references: beta=1 references=4"
 
 A configuration is ``NAME: SETTING=VALUE ...``: settings of ``SaliencyFingerprint`` on top of the default (values
-are JSON; ``preset=paper`` starts from the paper-faithful configuration instead), plus ``references=K`` and
-``surrogates=S``, the owner's helper models (trained once into RUN/owner and shared by all configurations; the
-evaluation zoo never contains them). Thresholds always come from the target the way the scheme derives them;
-nothing is fitted on the zoo's negatives. Each configuration's run lives in OUT/NAME and resumes when restarted.
+are JSON; ``preset=paper`` starts from the paper-faithful configuration instead), plus ``references=K``,
+``surrogates=S`` and ``calibration=C``, the owner's helper models (trained once into RUN/owner and shared by all
+configurations; the evaluation zoo never contains them). Thresholds come from the target and, with the
+``"calibration"`` rules, the owner's calibration models; nothing is fitted on the zoo's negatives. Each configuration's run lives in OUT/NAME and resumes when restarted.
 """
 
 from __future__ import annotations
@@ -24,17 +24,20 @@ from modelprint.evaluate import EvaluationConfig, run_evaluation
 from modelprint.fingerprints import SaliencyFingerprint
 from modelprint.fingerprints.saliency import BB_SCORES
 
+#: Words of a configuration that are not scheme settings: the starting preset and the owner's helper models.
+OWNER_KEYS = ("preset=", "references=", "surrogates=", "calibration=")
 KINDS = ("finetune", "retrain", "weight_prune", "filter_prune", "distill", "independent")
 
 
-def parse_configuration(text: str) -> tuple[str, dict[str, Any], int, int]:
-    """``"name: beta=1 references=4"`` -> (name, scheme settings, references, surrogates)."""
+def parse_configuration(text: str) -> tuple[str, dict[str, Any], dict[str, int]]:
+    """``"name: beta=1 references=4"`` -> (name, scheme settings, numbers of owner models by kind)."""
     name, _, rest = text.partition(":")
-    settings = SaliencyFingerprint.parse_settings([a for a in rest.split() if not a.startswith(("preset=", "references=", "surrogates="))])
-    extra = dict(a.split("=", 1) for a in rest.split() if a.startswith(("preset=", "references=", "surrogates=")))
+    settings = SaliencyFingerprint.parse_settings([a for a in rest.split() if not a.startswith(OWNER_KEYS)])
+    extra = dict(a.split("=", 1) for a in rest.split() if a.startswith(OWNER_KEYS))
     if "preset" in extra:
         settings["preset"] = extra["preset"]
-    return name.strip(), settings, int(extra.get("references", 0)), int(extra.get("surrogates", 0))
+    owner = {kind: int(extra.get(kind, 0)) for kind in ("references", "surrogates", "calibration")}
+    return name.strip(), settings, owner
 
 
 def row_of(name: str, text: str, report: dict[str, Any]) -> dict[str, Any]:
@@ -72,12 +75,12 @@ def _cell(value: Any) -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Two tables: the separation summary, then the mean matching score of each suspect kind."""
     lines = [
-        "| configuration | settings | ARUC WB | ARUC BB | AUC WB | AUC BB | acc | PSNR dB | FS det. | queries/sample | gen. s | owner models (s) |",
+        "| configuration | settings | ARUC WB | ARUC BB | AUC WB | AUC BB | acc | PSNR dB | FS det. | queries/sample | gen. s | owner models: ref.+sur.+cal. (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         owner = r["owner_models"]
-        owner_text = f"{owner['references']}+{owner['surrogates']} ({owner['build_seconds']:.0f})" if owner else ""
+        owner_text = f"{owner['references']}+{owner['surrogates']}+{owner.get('calibration', 0)} ({owner['build_seconds']:.0f})" if owner else ""
         lines.append(
             f"| {r['name']} | `{r['configuration']}` | {r['aruc_white_box']:.3f} ± {r['aruc_white_box_std']:.3f} | "
             f"{r['aruc_black_box']:.3f} ± {r['aruc_black_box_std']:.3f} | {r['auc_white_box']:.3f} | {r['auc_black_box']:.3f} | "
@@ -106,10 +109,10 @@ def main() -> None:
     out = Path(args.out)
     rows = []
     for text in args.configurations:
-        name, settings, references, surrogates = parse_configuration(text)
+        name, settings, owner = parse_configuration(text)
         config = EvaluationConfig(
             data=base["data"], arch=base["arch"], width=base["width"], epochs=base["epochs"], preset=base["preset"], zoo=base["zoo"],
-            repeats=args.repeats, n=args.n, scheme=settings, references=references, surrogates=surrogates,
+            repeats=args.repeats, n=args.n, scheme=settings, **owner,
             executor=base["executor"], workers=base["workers"], target=str(base["target"] or run / "target.safetensors"),
             zoo_dir=str(run / "zoo"), owner_dir=str(run / "owner"), detectors=args.detectors,
         )

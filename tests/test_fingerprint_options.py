@@ -78,11 +78,31 @@ def test_helper_settings_fail_early(digits, digits_target, reference):
     with pytest.raises(InputError, match="bb_score"):
         SaliencyFingerprint(bb_score="squared")
     with pytest.raises(InputError, match="log"):
-        SaliencyFingerprint(n=N, bb_score="log")._check_helpers(Regression(), (), ())
+        SaliencyFingerprint(n=N, bb_score="log")._check_helpers(Regression(), (), (), ())
     with pytest.raises(InputError, match="reference models"):
         EvaluationConfig(scheme={"beta": 1.0})
     with pytest.raises(InputError, match="would not use them"):
         EvaluationConfig(references=2)
+    with pytest.raises(InputError, match="calibration models"):
+        _generate(SaliencyFingerprint(n=N, wb_threshold="calibration"), digits_target, digits)
+    with pytest.raises(InputError, match="ignored"):
+        _generate(SaliencyFingerprint(n=N), digits_target, digits, calibration=[reference])
+    with pytest.raises(InputError, match="go together"):
+        EvaluationConfig(scheme={"bb_threshold": "calibration"})
+
+
+def test_calibration_thresholds_lie_midway_between_target_and_calibration_models(digits, digits_target, reference):
+    scheme = SaliencyFingerprint(n=N, steps=5, seed=1, wb_threshold="calibration", bb_threshold="calibration")
+    calibrated = _generate(scheme, digits_target, digits, calibration=[reference])
+    target_wb, null_wb = _mean_white_box(digits_target, calibrated), _mean_white_box(reference, calibrated)
+    assert calibrated.thresholds["white_box"] == pytest.approx((target_wb + null_wb) / 2, abs=1e-6)
+    bb = [torch.tensor(scheme.verify(WhiteBox(m), calibrated, mode="black-box").values).mean() for m in (digits_target, reference)]
+    assert calibrated.thresholds["black_box"] == pytest.approx(float(sum(bb) / 2), abs=1e-6)
+    assert calibrated.stats["calibration_wb_value_fingerprints"] == pytest.approx(null_wb, abs=1e-6)
+    assert calibrated.config["calibration_sha256"] and calibrated.stats["calibration_models"] == 1
+    # The same samples as without calibration (it is never part of the objective); only the thresholds differ.
+    plain = _generate(replace(scheme, wb_threshold="target", bb_threshold="originals"), digits_target, digits)
+    assert torch.equal(plain.samples, calibrated.samples)
 
 
 def test_settings_parse_from_the_command_line():

@@ -194,6 +194,7 @@ def evaluate(
     setting: list[str] = typer.Option([], "--set", help="A fingerprint setting on top of --scheme, SETTING=VALUE (JSON value), repeatable."),
     references: int = typer.Option(0, min=0, help="Owner's independently trained reference models (for the scheme's beta/occlusion)."),
     surrogates: int = typer.Option(0, min=0, help="Owner's distilled surrogate copies (for the scheme's gamma/occlusion)."),
+    calibration: int = typer.Option(0, min=0, help="Owner's independently trained models for 'calibration' thresholds (kept out of the objective)."),
     executor: Executor = typer.Option(Executor.pool, help="Where the zoo is built: a local process pool (default), this process, or Ray."),
     workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
     ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
@@ -208,7 +209,7 @@ def evaluate(
     settings = SaliencyFingerprint.parse_settings(setting)
     config = EvaluationConfig(
         data=data, arch=arch, width=width, epochs=epochs, preset=preset.value, zoo=str(zoo) if zoo else None,
-        repeats=repeats, n=n, scheme={"preset": scheme.value, **settings}, references=references, surrogates=surrogates,
+        repeats=repeats, n=n, scheme={"preset": scheme.value, **settings}, references=references, surrogates=surrogates, calibration=calibration,
         executor=executor.value, workers=workers,
         ray_address=ray_address, target=str(target) if target else None, device=device,
     )

@@ -84,7 +84,7 @@ class FeatureSqueezing:
         return self.scores(model, images) > self.threshold
 
     def detection_rate(self, model: nn.Module, images: torch.Tensor) -> float:
-        return float(self.flags(model, images).float().mean())
+        return _share(self.flags(model, images))
 
 
 class SVDDNet(nn.Module):
@@ -171,4 +171,9 @@ class DeepSVDD:
         return self.scores(images) > self.threshold
 
     def detection_rate(self, images: torch.Tensor) -> float:
-        return float(self.flags(images).float().mean())
+        return _share(self.flags(images))
+
+
+def _share(flags: torch.Tensor) -> float:
+    """The share of flagged images, counted exactly (a float32 mean makes 9 of 180 come out above 0.05)."""
+    return int(flags.sum()) / max(len(flags), 1)

@@ -61,6 +61,8 @@ class EvaluationConfig:
         references, surrogates: the owner's helper models for the scheme's ``beta``/``gamma``/``occlusion``
             terms: independently trained models (seeds 5000+) and distilled copies of the target (seeds 6000+),
             built like zoo suspects in ``out/owner`` and never part of the evaluation zoo.
+        calibration: the owner's independently trained models (seeds 7000+) that the scheme's ``"calibration"``
+            thresholds are read on; built like the references, kept out of the objective.
         executor, workers, ray_address: where the zoo is built. The default, a pool of ``workers`` processes with
             one torch thread each, built the CIFAR-10 zoo 1.18x faster than this process with two threads
             (bench/threads.py); every executor builds with one thread per job, so all three give identical zoos.
@@ -84,6 +86,7 @@ class EvaluationConfig:
     scheme: dict[str, Any] | None = None
     references: int = 0
     surrogates: int = 0
+    calibration: int = 0
     executor: str = "pool"
     workers: int = 2
     ray_address: str | None = None
@@ -101,8 +104,8 @@ class EvaluationConfig:
             raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.repeats < 1:
             raise InputError(f"repeats must be >= 1, got {self.repeats}")
-        if min(self.references, self.surrogates) < 0:
-            raise InputError("references and surrogates must be >= 0")
+        if min(self.references, self.surrogates, self.calibration) < 0:
+            raise InputError("references, surrogates and calibration must be >= 0")
         try:
             scheme = self.fingerprint_scheme(0)  # bad settings fail now, not after the zoo is built
         except TypeError as exc:
@@ -113,6 +116,9 @@ class EvaluationConfig:
             raise InputError(f"the scheme's gamma={scheme.gamma} needs surrogate models: give surrogates >= 1")
         if (self.references and not (scheme.beta or scheme.occlusion)) or (self.surrogates and not (scheme.gamma or scheme.occlusion)):
             raise InputError("owner models were asked for but the scheme's beta, gamma and occlusion would not use them")
+        calibrated = "calibration" in (scheme.wb_threshold, scheme.bb_threshold)
+        if calibrated != bool(self.calibration):
+            raise InputError("a 'calibration' threshold and calibration >= 1 models go together: give both or neither")
 
     def zoo_spec(self) -> ZooSpec:
         if self.zoo:
@@ -120,9 +126,11 @@ class EvaluationConfig:
         return PRESETS[self.preset](train_epochs=self.epochs)
 
     def owner_spec(self) -> ZooSpec | None:
-        """The owner's helper models (see ``references``/``surrogates``), as a zoo spec; None when there are none."""
+        """The owner's helper models (``references``, ``surrogates``, ``calibration``), as a zoo spec; None when there
+        are none."""
         helpers = [SuspectSpec(f"reference_{i}", NEGATIVE, "independent", {"epochs": self.epochs}, 5000 + i) for i in range(self.references)]
         helpers += [SuspectSpec(f"surrogate_{i}", POSITIVE, "distill", {"epochs": self.epochs}, 6000 + i) for i in range(self.surrogates)]
+        helpers += [SuspectSpec(f"calibration_{i}", NEGATIVE, "independent", {"epochs": self.epochs}, 7000 + i) for i in range(self.calibration)]
         return ZooSpec(tuple(helpers)) if helpers else None
 
     def fingerprint_scheme(self, repeat: int) -> SaliencyFingerprint:
@@ -162,9 +170,13 @@ def _target(config: EvaluationConfig, data: DataSplits, out: Path, progress: boo
     return path
 
 
+#: Where a fingerprint set records the hashes of each kind of the owner's helper models.
+HELPER_HASH_KEYS = {"references": "reference_sha256", "surrogates": "surrogate_sha256", "calibration": "calibration_sha256"}
+
+
 def _fingerprints(scheme: SaliencyFingerprint, target: ImageModel, data: DataSplits, path: Path, helpers: dict[str, list[ImageModel]], progress: bool) -> FingerprintSet:
     """Generate a set, or reuse the one at ``path`` if the same scheme made it for the same target and helpers."""
-    hashes = {f"{role[:-1]}_sha256": [m.spec.info["sha256"] for m in models] for role, models in helpers.items()}
+    hashes = {HELPER_HASH_KEYS[role]: [m.spec.info["sha256"] for m in models] for role, models in helpers.items()}
     if path.is_file():
         existing = FingerprintSet.load(path)
         same_helpers = all(existing.config.get(key, []) == value for key, value in hashes.items())
@@ -273,14 +285,15 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
     timings["zoo_s"] = time.perf_counter() - t
     suspects = manifest["suspects"]
 
-    helpers: dict[str, list[ImageModel]] = {"references": [], "surrogates": []}
+    helpers: dict[str, list[ImageModel]] = {"references": [], "surrogates": [], "calibration": []}
     owner_spec = config.owner_spec()
     if owner_spec is not None:
         t = time.perf_counter()
-        log(f"owner's helper models: {config.references} references, {config.surrogates} surrogates ...")
+        log(f"owner's helper models: {config.references} references, {config.surrogates} surrogates, {config.calibration} calibration ...")
         owner = build_zoo(owner_spec, target_path, config.data, Path(config.owner_dir or out / "owner"), executor=config.executor, workers=config.workers, ray_address=config.ray_address, device=config.device, progress=progress)
         for record in owner["suspects"]:
-            helpers["references" if record["kind"] == NEGATIVE else "surrogates"].append(load_model(record["path"], device=config.device))
+            role = record["name"].rpartition("_")[0]  # reference_0 -> reference
+            helpers[{"reference": "references", "surrogate": "surrogates", "calibration": "calibration"}[role]].append(load_model(record["path"], device=config.device))
         timings["owner_models_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -307,7 +320,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
 
     report = _report(config, manifest, per_repeat, timings)
     if owner_spec is not None:
-        report["owner_models"] = {"references": config.references, "surrogates": config.surrogates, "build_seconds": sum(r["build_seconds"] for r in owner["suspects"])}
+        report["owner_models"] = {"references": config.references, "surrogates": config.surrogates, "calibration": config.calibration, "build_seconds": sum(r["build_seconds"] for r in owner["suspects"])}
     if suspects:
         first = per_repeat[0]["fingerprints"]
         pick = lambda kind: next((r for r in suspects if r["kind"] == kind), None)  # noqa: E731

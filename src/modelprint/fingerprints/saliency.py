@@ -28,7 +28,7 @@ from .base import FingerprintScheme, FingerprintSet, VerificationResult
 
 #: The paper's configuration taken literally: Grad-CAM of the probability, un-normalised S in L_sam, cross-entropy to
 #: the label as L_prd, t_bb from masked originals.
-PAPER = {"cam_logit": False, "sam_norm": "none", "keep": "label", "bb_threshold": "originals", "bb_score": "abs", "beta": 0.0, "gamma": 0.0, "occlusion": 0.0}
+PAPER = {"cam_logit": False, "sam_norm": "none", "keep": "label", "wb_threshold": "target", "bb_threshold": "originals", "bb_score": "abs", "beta": 0.0, "gamma": 0.0, "occlusion": 0.0}
 
 #: Black-box values of a sample (see ``SaliencyFingerprint.bb_score``) and the queries each costs per sample.
 BB_SCORES = {"abs": 2, "log": 2, "diff": 4}
@@ -70,8 +70,15 @@ class SaliencyFingerprint(FingerprintScheme):
             copies the owner makes of its own model (distilled ones, say), standing for the thief's.
         occlusion: weight of the occlusion term, which aligns generation with the black-box test: it raises the
             black-box value (``bb_score``) of the target and the surrogates and lowers that of the references.
-        bb_threshold: how t_bb is derived on the target: ``"originals"`` (mean masking change of the original
-            samples, the paper) or ``"midpoint"`` (mean over originals and fingerprints, the rule of t_wb).
+        wb_threshold: how t_wb is derived: ``"target"`` (mean P-saliency of the target over original and
+            fingerprint samples, the paper) or ``"calibration"`` (midway between the target's mean on the
+            fingerprints and that of the *calibration* models given to :meth:`generate`: independently trained
+            models of the owner, kept out of the objective so that they stand for unseen innocent models). The
+            paper's rule places t_wb by the target alone, so it cannot know how much of the fingerprints' saliency
+            an innocent model shares; the calibration rule measures that on the owner's own models.
+        bb_threshold: how t_bb is derived: ``"originals"`` (mean masking change of the original samples on the
+            target, the paper), ``"midpoint"`` (mean over originals and fingerprints, the rule of t_wb) or
+            ``"calibration"`` (midway between the target's and the calibration models' mean on the fingerprints).
         t_wb, t_bb: fixed thresholds that replace the derived ones at verification.
         tolerance: how far a regression or similarity output may move and still count as kept.
         retries: re-optimisations (with lambda doubled each time) of a sample whose prediction changed, before it
@@ -99,6 +106,7 @@ class SaliencyFingerprint(FingerprintScheme):
     beta: float = 0.0
     gamma: float = 0.0
     occlusion: float = 0.0
+    wb_threshold: str = "target"
     bb_threshold: str = "originals"
     t_wb: float | None = None
     t_bb: float | None = None
@@ -116,7 +124,11 @@ class SaliencyFingerprint(FingerprintScheme):
             (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
             (self.sam_norm in ("none", "sum", "max"), f"sam_norm must be 'none', 'sum' or 'max', got {self.sam_norm!r}"),
             (self.keep in ("label", "output"), f"keep must be 'label' or 'output', got {self.keep!r}"),
-            (self.bb_threshold in ("originals", "midpoint"), f"bb_threshold must be 'originals' or 'midpoint'"),
+            (self.wb_threshold in ("target", "calibration"), f"wb_threshold must be 'target' or 'calibration', got {self.wb_threshold!r}"),
+            (
+                self.bb_threshold in ("originals", "midpoint", "calibration"),
+                f"bb_threshold must be 'originals', 'midpoint' or 'calibration', got {self.bb_threshold!r}",
+            ),
             (0.0 <= self.fill <= 1.0, f"fill must lie in [0, 1], got {self.fill}"),
             (self.bb_score in BB_SCORES, f"bb_score must be one of {', '.join(BB_SCORES)}, got {self.bb_score!r}"),
             (min(self.beta, self.gamma, self.occlusion) >= 0, "beta, gamma and occlusion must be >= 0"),
@@ -194,6 +206,7 @@ class SaliencyFingerprint(FingerprintScheme):
         pairs: torch.Tensor | None = None,
         references: Sequence[torch.nn.Module] = (),
         surrogates: Sequence[torch.nn.Module] = (),
+        calibration: Sequence[torch.nn.Module] = (),
         progress: bool = False,
     ) -> FingerprintSet:
         """Generate N fingerprint samples of ``model`` from candidate images.
@@ -213,6 +226,8 @@ class SaliencyFingerprint(FingerprintScheme):
                 occlusion term; needed when ``beta > 0``.
             surrogates: the owner's own pirated copies, for the robustness reward (``gamma``) and the occlusion
                 term; needed when ``gamma > 0``.
+            calibration: the owner's independently trained models that the ``"calibration"`` thresholds are read
+                on; never used by the objective.
             progress: show a progress bar.
 
         Returns:
@@ -228,7 +243,7 @@ class SaliencyFingerprint(FingerprintScheme):
             raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
         if task.needs_pairs and (pairs is None or len(pairs) != len(images)):
             raise InputError(f"the {task.name} task needs one pair image per candidate")
-        self._check_helpers(task, references, surrogates)
+        self._check_helpers(task, references, surrogates, calibration)
 
         layer = self.layer or find_cam_layer(model, images[:1].to(device))
         resolve_layer(model, layer)
@@ -265,7 +280,11 @@ class SaliencyFingerprint(FingerprintScheme):
         tensors = {"samples": samples, "originals": images[index].cpu(), "labels": labels[index].cpu(), "pattern": pattern.cpu()}
         if pairs is not None:
             tensors["pairs"] = pairs[index].cpu()
-        helper_hashes = {"reference_sha256": [state_sha256(m) for m in references], "surrogate_sha256": [state_sha256(m) for m in surrogates]}
+        helper_hashes = {
+            "reference_sha256": [state_sha256(m) for m in references],
+            "surrogate_sha256": [state_sha256(m) for m in surrogates],
+            "calibration_sha256": [state_sha256(m) for m in calibration],
+        }
         fingerprints = FingerprintSet(
             scheme=self.name,
             config={**self.settings(), "layer": layer, **helper_hashes},
@@ -273,7 +292,7 @@ class SaliencyFingerprint(FingerprintScheme):
             tensors=tensors,
             target=_identity(model),
         )
-        thresholds, threshold_stats = self._derive_thresholds(model, fingerprints, task)
+        thresholds, threshold_stats = self._derive_thresholds(model, fingerprints, task, calibration)
         fingerprints.thresholds = thresholds
         fingerprints.stats = {
             **stats,
@@ -284,11 +303,12 @@ class SaliencyFingerprint(FingerprintScheme):
             "linf_max": float((samples - tensors["originals"]).abs().max()),
             "reference_models": len(references),
             "surrogate_models": len(surrogates),
+            "calibration_models": len(calibration),
             "generation_s": time.perf_counter() - start,
         }
         return fingerprints
 
-    def _check_helpers(self, task: Task, references: Sequence, surrogates: Sequence) -> None:
+    def _check_helpers(self, task: Task, references: Sequence, surrogates: Sequence, calibration: Sequence) -> None:
         """Fail early when a weight has no models to act on, or models are given that no weight would use."""
         if self.beta > 0 and not references:
             raise InputError(f"beta={self.beta} needs reference models: generate(..., references=[...])")
@@ -298,6 +318,11 @@ class SaliencyFingerprint(FingerprintScheme):
             raise InputError("reference models were given but beta and occlusion are 0: they would be ignored")
         if surrogates and self.gamma == 0 and self.occlusion == 0:
             raise InputError("surrogate models were given but gamma and occlusion are 0: they would be ignored")
+        calibrated = "calibration" in (self.wb_threshold, self.bb_threshold)
+        if calibrated and not calibration:
+            raise InputError("a 'calibration' threshold needs calibration models: generate(..., calibration=[...])")
+        if calibration and not calibrated:
+            raise InputError("calibration models were given but no threshold is 'calibration': they would be ignored")
         if self.bb_score == "log" and not isinstance(task, Classification):
             raise InputError(f"bb_score='log' needs a probability: use 'abs' or 'diff' for the {task.name} task")
 
@@ -415,23 +440,33 @@ class SaliencyFingerprint(FingerprintScheme):
         return float(task.kept(outputs, original, cond, tolerance=self.tolerance).float().mean())
 
     # ------------------------------------------------------------------------------------------------ thresholds
-    def _derive_thresholds(self, model, fingerprints: FingerprintSet, task: Task) -> tuple[dict, dict]:
-        """t_wb and t_bb on the target, the way the paper sets them (see the class docstring)."""
+    def _derive_thresholds(self, model, fingerprints: FingerprintSet, task: Task, calibration: Sequence) -> tuple[dict, dict]:
+        """t_wb and t_bb: on the target the way the paper sets them, or against the calibration models (see the
+        class docstring)."""
         access = WhiteBox(model)
         originals = replace(fingerprints, tensors={**fingerprints.tensors, "samples": fingerprints.tensors["originals"]})
         wb_fp = self._white_box_values(access, fingerprints)
         wb_orig = self._white_box_values(access, originals)
         bb_fp = self._black_box_values(access.black_box(task), fingerprints)
         bb_orig = self._black_box_values(access.black_box(task), originals)
-        t_bb = bb_orig.mean() if self.bb_threshold == "originals" else torch.cat([bb_orig, bb_fp]).mean()
-        thresholds = {"white_box": float(torch.cat([wb_orig, wb_fp]).mean()), "black_box": float(t_bb)}
         stats = {
             "target_wb_value_originals": float(wb_orig.mean()),
             "target_wb_value_fingerprints": float(wb_fp.mean()),
             "target_bb_change_originals": float(bb_orig.mean()),
             "target_bb_change_fingerprints": float(bb_fp.mean()),
         }
-        return thresholds, stats
+        t_wb = float(torch.cat([wb_orig, wb_fp]).mean())
+        t_bb = float(bb_orig.mean() if self.bb_threshold == "originals" else torch.cat([bb_orig, bb_fp]).mean())
+        if calibration:
+            # What an innocent model shows on the fingerprints: each calibration model's mean value, averaged.
+            wb_null = sum(float(self._white_box_values(WhiteBox(m), fingerprints).mean()) for m in calibration) / len(calibration)
+            bb_null = sum(float(self._black_box_values(WhiteBox(m).black_box(task), fingerprints).mean()) for m in calibration) / len(calibration)
+            stats.update(calibration_wb_value_fingerprints=wb_null, calibration_bb_change_fingerprints=bb_null)
+            if self.wb_threshold == "calibration":
+                t_wb = (float(wb_fp.mean()) + wb_null) / 2
+            if self.bb_threshold == "calibration":
+                t_bb = (float(bb_fp.mean()) + bb_null) / 2
+        return {"white_box": t_wb, "black_box": t_bb}, stats
 
     # ------------------------------------------------------------------------------------------------ verification
     def verify(self, access: Access, fingerprints: FingerprintSet, *, mode: str | None = None) -> VerificationResult:
