@@ -10,7 +10,8 @@ A configuration is ``NAME: SETTING=VALUE ...``: settings of ``SaliencyFingerprin
 are JSON; ``preset=paper`` starts from the paper-faithful configuration instead), plus ``references=K``,
 ``surrogates=S`` and ``calibration=C``, the owner's helper models (trained once into RUN/owner and shared by all
 configurations; the evaluation zoo never contains them). Thresholds come from the target and, with the
-``"calibration"`` rules, the owner's calibration models; nothing is fitted on the zoo's negatives. Each configuration's run lives in OUT/NAME and resumes when restarted.
+``"calibration"`` and ``"per_sample"`` rules, the owner's calibration models; nothing is fitted on the zoo's
+negatives. Each configuration's run lives in OUT/NAME and resumes when restarted; rows of earlier invocations over the same run stay in the table (a configuration of the same name replaces its row).
 """
 
 from __future__ import annotations
@@ -94,6 +95,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _earlier_rows(path: Path, run: Path, repeats: int) -> list[dict[str, Any]]:
+    """The rows an earlier invocation wrote to the same table over the same run (a row of the same name is
+    replaced by the new one), so that configurations can be added to a table without running it all again."""
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    same = earlier.get("run") == str(run) and earlier.get("repeats") == repeats
+    return earlier["rows"] if same else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configurations", nargs="+", help="NAME: SETTING=VALUE ...")
@@ -107,7 +118,7 @@ def main() -> None:
     run = Path(args.run)
     base = json.loads((run / "report.json").read_text())["config"]
     out = Path(args.out)
-    rows = []
+    rows = _earlier_rows(out / "ablation.json", run, args.repeats)
     for text in args.configurations:
         name, settings, owner = parse_configuration(text)
         config = EvaluationConfig(
@@ -117,7 +128,7 @@ def main() -> None:
             zoo_dir=str(run / "zoo"), owner_dir=str(run / "owner"), detectors=args.detectors,
         )
         report = run_evaluation(config, out / name, progress=True, log=print)
-        rows.append(row_of(name, text, report))
+        rows = [r for r in rows if r["name"] != name] + [row_of(name, text, report)]
         out.mkdir(parents=True, exist_ok=True)
         (out / "ablation.json").write_text(json.dumps({"run": str(run), "repeats": args.repeats, "rows": rows}, indent=2))
         (out / "ablation.md").write_text(markdown(rows))

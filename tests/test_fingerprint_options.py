@@ -111,3 +111,20 @@ def test_settings_parse_from_the_command_line():
     assert SaliencyFingerprint(**parsed).pattern == ((0, 0), (0, 1))
     with pytest.raises(InputError, match="SETTING=VALUE"):
         SaliencyFingerprint.parse_settings(["nonsense=1"])
+
+
+def test_per_sample_thresholds_are_stored_and_used(digits, digits_target, reference, tmp_path):
+    scheme = SaliencyFingerprint(n=N, steps=5, seed=1, wb_threshold="per_sample", bb_threshold="per_sample")
+    fingerprints = _generate(scheme, digits_target, digits, calibration=[reference])
+    target_values = torch.tensor(scheme.verify(WhiteBox(digits_target), fingerprints).values)
+    null_values = torch.tensor(scheme.verify(WhiteBox(reference), fingerprints).values)
+    per_sample = fingerprints.tensors["t_white_box"]
+    assert torch.allclose(per_sample, (target_values + null_values) / 2, atol=1e-6)
+    assert fingerprints.thresholds["white_box"] == pytest.approx(float(per_sample.mean()), abs=1e-6)
+    assert fingerprints.tensors["t_black_box"].shape == (N,)
+    # A suspect's score counts the samples where it reaches that sample's own threshold, after a save/load too.
+    fingerprints.save(tmp_path / "fp.safetensors")
+    loaded = type(fingerprints).load(tmp_path / "fp.safetensors")
+    result = scheme_for(loaded).verify(WhiteBox(reference), loaded)
+    assert result.matching_score == pytest.approx(float((null_values >= per_sample).float().mean()))
+    assert scheme_for(loaded).verify(WhiteBox(digits_target), loaded).matching_score == pytest.approx(float((target_values >= per_sample).float().mean()))

@@ -24,6 +24,7 @@ from .data import DataSplits, load_data
 from .detectors import DeepSVDD, FeatureSqueezing
 from .errors import InputError
 from .fingerprints import FingerprintSet, SaliencyFingerprint
+from .fingerprints.saliency import CALIBRATED
 from .metrics import aruc, roc_auc, ru_curves, ssim, tpr_at_fpr
 from .models import ImageModel, load_model, save_model
 from .saliency import GradCAM, normalise_maps
@@ -62,7 +63,8 @@ class EvaluationConfig:
             terms: independently trained models (seeds 5000+) and distilled copies of the target (seeds 6000+),
             built like zoo suspects in ``out/owner`` and never part of the evaluation zoo.
         calibration: the owner's independently trained models (seeds 7000+) that the scheme's ``"calibration"``
-            thresholds are read on; built like the references, kept out of the objective.
+            thresholds (``"calibration"``, ``"per_sample"``) are read on; built like the references, kept out of the
+            objective.
         executor, workers, ray_address: where the zoo is built. The default, a pool of ``workers`` processes with
             one torch thread each, built the CIFAR-10 zoo 1.18x faster than this process with two threads
             (bench/threads.py); every executor builds with one thread per job, so all three give identical zoos.
@@ -116,7 +118,7 @@ class EvaluationConfig:
             raise InputError(f"the scheme's gamma={scheme.gamma} needs surrogate models: give surrogates >= 1")
         if (self.references and not (scheme.beta or scheme.occlusion)) or (self.surrogates and not (scheme.gamma or scheme.occlusion)):
             raise InputError("owner models were asked for but the scheme's beta, gamma and occlusion would not use them")
-        calibrated = "calibration" in (scheme.wb_threshold, scheme.bb_threshold)
+        calibrated = scheme.wb_threshold in CALIBRATED or scheme.bb_threshold in CALIBRATED
         if calibrated != bool(self.calibration):
             raise InputError("a 'calibration' threshold and calibration >= 1 models go together: give both or neither")
 
