@@ -37,8 +37,8 @@ MODES = {"white_box": WHITE_BOX, "black_box": BLACK_BOX}
 
 
 #: Training epochs of the target, the negatives and the distilled copies when none are given. The paper preset's
-#: 5 make one repeat fit an hour on two CPU cores (47.8 min for ResNet-18 width 16 on the CIFAR-10 set, see
-#: docs/protocol-results.md): its 24 trained suspects dominate the time. Give more where there is a GPU.
+#: 5 make one repeat fit an hour on two CPU cores (ResNet-18 width 16 on the CIFAR-10 set: 47.8 min on one 2-core
+#: machine, 15.5 min on another, see docs/protocol-results.md): its 24 trained suspects dominate the time. Give more where there is a GPU.
 PRESET_EPOCHS = {"paper": 5, "quick": 15}
 DEFAULT_EPOCHS = 15
 
@@ -62,9 +62,8 @@ class EvaluationConfig:
         references, surrogates: the owner's helper models for the scheme's ``beta``/``gamma``/``occlusion``
             terms: independently trained models (seeds 5000+) and distilled copies of the target (seeds 6000+),
             built like zoo suspects in ``out/owner`` and never part of the evaluation zoo.
-        calibration: the owner's independently trained models (seeds 7000+) that the scheme's ``"calibration"``
-            thresholds (``"calibration"``, ``"per_sample"``) are read on; built like the references, kept out of the
-            objective.
+        calibration: the owner's independently trained models (seeds 7000+) that the scheme's calibrated thresholds
+            (``"calibration"``, ``"per_sample"``) are read on; built like the references, kept out of the objective.
         executor, workers, ray_address: where the zoo is built. The default, a pool of ``workers`` processes with
             one torch thread each, built the CIFAR-10 zoo 1.18x faster than this process with two threads
             (bench/threads.py); every executor builds with one thread per job, so all three give identical zoos.
