@@ -88,7 +88,7 @@ class SaliencyFingerprint(FingerprintScheme):
             raised ARUC from 0.343 to 0.437 white-box and from 0.099 to 0.154 black-box; the one midway threshold
             (``"calibration"``) did not move it (0.350 / 0.097).
         bb_threshold: how t_bb is derived: ``"originals"`` (mean masking change of the original samples on the
-            target, the paper), ``"midpoint"`` (mean over originals and fingerprints, the rule of t_wb) or
+            target, the paper), ``"midpoint"`` (mean over originals and fingerprints, the rule of t_wb),
             ``"calibration"`` (midway between the target's and the calibration models' mean on the fingerprints) or
             ``"per_sample"`` (as for ``wb_threshold``).
         t_wb, t_bb: fixed thresholds that replace the derived ones at verification.
@@ -235,8 +235,8 @@ class SaliencyFingerprint(FingerprintScheme):
                 occlusion term; needed when ``beta > 0``.
             surrogates: the owner's own pirated copies, for the robustness reward (``gamma``) and the occlusion
                 term; needed when ``gamma > 0``.
-            calibration: the owner's independently trained models that the ``"calibration"`` thresholds are read
-                on; never used by the objective.
+            calibration: the owner's independently trained models that the calibrated thresholds (``"calibration"``,
+                ``"per_sample"``) are read on; never used by the objective.
             progress: show a progress bar.
 
         Returns:
@@ -330,9 +330,9 @@ class SaliencyFingerprint(FingerprintScheme):
             raise InputError("surrogate models were given but gamma and occlusion are 0: they would be ignored")
         calibrated = self.wb_threshold in CALIBRATED or self.bb_threshold in CALIBRATED
         if calibrated and not calibration:
-            raise InputError("a 'calibration' threshold needs calibration models: generate(..., calibration=[...])")
+            raise InputError("a 'calibration' or 'per_sample' threshold needs calibration models: generate(..., calibration=[...])")
         if calibration and not calibrated:
-            raise InputError("calibration models were given but no threshold is 'calibration': they would be ignored")
+            raise InputError("calibration models were given but no threshold is 'calibration' or 'per_sample': they would be ignored")
         if self.bb_score == "log" and not isinstance(task, Classification):
             raise InputError(f"bb_score='log' needs a probability: use 'abs' or 'diff' for the {task.name} task")
 
@@ -523,7 +523,7 @@ class SaliencyFingerprint(FingerprintScheme):
         return VerificationResult(
             scheme=self.name,
             mode=mode,
-            matching_score=float((values >= threshold).float().mean()),  # a number, or one per sample
+            matching_score=float((values >= threshold).float().mean()),  # threshold: one number, or one per sample
             n_samples=len(values),
             queries=queries,
             threshold=float(torch.as_tensor(threshold).float().mean()),
