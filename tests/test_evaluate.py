@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from modelprint.cli import main
+from modelprint.fingerprints import FingerprintSet
 
 from conftest import write_npz_folder
 
@@ -83,3 +84,19 @@ def test_a_finished_run_started_again_redoes_nothing(world, capsys):
     assert before == after
     report = json.loads((run / "report.json").read_text())
     assert report["timings_s"]["zoo_s"] < 5
+
+
+def test_owner_models_are_built_and_used(world):
+    """--references and --calibration: the owner's models are trained once, the penalty and the per-sample
+    thresholds use them, and the report states their number and cost."""
+    base, argv = world
+    out = base / "run_owner"
+    settings = ["--set", "beta=1", "--set", "wb_threshold=per_sample", "--set", "bb_threshold=per_sample"]
+    run_cli([*argv[: argv.index("--repeats")], "--repeats", "1", "--n", "6", "--out", str(out), "--references", "1", "--calibration", "1", *settings])
+    report = json.loads((out / "report.json").read_text())
+    assert {k: report["owner_models"][k] for k in ("references", "surrogates", "calibration")} == {"references": 1, "surrogates": 0, "calibration": 1}
+    assert report["owner_models"]["build_seconds"] > 0
+    assert sorted(p.name for p in (out / "owner" / "suspects").glob("*.safetensors")) == ["calibration_0.safetensors", "reference_0.safetensors"]
+    fingerprints = FingerprintSet.load(out / "fingerprints-0.safetensors")
+    assert fingerprints.tensors["t_white_box"].shape == (6,) and fingerprints.tensors["t_black_box"].shape == (6,)
+    assert len(fingerprints.config["reference_sha256"]) == 1 and len(fingerprints.config["calibration_sha256"]) == 1
