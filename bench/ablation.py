@@ -11,7 +11,8 @@ are JSON; ``preset=paper`` starts from the paper-faithful configuration instead)
 ``surrogates=S`` and ``calibration=C``, the owner's helper models (trained once into RUN/owner and shared by all
 configurations; the evaluation zoo never contains them). Thresholds come from the target and, with the
 ``"calibration"`` and ``"per_sample"`` rules, the owner's calibration models; nothing is fitted on the zoo's
-negatives. Each configuration's run lives in OUT/NAME and resumes when restarted; rows of earlier invocations over the same run stay in the table (a configuration of the same name replaces its row).
+negatives. Each configuration's run lives in OUT/NAME and resumes when restarted; rows of earlier invocations over
+the same run stay in the table (a configuration of the same name replaces its row).
 """
 
 from __future__ import annotations
@@ -21,23 +22,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from modelprint.evaluate import EvaluationConfig, run_evaluation
+from modelprint.evaluate import OWNER_ROLES, EvaluationConfig, run_evaluation
 from modelprint.fingerprints import SaliencyFingerprint
 from modelprint.fingerprints.saliency import BB_SCORES
 
 #: Words of a configuration that are not scheme settings: the starting preset and the owner's helper models.
-OWNER_KEYS = ("preset=", "references=", "surrogates=", "calibration=")
+RUN_KEYS = ("preset=", *(f"{role}=" for role in OWNER_ROLES))
 KINDS = ("finetune", "retrain", "weight_prune", "filter_prune", "distill", "independent")
 
 
 def parse_configuration(text: str) -> tuple[str, dict[str, Any], dict[str, int]]:
     """``"name: beta=1 references=4"`` -> (name, scheme settings, numbers of owner models by kind)."""
     name, _, rest = text.partition(":")
-    settings = SaliencyFingerprint.parse_settings([a for a in rest.split() if not a.startswith(OWNER_KEYS)])
-    extra = dict(a.split("=", 1) for a in rest.split() if a.startswith(OWNER_KEYS))
+    settings = SaliencyFingerprint.parse_settings([a for a in rest.split() if not a.startswith(RUN_KEYS)])
+    extra = dict(a.split("=", 1) for a in rest.split() if a.startswith(RUN_KEYS))
     if "preset" in extra:
         settings["preset"] = extra["preset"]
-    owner = {kind: int(extra.get(kind, 0)) for kind in ("references", "surrogates", "calibration")}
+    owner = {role: int(extra.get(role, 0)) for role in OWNER_ROLES}
     return name.strip(), settings, owner
 
 

@@ -24,7 +24,6 @@ from .data import DataSplits, load_data
 from .detectors import DeepSVDD, FeatureSqueezing
 from .errors import InputError
 from .fingerprints import FingerprintSet, SaliencyFingerprint
-from .fingerprints.saliency import CALIBRATED
 from .metrics import aruc, roc_auc, ru_curves, ssim, tpr_at_fpr
 from .models import ImageModel, load_model, save_model
 from .saliency import GradCAM, normalise_maps
@@ -36,9 +35,18 @@ from .zoo.spec import NEGATIVE, POSITIVE, PRESETS, SuspectSpec, ZooSpec
 MODES = {"white_box": WHITE_BOX, "black_box": BLACK_BOX}
 
 
+#: The owner's helper models, by the keyword of ``SaliencyFingerprint.generate`` that takes them: the prefix of their
+#: names (and of the ``<prefix>_sha256`` key of a fingerprint set's config), their kind, how they are made, first seed.
+OWNER_ROLES = {
+    "references": ("reference", NEGATIVE, "independent", 5000),
+    "surrogates": ("surrogate", POSITIVE, "distill", 6000),
+    "calibration": ("calibration", NEGATIVE, "independent", 7000),
+}
+
 #: Training epochs of the target, the negatives and the distilled copies when none are given. The paper preset's
 #: 5 make one repeat fit an hour on two CPU cores (ResNet-18 width 16 on the CIFAR-10 set: 47.8 min on one 2-core
-#: machine, 15.5 min on another, see docs/protocol-results.md): its 24 trained suspects dominate the time. Give more where there is a GPU.
+#: machine, 15.5 min on another, see docs/protocol-results.md): its 24 trained suspects dominate the time. Give
+#: more where there is a GPU.
 PRESET_EPOCHS = {"paper": 5, "quick": 15}
 DEFAULT_EPOCHS = 15
 
@@ -105,7 +113,7 @@ class EvaluationConfig:
             raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.repeats < 1:
             raise InputError(f"repeats must be >= 1, got {self.repeats}")
-        if min(self.references, self.surrogates, self.calibration) < 0:
+        if min(self.owner_counts().values()) < 0:
             raise InputError("references, surrogates and calibration must be >= 0")
         try:
             scheme = self.fingerprint_scheme(0)  # bad settings fail now, not after the zoo is built
@@ -117,8 +125,7 @@ class EvaluationConfig:
             raise InputError(f"the scheme's gamma={scheme.gamma} needs surrogate models: give surrogates >= 1")
         if (self.references and not (scheme.beta or scheme.occlusion)) or (self.surrogates and not (scheme.gamma or scheme.occlusion)):
             raise InputError("owner models were asked for but the scheme's beta, gamma and occlusion would not use them")
-        calibrated = scheme.wb_threshold in CALIBRATED or scheme.bb_threshold in CALIBRATED
-        if calibrated != bool(self.calibration):
+        if scheme.uses_calibration != bool(self.calibration):
             raise InputError("a 'calibration' threshold and calibration >= 1 models go together: give both or neither")
 
     def zoo_spec(self) -> ZooSpec:
@@ -129,10 +136,16 @@ class EvaluationConfig:
     def owner_spec(self) -> ZooSpec | None:
         """The owner's helper models (``references``, ``surrogates``, ``calibration``), as a zoo spec; None when there
         are none."""
-        helpers = [SuspectSpec(f"reference_{i}", NEGATIVE, "independent", {"epochs": self.epochs}, 5000 + i) for i in range(self.references)]
-        helpers += [SuspectSpec(f"surrogate_{i}", POSITIVE, "distill", {"epochs": self.epochs}, 6000 + i) for i in range(self.surrogates)]
-        helpers += [SuspectSpec(f"calibration_{i}", NEGATIVE, "independent", {"epochs": self.epochs}, 7000 + i) for i in range(self.calibration)]
+        helpers = [
+            SuspectSpec(f"{prefix}_{i}", kind, transform, {"epochs": self.epochs}, first_seed + i)
+            for role, (prefix, kind, transform, first_seed) in OWNER_ROLES.items()
+            for i in range(self.owner_counts()[role])
+        ]
         return ZooSpec(tuple(helpers)) if helpers else None
+
+    def owner_counts(self) -> dict[str, int]:
+        """How many helper models of each role (see :data:`OWNER_ROLES`) the run trains."""
+        return {role: getattr(self, role) for role in OWNER_ROLES}
 
     def fingerprint_scheme(self, repeat: int) -> SaliencyFingerprint:
         settings = dict(self.scheme or {})
@@ -171,13 +184,9 @@ def _target(config: EvaluationConfig, data: DataSplits, out: Path, progress: boo
     return path
 
 
-#: Where a fingerprint set records the hashes of each kind of the owner's helper models.
-HELPER_HASH_KEYS = {"references": "reference_sha256", "surrogates": "surrogate_sha256", "calibration": "calibration_sha256"}
-
-
 def _fingerprints(scheme: SaliencyFingerprint, target: ImageModel, data: DataSplits, path: Path, helpers: dict[str, list[ImageModel]], progress: bool) -> FingerprintSet:
     """Generate a set, or reuse the one at ``path`` if the same scheme made it for the same target and helpers."""
-    hashes = {HELPER_HASH_KEYS[role]: [m.spec.info["sha256"] for m in models] for role, models in helpers.items()}
+    hashes = {f"{OWNER_ROLES[role][0]}_sha256": [m.spec.info["sha256"] for m in models] for role, models in helpers.items()}
     if path.is_file():
         existing = FingerprintSet.load(path)
         same_helpers = all(existing.config.get(key, []) == value for key, value in hashes.items())
@@ -286,15 +295,16 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
     timings["zoo_s"] = time.perf_counter() - t
     suspects = manifest["suspects"]
 
-    helpers: dict[str, list[ImageModel]] = {"references": [], "surrogates": [], "calibration": []}
+    helpers: dict[str, list[ImageModel]] = {role: [] for role in OWNER_ROLES}
     owner_spec = config.owner_spec()
     if owner_spec is not None:
         t = time.perf_counter()
         log(f"owner's helper models: {config.references} references, {config.surrogates} surrogates, {config.calibration} calibration ...")
         owner = build_zoo(owner_spec, target_path, config.data, Path(config.owner_dir or out / "owner"), executor=config.executor, workers=config.workers, ray_address=config.ray_address, device=config.device, progress=progress)
+        role_of_prefix = {prefix: role for role, (prefix, *_) in OWNER_ROLES.items()}
         for record in owner["suspects"]:
-            role = record["name"].rpartition("_")[0]  # reference_0 -> reference
-            helpers[{"reference": "references", "surrogate": "surrogates", "calibration": "calibration"}[role]].append(load_model(record["path"], device=config.device))
+            role = role_of_prefix[record["name"].rpartition("_")[0]]  # reference_0 -> references
+            helpers[role].append(load_model(record["path"], device=config.device))
         timings["owner_models_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -321,7 +331,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
 
     report = _report(config, manifest, per_repeat, timings)
     if owner_spec is not None:
-        report["owner_models"] = {"references": config.references, "surrogates": config.surrogates, "calibration": config.calibration, "build_seconds": sum(r["build_seconds"] for r in owner["suspects"])}
+        report["owner_models"] = {**config.owner_counts(), "build_seconds": sum(r["build_seconds"] for r in owner["suspects"])}
     if suspects:
         first = per_repeat[0]["fingerprints"]
         pick = lambda kind: next((r for r in suspects if r["kind"] == kind), None)  # noqa: E731

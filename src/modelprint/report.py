@@ -103,8 +103,8 @@ def _owner_models(report: dict) -> str:
     owner = report.get("owner_models")
     if not owner:
         return ""
-    return (f" Generation used the owner's {owner['references']} reference and {owner['surrogates']} surrogate models"
-            f" ({owner['build_seconds']:.0f} s to train).")
+    return (f" Generation used the owner's {owner['references']} reference, {owner['surrogates']} surrogate and"
+            f" {owner.get('calibration', 0)} calibration models ({owner['build_seconds']:.0f} s to train).")
 
 
 def _recovery(suspect: dict) -> str:

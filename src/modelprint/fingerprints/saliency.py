@@ -153,6 +153,11 @@ class SaliencyFingerprint(FingerprintScheme):
         # Accept lists (from JSON or the CLI) but store hashable tuples.
         object.__setattr__(self, "pattern", tuple((int(r), int(c)) for r, c in self.pattern))
 
+    @property
+    def uses_calibration(self) -> bool:
+        """Whether a threshold is read on calibration models (which :meth:`generate` then needs)."""
+        return self.wb_threshold in CALIBRATED or self.bb_threshold in CALIBRATED
+
     @classmethod
     def paper(cls, **overrides: Any) -> "SaliencyFingerprint":
         """The paper-faithful configuration (see :data:`PAPER`), with optional overrides."""
@@ -328,7 +333,7 @@ class SaliencyFingerprint(FingerprintScheme):
             raise InputError("reference models were given but beta and occlusion are 0: they would be ignored")
         if surrogates and self.gamma == 0 and self.occlusion == 0:
             raise InputError("surrogate models were given but gamma and occlusion are 0: they would be ignored")
-        calibrated = self.wb_threshold in CALIBRATED or self.bb_threshold in CALIBRATED
+        calibrated = self.uses_calibration
         if calibrated and not calibration:
             raise InputError("a 'calibration' or 'per_sample' threshold needs calibration models: generate(..., calibration=[...])")
         if calibration and not calibrated:
