@@ -56,3 +56,16 @@ def write_npz_folder(folder, *, n=40, size=16, channels=3, classes=4, seed=0, im
         labs = labels if labels is not None else rng.integers(0, classes, n)
         np.savez(folder / f"{split}.npz", images=imgs, labels=labs)
     return folder
+
+
+def run_cli(argv, capsys):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    from modelprint.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -1,6 +1,7 @@
 """The command line end to end on tiny data, and its one-line errors (exit code 2) for bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,18 +10,8 @@ import torch
 from modelprint.cli import main
 from modelprint.models import build_model, save_model
 
-from conftest import write_npz_folder
+from conftest import run_cli as run, write_npz_folder
 
-
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +38,16 @@ def test_train_generate_verify(workdir, capsys):
     code, _, err = run(args, capsys)
     assert code == 0, err
     for mode, queries in (("white-box", 0), ("black-box", 8)):
-        code, out, err = run(["verify", "--fingerprints", str(fp), "--suspect", str(model), "--mode", mode, "--json"], capsys)
+        code, out, err = run(["verify", "--fingerprints", str(fp), "--suspect", str(model), "--mode", mode, "--json",
+                              "--records", str(workdir / "records")], capsys)
         assert code == 0, err
         record = json.loads(out)
-        assert set(record) == {"scheme", "mode", "matching_score", "n_samples", "queries", "threshold", "elapsed_s"}
+        assert set(record) == {"scheme", "mode", "matching_score", "n_samples", "queries", "threshold", "elapsed_s",
+                               "sent", "pirated", "p_value", "record"}
+        assert json.loads(Path(record["record"]).read_text())["matching_score"] == record["matching_score"]
         assert record["mode"] == mode and record["queries"] == queries and record["n_samples"] == 4
-    code, _, err = run(["verify", "--fingerprints", str(fp), "--suspect", str(model), "--mode", "black-box", "--budget", "5"], capsys)
+    code, _, err = run(["verify", "--fingerprints", str(fp), "--suspect", str(model), "--mode", "black-box", "--budget", "5",
+                        "--records", str(workdir / "records"), "--fresh"], capsys)
     assert code == 2 and "query budget" in err
 
 

@@ -10,6 +10,8 @@ The core API::
     result = scheme.verify(WhiteBox(load_model("suspect.safetensors")), fingerprints)
 """
 
+__version__ = "0.1.0"  # before the imports: submodules read it
+
 from .access import BlackBox, WhiteBox
 from .data import ImageDataset, load_data
 from .errors import CapabilityError, InputError, IntegrityError, ModelprintError, QueryBudgetExceeded
@@ -18,7 +20,6 @@ from .models import ImageModel, build_model, load_model, save_model
 from .saliency import GradCAM, find_cam_layer
 from .tasks import Classification, Regression, Similarity
 
-__version__ = "0.1.0"
 
 __all__ = [
     "BlackBox",

@@ -5,6 +5,7 @@ Bad input ends with one line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from enum import Enum
@@ -115,32 +116,125 @@ def generate(
 @app.command()
 def verify(
     fingerprints: Path = typer.Option(..., help="Fingerprint file made by 'generate'."),
-    suspect: Path = typer.Option(..., help="The suspect model file."),
-    mode: Mode = typer.Option(Mode.white_box, help="white-box (reads saliency) or black-box (outputs only)."),
-    budget: Optional[int] = typer.Option(None, help="Most images a black-box verification may send."),
+    suspect: Optional[Path] = typer.Option(None, help="The suspect model file (or give --url and --model-name)."),
+    url: Optional[str] = typer.Option(None, help="Base URL of an Open Inference Protocol (KServe v2) server serving the suspect."),
+    model_name: Optional[str] = typer.Option(None, help="The suspect's model name on that server."),
+    mode: Optional[Mode] = typer.Option(None, help="white-box (reads saliency) or black-box (outputs only) [default: white-box for a file, black-box for a URL]."),
+    budget: Optional[int] = typer.Option(None, help="Most images a black-box verification may have answered."),
+    batch_size: int = typer.Option(64, min=1, help="Images per request to the suspect."),
+    timeout: float = typer.Option(30.0, help="Seconds to wait for the server (connection and each answer)."),
+    retries: int = typer.Option(3, min=0, help="Retries with exponential backoff on connection errors, timeouts and 5xx."),
+    rate_limit: Optional[float] = typer.Option(None, help="Most requests per second."),
+    output: Optional[str] = typer.Option(None, help="Output to request from the server (e.g. predict_proba); its first output when omitted."),
+    journal: Optional[Path] = typer.Option(None, help="Query log and resume journal [default: RECORDS/<verification id>.queries.jsonl]."),
+    fresh: bool = typer.Option(False, help="Ask the suspect again instead of resuming from the journal of an earlier run."),
+    records: Path = typer.Option(Path("modelprint-records"), help="Folder of evidence records and query journals."),
+    record: Optional[Path] = typer.Option(None, help="Evidence record to write [default: RECORDS/<verification id>-<UTC time>.json]."),
+    null: Optional[Path] = typer.Option(None, help="JSON list of matching scores of independent models: a calibrated verdict with p-value."),
+    alpha: float = typer.Option(0.05, help="False-positive rate of the calibrated verdict."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Verify a suspect model with a fingerprint set."""
-    from .access import WhiteBox
+    """Verify a suspect, a model file or a model behind a prediction server, and write an evidence record."""
+    from datetime import datetime, timezone
+
+    from .access import BlackBox, WhiteBox
+    from .evidence import file_identity, read_null_scores, verification_record, write_record
     from .fingerprints import FingerprintSet, scheme_for
     from .models import load_model
 
+    if (suspect is None) == (url is None):
+        raise InputError("give either --suspect FILE or --url URL (with --model-name)")
+    if url is not None and not model_name:
+        raise InputError("--url needs --model-name: the suspect's model name on the server")
+    if url is not None and mode is Mode.white_box:
+        raise InputError("a suspect behind a server can only be verified in black-box mode")
+    mode = mode or (Mode.black_box if url else Mode.white_box)
     fingerprint_set = FingerprintSet.load(fingerprints)
-    model = load_model(suspect, device=device)
+    null_scores = read_null_scores(null) if null else None
+    identity = {"kind": "http", "url": url, "model_name": model_name} if url else file_identity(suspect)  # type: ignore[arg-type]
+    verification_id = _verification_id(fingerprint_set.sha256(), identity, mode.value)
+    now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if journal is None and mode is Mode.black_box:
+        journal = records / f"{verification_id}{'-' + now if fresh else ''}.queries.jsonl"
     scheme = scheme_for(fingerprint_set)
-    access = WhiteBox(model)
-    if mode is Mode.black_box:
-        access = access.black_box(fingerprint_set.task_adapter(), budget=budget)  # type: ignore[assignment]
+    box = None
+    if url:
+        access = box = BlackBox.http(
+            url, model_name, budget=budget, batch_size=batch_size, journal=journal,  # type: ignore[arg-type]
+            timeout=timeout, retries=retries, rate_limit=rate_limit, output=output,
+        )
+    else:
+        access = WhiteBox(load_model(suspect, device=device))  # type: ignore[arg-type]
+        if mode is Mode.black_box:
+            access = box = access.black_box(  # type: ignore[assignment]
+                fingerprint_set.task_adapter(), budget=budget, batch_size=batch_size, journal=journal, identity=identity
+            )
     result = scheme.verify(access, fingerprint_set, mode=mode.value)
+    evidence = verification_record(
+        result, fingerprint_set, suspect=box.identity if box else identity, box=box, null_scores=null_scores, alpha=alpha
+    )
+    record_path = write_record(evidence, record or records / f"{verification_id}-{now}.json")
+    summary = {k: getattr(result, k) for k in ("scheme", "mode", "matching_score", "n_samples", "queries", "threshold", "elapsed_s")}
+    summary.update(sent=box.sent if box else 0, pirated=evidence["verdict"].get("pirated"), p_value=evidence["verdict"].get("p_value"), record=str(record_path))
     if as_json:
-        keys = ("scheme", "mode", "matching_score", "n_samples", "queries", "threshold", "elapsed_s")
-        print(json.dumps({k: getattr(result, k) for k in keys}))
+        print(json.dumps(summary))
         return
+    sent = f", {box.sent} sent now, {box.queries - box.sent} from the journal" if box and box.sent != box.queries else ""
     stdout.print(
         f"{result.mode} matching score {result.matching_score:.3f} over {result.n_samples} samples "
-        f"(threshold {result.threshold:.4f}, {result.queries} queries, {result.elapsed_s:.2f} s)"
+        f"(threshold {result.threshold:.4f}, {result.queries} queries{sent}, {result.elapsed_s:.2f} s)"
     )
+    verdict = evidence["verdict"]
+    if verdict.get("pirated") is None:
+        stdout.print(f"verdict: none ({verdict['reason']})")
+    else:
+        stdout.print(f"verdict: {'PIRATED' if verdict['pirated'] else 'not shown to be pirated'} (p = {verdict['p_value']:.4f}, alpha {alpha})")
+    console.print(f"evidence record: {record_path}")
+
+
+def _verification_id(fingerprints_sha256: str, suspect: dict, mode: str) -> str:
+    """Names one verification (fingerprint set x suspect x mode): its journal and records share it."""
+    who = suspect.get("sha256") or f"{suspect.get('url')}|{suspect.get('model_name')}"
+    return hashlib.sha256(f"{fingerprints_sha256}|{who}|{mode}".encode()).hexdigest()[:16]
+
+
+@app.command()
+def serve(
+    model: Path = typer.Option(..., help="The model file to serve."),
+    name: Optional[str] = typer.Option(None, help="Model name in the URLs [default: the file's stem]."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback by default)."),
+    port: int = typer.Option(8000, min=0, max=65535),
+    max_body_mb: float = typer.Option(64.0, help="Largest request body accepted, in MiB."),
+    noise: Optional[float] = typer.Option(None, help="Imperfect API: add Gaussian noise of this std to every output."),
+    round_to: Optional[int] = typer.Option(None, "--round", help="Imperfect API: round outputs to this many decimals."),
+    labels_only: bool = typer.Option(False, help="Imperfect API: answer the top-1 label only."),
+    guard_data: Optional[str] = typer.Option(None, help="Guarded API: a Feature Squeezing detector fitted on this data's test images (5% false positives) answers random outputs to the inputs it flags."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Serve a model file over the Open Inference Protocol v2 REST (what a thief's prediction API speaks)."""
+    from .models import load_model
+    from .serve import DetectorGuard, GaussianNoise, Rounding, ServedModel, TopLabel, serve as run_server
+    from .tasks import task_from_config
+
+    network = load_model(model, device=device)
+    spec = network.spec
+    filters: list = []
+    if guard_data is not None:
+        from .data import load_data
+        from .detectors import FeatureSqueezing
+
+        clean = load_data(guard_data, channels=spec.channels, size=spec.input_size[0]).test.images
+        filters.append(DetectorGuard(detector=FeatureSqueezing().fit(network, clean), model=network))
+    if noise is not None:
+        filters.append(GaussianNoise(sigma=noise))
+    if round_to is not None:
+        filters.append(Rounding(decimals=round_to))
+    if labels_only:
+        filters.append(TopLabel())
+    served = ServedModel(name or model.stem, network, task_from_config(spec.task), (spec.channels, *spec.input_size), filters)
+    console.print(f"serving {model} as {served.name!r} on http://{host}:{port}/v2/models/{served.name} (Ctrl+C stops)")
+    run_server(served, host=host, port=port, max_body_bytes=int(max_body_mb * 2**20))
 
 
 @app.command()

@@ -25,3 +25,7 @@ class CapabilityError(ModelprintError, TypeError):
 
 class QueryBudgetExceeded(ModelprintError):
     """A black-box query would exceed the budget; nothing was sent."""
+
+
+class RemoteError(ModelprintError):
+    """A prediction server could not be reached, or refused or garbled a request."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..access import BLACK_BOX, WHITE_BOX, Access, BlackBox, WhiteBox
+from ..access import BLACK_BOX, SCORES, WHITE_BOX, Access, BlackBox, WhiteBox
 from ..data import check_images
 from ..errors import InputError
 from ..metrics import psnr
@@ -512,6 +512,8 @@ class SaliencyFingerprint(FingerprintScheme):
         if mode not in self.modes:
             raise InputError(f"mode must be one of {self.modes}, got {mode!r}")
         access.require(mode, who=f"saliency fingerprint {mode} verification")
+        if mode == BLACK_BOX:  # eq. 6 measures how far masking moves F_c: a top-1 label cannot show that
+            access.require(SCORES, who="saliency fingerprint black-box verification")
         start = time.perf_counter()
         task = fingerprints.task_adapter()
         if mode == WHITE_BOX:

@@ -1,0 +1,121 @@
+"""Evidence records: one JSON file per verification, with everything a third party needs to check it.
+
+A record names the fingerprint set (its SHA-256), the suspect (a file's SHA-256, or the URL, model name and the
+metadata the server declared), the thresholds and per-sample values, the matching score, the verdict and, for a
+black-box suspect, the query log's SHA-256 and size. Records are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from . import __version__
+from .access import BlackBox
+from .errors import InputError
+from .fingerprints.base import FingerprintSet, VerificationResult
+from .metrics import verdict as calibrated_verdict
+
+RECORD_VERSION = 1
+
+
+def file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """A suspect model file: its path, size and SHA-256."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    return {"kind": "file", "path": str(path), "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def read_null_scores(path: str | os.PathLike) -> list[float]:
+    """Matching scores of models known to be independent: a JSON list, or an object with a ``scores`` list.
+
+    Raises:
+        InputError: the file is missing or holds no list of numbers.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read null scores ({exc})") from None
+    scores = data.get("scores") if isinstance(data, dict) else data
+    if not isinstance(scores, list) or not scores or not all(isinstance(v, (int, float)) for v in scores):
+        raise InputError(f"{path}: expected a non-empty JSON list of matching scores, or {{\"scores\": [...]}}")
+    return [float(v) for v in scores]
+
+
+def verification_record(
+    result: VerificationResult,
+    fingerprints: FingerprintSet,
+    *,
+    suspect: dict[str, Any],
+    box: BlackBox | None = None,
+    null_scores: Sequence[float] | None = None,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """The evidence record of one verification.
+
+    Args:
+        result: what the verification found.
+        fingerprints: the set it used.
+        suspect: the suspect's identity (:func:`file_identity`, or a black-box access's ``identity``).
+        box: the black-box access used, for its query counts and query log.
+        null_scores: matching scores of independently trained models, for a calibrated verdict; without them the
+            record states that no verdict could be calibrated.
+        alpha: false-positive rate the verdict controls.
+    """
+    mode_key = result.mode.replace("-", "_")
+    per_sample = fingerprints.tensors.get(f"t_{mode_key}")
+    if null_scores:
+        decision: dict[str, Any] = calibrated_verdict(result.matching_score, null_scores, alpha=alpha).to_dict()
+    else:
+        decision = {"pirated": None, "reason": "no null scores given (matching scores of independent models): no calibrated verdict"}
+    record: dict[str, Any] = {
+        "record_version": RECORD_VERSION,
+        "tool": {"name": "modelprint", "version": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fingerprints": {
+            "sha256": fingerprints.sha256(),
+            "scheme": fingerprints.scheme,
+            "config": fingerprints.config,
+            "n_samples": len(fingerprints),
+            "target": fingerprints.target,
+        },
+        "suspect": suspect,
+        "mode": result.mode,
+        "thresholds": {
+            "rule": "per_sample" if per_sample is not None else "one",
+            "values": per_sample.tolist() if per_sample is not None else [result.threshold],
+        },
+        "values": result.values,
+        "matching_score": result.matching_score,
+        "verdict": decision,
+        "elapsed_s": result.elapsed_s,
+    }
+    if box is not None:
+        journal = box.journal
+        record["queries"] = {
+            "answered": box.queries,
+            "sent_this_run": box.sent,
+            "answered_from_journal": box.queries - box.sent,
+            "budget": box.budget,
+            "log": None if journal is None else {"path": str(journal.path), "sha256": journal.digest(), "batches": journal.lines},
+        }
+    return record
+
+
+def write_record(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a record as indented JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
