@@ -26,6 +26,14 @@ def _quantile_threshold(clean_scores: torch.Tensor, fpr: float) -> float:
     return float("inf") if rank > len(ordered) else float(ordered[rank - 1])
 
 
+def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+    """Plain FGSM (Goodfellow et al.): one signed-gradient step of size ``eps`` on the cross-entropy, clipped to
+    [0, 1]. The obvious adversarial examples a detector must flag, for contrast with fingerprints."""
+    x = images.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), labels), x)
+    return (x + eps * grad.sign()).clamp(0, 1).detach()
+
+
 def reduce_bit_depth(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Quantise [0, 1] pixels to ``bits`` bits (Xu et al.'s first squeezer)."""
     levels = 2**bits - 1
