@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from modelprint.access import BlackBox, WhiteBox
-from modelprint.errors import CapabilityError, IntegrityError, QueryBudgetExceeded, RemoteError
+from modelprint.errors import CapabilityError, InputError, IntegrityError, QueryBudgetExceeded, RemoteError
+from modelprint.evidence import read_null_scores
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint
 from modelprint.journal import QueryJournal
 from modelprint.models import build_model, save_model
@@ -260,7 +261,20 @@ def test_evidence_record_of_a_file_suspect_with_a_calibrated_verdict(setting, tm
     score = record["matching_score"]
     # 19 null scores of 0: p = 1/20 when the score is above them all, else 20/20.
     assert record["verdict"]["p_value"] == pytest.approx(0.05 if score > 0 else 1.0)
-    assert record["tool"]["name"] == "modelprint" and record["queries"]["log"]["batches"] >= 1
+    assert record["tool"]["name"] == "modelprint" and sum(b["batch_size"] for b in record["queries"]["log"]["batches"]) == 2 * N
+
+
+def test_null_scores_from_an_evaluation_run_must_match_the_fingerprint_set(tmp_path):
+    (tmp_path / "report.json").write_text(json.dumps({"suspects": [{"name": "a", "kind": "positive"}, {"name": "b", "kind": "negative"}, {"name": "c", "kind": "negative"}]}))
+    scores = {"a": {"ms_black_box": 0.9, "ms_white_box": 0.8}, "b": {"ms_black_box": 0.1, "ms_white_box": 0.2}, "c": {"ms_black_box": 0.3, "ms_white_box": 0.4}}
+    (tmp_path / "verification-0.json").write_text(json.dumps({"fingerprints_sha256": "abc", "suspects": scores}))
+    assert read_null_scores(tmp_path / "verification-0.json", mode="black-box", fingerprints_sha256="abc") == [0.1, 0.3]
+    assert read_null_scores(tmp_path / "verification-0.json", mode="white-box", fingerprints_sha256="abc") == [0.2, 0.4]
+    with pytest.raises(InputError, match="another fingerprint set"):
+        read_null_scores(tmp_path / "verification-0.json", mode="black-box", fingerprints_sha256="def")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(InputError, match="expected a non-empty JSON list"):
+        read_null_scores(tmp_path / "bad.json", mode="black-box", fingerprints_sha256="abc")
 
 
 def test_journal_ignores_a_cut_last_line_and_refuses_a_damaged_one(tmp_path):

@@ -130,7 +130,7 @@ def verify(
     fresh: bool = typer.Option(False, help="Ask the suspect again instead of resuming from the journal of an earlier run."),
     records: Path = typer.Option(Path("modelprint-records"), help="Folder of evidence records and query journals."),
     record: Optional[Path] = typer.Option(None, help="Evidence record to write [default: RECORDS/<verification id>-<UTC time>.json]."),
-    null: Optional[Path] = typer.Option(None, help="JSON list of matching scores of independent models: a calibrated verdict with p-value."),
+    null: Optional[Path] = typer.Option(None, help="Matching scores of independent models, for a calibrated verdict with p-value: a JSON list, or the verification-K.json of an evaluation run made with this fingerprint set."),
     alpha: float = typer.Option(0.05, help="False-positive rate of the calibrated verdict."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     device: str = typer.Option("cpu"),
@@ -151,7 +151,7 @@ def verify(
         raise InputError("a suspect behind a server can only be verified in black-box mode")
     mode = mode or (Mode.black_box if url else Mode.white_box)
     fingerprint_set = FingerprintSet.load(fingerprints)
-    null_scores = read_null_scores(null) if null else None
+    null_scores = read_null_scores(null, mode=mode.value, fingerprints_sha256=fingerprint_set.sha256()) if null else None
     identity = {"kind": "http", "url": url, "model_name": model_name} if url else file_identity(suspect)  # type: ignore[arg-type]
     verification_id = _verification_id(fingerprint_set.sha256(), identity, mode.value)
     now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -2,7 +2,8 @@
 
 A record names the fingerprint set (its SHA-256), the suspect (a file's SHA-256, or the URL, model name and the
 metadata the server declared), the thresholds and per-sample values, the matching score, the verdict and, for a
-black-box suspect, the query log's SHA-256 and size. Records are written atomically.
+black-box suspect, the query counts and the query log (its path, SHA-256 and per-batch lines: time, size, SHA-256 of
+inputs and outputs). Records are written atomically.
 """
 
 from __future__ import annotations
@@ -34,21 +35,40 @@ def file_identity(path: str | os.PathLike) -> dict[str, Any]:
     return {"kind": "file", "path": str(path), "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def read_null_scores(path: str | os.PathLike) -> list[float]:
-    """Matching scores of models known to be independent: a JSON list, or an object with a ``scores`` list.
+def read_null_scores(path: str | os.PathLike, *, mode: str, fingerprints_sha256: str) -> list[float]:
+    """Matching scores of models known to be independent, for a calibrated verdict.
+
+    Args:
+        path: a JSON list of scores, an object with a ``scores`` list, or the ``verification-K.json`` of a
+            ``modelprint evaluate`` run (its negatives' scores are read, with the kinds from ``report.json`` beside
+            it; the run must have used this very fingerprint set).
+        mode: ``"white-box"`` or ``"black-box"``: which scores of an evaluation to read.
+        fingerprints_sha256: the set being verified.
 
     Raises:
-        InputError: the file is missing or holds no list of numbers.
+        InputError: the file is missing, holds no scores, or comes from another fingerprint set.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read null scores ({exc})") from None
-    scores = data.get("scores") if isinstance(data, dict) else data
+    data = _read_json(path, "null scores")
+    if isinstance(data, dict) and "fingerprints_sha256" in data and "suspects" in data:
+        if data["fingerprints_sha256"] != fingerprints_sha256:
+            raise InputError(f"{path}: its scores were measured with another fingerprint set; null scores must come from the same set")
+        report = _read_json(path.parent / "report.json", "the evaluation report beside it")
+        kinds = {s["name"]: s["kind"] for s in report.get("suspects", [])}
+        key = "ms_" + mode.replace("-", "_")
+        scores = [entry[key] for name, entry in data["suspects"].items() if kinds.get(name) == "negative" and key in entry]
+    else:
+        scores = data.get("scores") if isinstance(data, dict) else data
     if not isinstance(scores, list) or not scores or not all(isinstance(v, (int, float)) for v in scores):
-        raise InputError(f"{path}: expected a non-empty JSON list of matching scores, or {{\"scores\": [...]}}")
+        raise InputError(f"{path}: expected a non-empty JSON list of matching scores, {{\"scores\": [...]}} or an evaluation's verification file")
     return [float(v) for v in scores]
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read {what} ({exc})") from None
 
 
 def verification_record(
@@ -106,7 +126,7 @@ def verification_record(
             "sent_this_run": box.sent,
             "answered_from_journal": box.queries - box.sent,
             "budget": box.budget,
-            "log": None if journal is None else {"path": str(journal.path), "sha256": journal.digest(), "batches": journal.lines},
+            "log": None if journal is None else {"path": str(journal.path), "sha256": journal.digest(), "batches": journal.log()},
         }
     return record
 

@@ -36,13 +36,12 @@ class QueryJournal:
 
     Attributes:
         path: the file.
-        lines: number of batches in the file.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._answers: dict[str, torch.Tensor] = {}
-        self.lines = 0
+        self._log: list[dict] = []
         if self.path.exists():
             self._read()
 
@@ -60,9 +59,7 @@ class QueryJournal:
                     return
                 raise IntegrityError(f"{self.path}: line {number} is not JSON; the query journal was damaged") from None
             outputs = torch.tensor(entry["outputs"], dtype=getattr(torch, entry["dtype"]))
-            for key, answer in zip(entry["image_sha256"], outputs):
-                self._answers[key] = answer
-            self.lines += 1
+            self._remember(entry, outputs)
 
     def _truncate_to(self, size: int) -> None:
         with open(self.path, "r+b") as handle:
@@ -94,9 +91,21 @@ class QueryJournal:
             handle.write(json.dumps(entry) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        for key, answer in zip(keys, outputs):
+        self._remember(entry, outputs)
+
+    def _remember(self, entry: dict, outputs: torch.Tensor) -> None:
+        for key, answer in zip(entry["image_sha256"], outputs):
             self._answers[key] = answer
-        self.lines += 1
+        self._log.append({k: entry[k] for k in ("time", "batch_size", "seconds", "inputs_sha256", "outputs_sha256")})
+
+    @property
+    def lines(self) -> int:
+        """Number of batches in the file."""
+        return len(self._log)
+
+    def log(self) -> list[dict]:
+        """The query log: per batch, its time, size, seconds and the SHA-256 of its inputs and outputs."""
+        return list(self._log)
 
     def digest(self) -> str | None:
         """SHA-256 of the file's bytes (None before the first answer): the query log's identity in a record."""
