@@ -209,7 +209,8 @@ def serve(
     noise: Optional[float] = typer.Option(None, help="Imperfect API: add Gaussian noise of this std to every output."),
     round_to: Optional[int] = typer.Option(None, "--round", help="Imperfect API: round outputs to this many decimals."),
     labels_only: bool = typer.Option(False, help="Imperfect API: answer the top-1 label only."),
-    guard_data: Optional[str] = typer.Option(None, help="Guarded API: a Feature Squeezing detector fitted on this data's test images (5% false positives) answers random outputs to the inputs it flags."),
+    guard_data: Optional[str] = typer.Option(None, help="Guarded API: a Feature Squeezing detector fitted on this data's test images answers random outputs to the inputs it flags."),
+    guard_fpr: float = typer.Option(0.05, help="The guard's false-positive rate on clean images."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Serve a model file over the Open Inference Protocol v2 REST (what a thief's prediction API speaks)."""
@@ -225,7 +226,7 @@ def serve(
         from .detectors import FeatureSqueezing
 
         clean = load_data(guard_data, channels=spec.channels, size=spec.input_size[0]).test.images
-        filters.append(DetectorGuard(detector=FeatureSqueezing().fit(network, clean), model=network))
+        filters.append(DetectorGuard(detector=FeatureSqueezing(fpr=guard_fpr).fit(network, clean), model=network))
     if noise is not None:
         filters.append(GaussianNoise(sigma=noise))
     if round_to is not None:

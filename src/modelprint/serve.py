@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -238,10 +239,11 @@ def create_app(served: ServedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     async def infer(name: str, request: Request, version: str | None = None) -> JSONResponse:
         model = model_named(name)
         body = await _read_bounded(request, max_body_bytes)
-        request_id, images, wanted = _parse_infer_request(body, model, max_batch)
+        # Decoding and the forward pass run in a worker thread, so health checks stay answered meanwhile.
+        request_id, images, wanted = await run_in_threadpool(_parse_infer_request, body, model, max_batch)
         if wanted not in (None, model.output_name):
             raise _BadRequest(f"unknown output {wanted!r}; the model's output is {model.output_name!r}")
-        outputs = model.answer(images)
+        outputs = await run_in_threadpool(model.answer, images)
         answer = {
             "model_name": model.name,
             "model_version": model.version,
