@@ -30,16 +30,13 @@ from modelprint import BlackBox, FingerprintSet, load_data, load_model, scheme_f
 from modelprint.detectors import FeatureSqueezing, fgsm
 from modelprint.errors import CapabilityError
 from modelprint.serve import DetectorGuard, GaussianNoise, Rounding, ServedModel, ServerThread, TopLabel, create_app
-from modelprint.tasks import task_from_config
 
 SIGMAS = [0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 DECIMALS = [6, 5, 4, 3, 2, 1]
 
 
 def served(path: str, *filters) -> ServedModel:
-    model = load_model(path)
-    spec = model.spec
-    return ServedModel(Path(path).stem, model, task_from_config(spec.task), (spec.channels, *spec.input_size), list(filters))
+    return ServedModel.of(load_model(path), Path(path).stem, filters=filters)
 
 
 def score_through(server_model: ServedModel, fingerprints: FingerprintSet) -> float:

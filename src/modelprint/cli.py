@@ -216,15 +216,14 @@ def serve(
     """Serve a model file over the Open Inference Protocol v2 REST (what a thief's prediction API speaks)."""
     from .models import load_model
     from .serve import DetectorGuard, GaussianNoise, Rounding, ServedModel, TopLabel, serve as run_server
-    from .tasks import task_from_config
 
     network = load_model(model, device=device)
-    spec = network.spec
     filters: list = []
     if guard_data is not None:
         from .data import load_data
         from .detectors import FeatureSqueezing
 
+        spec = network.spec
         clean = load_data(guard_data, channels=spec.channels, size=spec.input_size[0]).test.images
         filters.append(DetectorGuard(detector=FeatureSqueezing(fpr=guard_fpr).fit(network, clean), model=network))
     if noise is not None:
@@ -233,7 +232,7 @@ def serve(
         filters.append(Rounding(decimals=round_to))
     if labels_only:
         filters.append(TopLabel())
-    served = ServedModel(name or model.stem, network, task_from_config(spec.task), (spec.channels, *spec.input_size), filters)
+    served = ServedModel.of(network, name or model.stem, filters=filters)
     console.print(f"serving {model} as {served.name!r} on http://{host}:{port}/v2/models/{served.name} (Ctrl+C stops)")
     run_server(served, host=host, port=port, max_body_bytes=int(max_body_mb * 2**20))
 

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .tasks import Task
+from .models import ImageModel
+from .tasks import Task, task_from_config
 
 if TYPE_CHECKING:
     from .detectors import FeatureSqueezing
@@ -141,6 +142,12 @@ class ServedModel:
         with torch.no_grad():  # output filters keep the shape, except that a label has none
             probe = self.model(torch.zeros(1, *self.input_shape, device=_device_of(self.model)))
         self._output_shape = () if self.labels else tuple(self.task.deployed(probe).shape[1:])
+
+    @classmethod
+    def of(cls, model: ImageModel, name: str, *, filters: Sequence[OutputFilter] = ()) -> "ServedModel":
+        """A modelprint model (its spec gives the task and the input shape), served under ``name``."""
+        spec = model.spec
+        return cls(name, model, task_from_config(spec.task), (spec.channels, *spec.input_size), list(filters))
 
     @property
     def labels(self) -> bool:
