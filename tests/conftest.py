@@ -69,3 +69,16 @@ def run_cli(argv, capsys):
         code = exc.code if isinstance(exc.code, int) else 1
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def free_ports(k: int = 1) -> list[int]:
+    """k distinct TCP ports free on loopback right now (for servers a test starts in another process)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(k)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports

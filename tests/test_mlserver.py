@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,19 +24,9 @@ from modelprint.access import BlackBox
 from modelprint.data import load_data
 from modelprint.fingerprints import SaliencyFingerprint
 
-from conftest import TinyCNN
+from conftest import TinyCNN, free_ports
 
 pytestmark = pytest.mark.skipif(shutil.which("mlserver") is None, reason="MLServer is not installed (pip install -e '.[test]')")
-
-
-def _free_ports(k: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(k)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +46,7 @@ def mlserver(tmp_path_factory):
         "outputs": [{"name": "predict_proba", "datatype": "FP64", "shape": [-1, 10]}],
         "parameters": {"uri": "./model.joblib"},
     }))
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     (folder / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": http, "grpc_port": grpc, "metrics_port": metrics, "parallel_workers": 0,
     }))

@@ -23,7 +23,7 @@ from modelprint.remote import OipClient
 from modelprint.serve import GaussianNoise, Rounding, ServedModel, ServerThread, TopLabel, create_app
 from modelprint.tasks import Classification
 
-from conftest import run_cli
+from conftest import free_ports, run_cli
 
 N = 12
 
@@ -191,14 +191,6 @@ serve(served, port=int(sys.argv[2]))
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_until_up(url: str, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -213,7 +205,7 @@ def _wait_until_up(url: str, process: subprocess.Popen) -> None:
 
 def test_killed_server_then_rerun_resumes_without_resending(setting, tmp_path, capsys):
     folder, suspect, fingerprints = setting
-    port = _free_port()
+    (port,) = free_ports(1)
     url = f"http://127.0.0.1:{port}"
     script = tmp_path / "dying_server.py"
     script.write_text(_DYING_SERVER)
