@@ -19,6 +19,7 @@ from .fingerprints import FingerprintSet, SaliencyFingerprint, VerificationResul
 from .models import ImageModel, build_model, load_model, save_model
 from .saliency import GradCAM, find_cam_layer
 from .tasks import Classification, Regression, Similarity
+from .verification import Verification, verify_suspect
 
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Regression",
     "SaliencyFingerprint",
     "Similarity",
+    "Verification",
     "VerificationResult",
     "WhiteBox",
     "build_model",
@@ -44,4 +46,5 @@ __all__ = [
     "load_model",
     "save_model",
     "scheme_for",
+    "verify_suspect",
 ]

@@ -5,7 +5,6 @@ Bad input ends with one line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from enum import Enum
@@ -136,48 +135,17 @@ def verify(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Verify a suspect, a model file or a model behind a prediction server, and write an evidence record."""
-    from datetime import datetime, timezone
+    from .verification import verify_suspect
 
-    from .access import BlackBox, WhiteBox
-    from .evidence import file_identity, read_null_scores, verification_record, write_record
-    from .fingerprints import FingerprintSet, scheme_for
-    from .models import load_model
-
-    if (suspect is None) == (url is None):
-        raise InputError("give either --suspect FILE or --url URL (with --model-name)")
-    if url is not None and not model_name:
-        raise InputError("--url needs --model-name: the suspect's model name on the server")
-    if url is not None and mode is Mode.white_box:
-        raise InputError("a suspect behind a server can only be verified in black-box mode")
-    mode = mode or (Mode.black_box if url else Mode.white_box)
-    fingerprint_set = FingerprintSet.load(fingerprints)
-    null_scores = read_null_scores(null, mode=mode.value, fingerprints_sha256=fingerprint_set.sha256()) if null else None
-    identity = {"kind": "http", "url": url, "model_name": model_name} if url else file_identity(suspect)  # type: ignore[arg-type]
-    verification_id = _verification_id(fingerprint_set.sha256(), identity, mode.value)
-    now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    if journal is None and mode is Mode.black_box:
-        journal = records / f"{verification_id}{'-' + now if fresh else ''}.queries.jsonl"
-    scheme = scheme_for(fingerprint_set)
-    box = None
-    if url:
-        access = box = BlackBox.http(
-            url, model_name, budget=budget, batch_size=batch_size, journal=journal,  # type: ignore[arg-type]
-            timeout=timeout, retries=retries, rate_limit=rate_limit, output=output,
-        )
-    else:
-        access = WhiteBox(load_model(suspect, device=device))  # type: ignore[arg-type]
-        if mode is Mode.black_box:
-            access = box = access.black_box(  # type: ignore[assignment]
-                fingerprint_set.task_adapter(), budget=budget, batch_size=batch_size, journal=journal, identity=identity
-            )
-    result = scheme.verify(access, fingerprint_set, mode=mode.value)
-    evidence = verification_record(
-        result, fingerprint_set, suspect=box.identity if box else identity, box=box, null_scores=null_scores, alpha=alpha
+    done = verify_suspect(
+        fingerprints, suspect=suspect, url=url, model_name=model_name, mode=mode.value if mode else None, budget=budget,
+        batch_size=batch_size, records=records, journal=journal, fresh=fresh, record=record, null=null, alpha=alpha,
+        device=device, **({"timeout": timeout, "retries": retries, "rate_limit": rate_limit, "output": output} if url else {}),
     )
-    record_path = write_record(evidence, record or records / f"{verification_id}-{now}.json")
-    summary = {k: getattr(result, k) for k in ("scheme", "mode", "matching_score", "n_samples", "queries", "threshold", "elapsed_s")}
-    summary.update(sent=box.sent if box else 0, pirated=evidence["verdict"].get("pirated"), p_value=evidence["verdict"].get("p_value"), record=str(record_path))
+    result, box, verdict = done.result, done.box, done.record["verdict"]
     if as_json:
+        summary = {k: getattr(result, k) for k in ("scheme", "mode", "matching_score", "n_samples", "queries", "threshold", "elapsed_s")}
+        summary.update(sent=box.sent if box else 0, pirated=verdict.get("pirated"), p_value=verdict.get("p_value"), record=str(done.record_path))
         print(json.dumps(summary))
         return
     sent = f", {box.sent} sent now, {box.queries - box.sent} from the journal" if box and box.sent != box.queries else ""
@@ -185,18 +153,11 @@ def verify(
         f"{result.mode} matching score {result.matching_score:.3f} over {result.n_samples} samples "
         f"(threshold {result.threshold:.4f}, {result.queries} queries{sent}, {result.elapsed_s:.2f} s)"
     )
-    verdict = evidence["verdict"]
     if verdict.get("pirated") is None:
         stdout.print(f"verdict: none ({verdict['reason']})")
     else:
         stdout.print(f"verdict: {'PIRATED' if verdict['pirated'] else 'not shown to be pirated'} (p = {verdict['p_value']:.4f}, alpha {alpha})")
-    console.print(f"evidence record: {record_path}")
-
-
-def _verification_id(fingerprints_sha256: str, suspect: dict, mode: str) -> str:
-    """Names one verification (fingerprint set x suspect x mode): its journal and records share it."""
-    who = suspect.get("sha256") or f"{suspect.get('url')}|{suspect.get('model_name')}"
-    return hashlib.sha256(f"{fingerprints_sha256}|{who}|{mode}".encode()).hexdigest()[:16]
+    console.print(f"evidence record: {done.record_path}")
 
 
 @app.command()
