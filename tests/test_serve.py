@@ -169,6 +169,24 @@ def test_rate_limit_spaces_requests(setting):
         assert time.monotonic() - began >= 3 / 20.0 * 0.95
 
 
+def test_a_server_slower_than_the_timeout_is_retried_then_given_up(setting):
+    _, suspect, _ = setting
+
+    class Slow:
+        labels = False
+
+        def __call__(self, images, outputs):
+            time.sleep(1.0)
+            return outputs
+
+    model = served(suspect, Slow())
+    with ServerThread(create_app(model)) as server:
+        client = OipClient(server.url, "suspect", timeout=0.2, retries=1, backoff=0.01)
+        with pytest.raises(RemoteError, match="did not answer POST .* after 2 attempts .*ReadTimeout"):
+            client(torch.rand(1, 3, 32, 32))
+        assert client.attempts == 1 + 2
+
+
 def test_unreachable_server_is_one_clear_error():
     with pytest.raises(RemoteError, match="did not answer .* after 2 attempts"):
         OipClient("http://127.0.0.1:9", "m", retries=1, backoff=0.01, timeout=2)
