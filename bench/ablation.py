@@ -122,9 +122,10 @@ def main() -> None:
     rows = _earlier_rows(out / "ablation.json", run, args.repeats)
     for text in args.configurations:
         name, settings, owner = parse_configuration(text)
+        n = settings.pop("n", args.n)  # the number of samples is the evaluation's, not a scheme setting it would override
         config = EvaluationConfig(
             data=base["data"], arch=base["arch"], width=base["width"], epochs=base["epochs"], preset=base["preset"], zoo=base["zoo"],
-            repeats=args.repeats, n=args.n, scheme=settings, **owner,
+            repeats=args.repeats, n=n, scheme=settings, **owner,
             executor=base["executor"], workers=base["workers"], target=str(base["target"] or run / "target.safetensors"),
             zoo_dir=str(run / "zoo"), owner_dir=str(run / "owner"), detectors=args.detectors,
         )
