@@ -128,3 +128,20 @@ def test_per_sample_thresholds_are_stored_and_used(digits, digits_target, refere
     result = scheme_for(loaded).verify(WhiteBox(reference), loaded)
     assert result.matching_score == pytest.approx(float((null_values >= per_sample).float().mean()))
     assert scheme_for(loaded).verify(WhiteBox(digits_target), loaded).matching_score == pytest.approx(float((target_values >= per_sample).float().mean()))
+
+
+def test_thresholds_anchored_on_surrogates_lie_midway_between_surrogates_and_calibration_models(digits, digits_target, reference):
+    torch.manual_seed(7)
+    surrogate = build_model("resnet18", num_outputs=10, width=8).eval()  # any model stands in for a distilled copy here
+    scheme = SaliencyFingerprint(n=N, steps=5, seed=1, wb_threshold="per_sample", bb_threshold="calibration", threshold_anchor="surrogates")
+    fingerprints = _generate(scheme, digits_target, digits, surrogates=[surrogate], calibration=[reference])
+    surrogate_wb = torch.tensor(scheme.verify(WhiteBox(surrogate), fingerprints).values)
+    null_wb = torch.tensor(scheme.verify(WhiteBox(reference), fingerprints).values)
+    assert torch.allclose(fingerprints.tensors["t_white_box"], (surrogate_wb + null_wb) / 2, atol=1e-6)
+    surrogate_bb = torch.tensor(scheme.verify(WhiteBox(surrogate), fingerprints, mode="black-box").values)
+    null_bb = torch.tensor(scheme.verify(WhiteBox(reference), fingerprints, mode="black-box").values)
+    assert fingerprints.thresholds["black_box"] == pytest.approx(float(((surrogate_bb + null_bb) / 2).mean()), abs=1e-6)
+    with pytest.raises(InputError, match="needs surrogate models"):
+        _generate(scheme, digits_target, digits, calibration=[reference])
+    with pytest.raises(InputError, match="moves a 'calibration' or 'per_sample' threshold"):
+        SaliencyFingerprint(threshold_anchor="surrogates")

@@ -123,8 +123,10 @@ class EvaluationConfig:
             raise InputError(f"the scheme's beta={scheme.beta} needs reference models: give references >= 1")
         if scheme.gamma > 0 and not self.surrogates:
             raise InputError(f"the scheme's gamma={scheme.gamma} needs surrogate models: give surrogates >= 1")
-        if (self.references and not (scheme.beta or scheme.occlusion)) or (self.surrogates and not (scheme.gamma or scheme.occlusion)):
-            raise InputError("owner models were asked for but the scheme's beta, gamma and occlusion would not use them")
+        if scheme.threshold_anchor == "surrogates" and not self.surrogates:
+            raise InputError("the scheme's threshold_anchor='surrogates' needs surrogate models: give surrogates >= 1")
+        if (self.references and not scheme.uses_references) or (self.surrogates and not scheme.uses_surrogates):
+            raise InputError("owner models were asked for but the scheme would not use them (beta, gamma, occlusion, threshold_anchor)")
         if scheme.uses_calibration != bool(self.calibration):
             raise InputError("a 'calibration' threshold and calibration >= 1 models go together: give both or neither")
 

@@ -91,6 +91,10 @@ class SaliencyFingerprint(FingerprintScheme):
             target, the paper), ``"midpoint"`` (mean over originals and fingerprints, the rule of t_wb),
             ``"calibration"`` (midway between the target's and the calibration models' mean on the fingerprints) or
             ``"per_sample"`` (as for ``wb_threshold``).
+        threshold_anchor: the pirated side of a ``"calibration"``/``"per_sample"`` threshold: ``"target"`` (midway
+            between the target's values and the calibration models') or ``"surrogates"`` (midway between the owner's
+            distilled surrogates' mean values and the calibration models': the bar sits between what a distilled
+            copy and an innocent model show, instead of between the target and an innocent model).
         t_wb, t_bb: fixed thresholds that replace the derived ones at verification.
         tolerance: how far a regression or similarity output may move and still count as kept.
         retries: re-optimisations (with lambda doubled each time) of a sample whose prediction changed, before it
@@ -120,6 +124,7 @@ class SaliencyFingerprint(FingerprintScheme):
     occlusion: float = 0.0
     wb_threshold: str = "target"
     bb_threshold: str = "originals"
+    threshold_anchor: str = "target"
     t_wb: float | None = None
     t_bb: float | None = None
     tolerance: float | None = None
@@ -146,6 +151,11 @@ class SaliencyFingerprint(FingerprintScheme):
                 "bb_score='diff' needs bb_threshold='midpoint': on the original images its values are 0 by construction",
             ),
             (len(self.pattern) >= 1, "pattern needs at least one cell"),
+            (self.threshold_anchor in ("target", "surrogates"), f"threshold_anchor must be 'target' or 'surrogates', got {self.threshold_anchor!r}"),
+            (
+                self.threshold_anchor == "target" or self.wb_threshold in CALIBRATED or self.bb_threshold in CALIBRATED,
+                "threshold_anchor='surrogates' moves a 'calibration' or 'per_sample' threshold: set wb_threshold or bb_threshold to one",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -157,6 +167,16 @@ class SaliencyFingerprint(FingerprintScheme):
     def uses_calibration(self) -> bool:
         """Whether a threshold is read on calibration models (which :meth:`generate` then needs)."""
         return self.wb_threshold in CALIBRATED or self.bb_threshold in CALIBRATED
+
+    @property
+    def uses_references(self) -> bool:
+        """Whether reference models would be used (uniqueness penalty or occlusion term)."""
+        return self.beta > 0 or self.occlusion > 0
+
+    @property
+    def uses_surrogates(self) -> bool:
+        """Whether surrogate models would be used (robustness reward, occlusion term or threshold anchor)."""
+        return self.gamma > 0 or self.occlusion > 0 or self.threshold_anchor == "surrogates"
 
     @classmethod
     def paper(cls, **overrides: Any) -> "SaliencyFingerprint":
@@ -306,7 +326,8 @@ class SaliencyFingerprint(FingerprintScheme):
             tensors=tensors,
             target=_identity(model),
         )
-        thresholds, per_sample, threshold_stats = self._derive_thresholds(model, fingerprints, task, calibration)
+        anchors = surrogates if self.threshold_anchor == "surrogates" else ()
+        thresholds, per_sample, threshold_stats = self._derive_thresholds(model, fingerprints, task, calibration, anchors)
         fingerprints.thresholds = thresholds
         fingerprints.tensors.update(per_sample)
         fingerprints.stats = {
@@ -329,10 +350,12 @@ class SaliencyFingerprint(FingerprintScheme):
             raise InputError(f"beta={self.beta} needs reference models: generate(..., references=[...])")
         if self.gamma > 0 and not surrogates:
             raise InputError(f"gamma={self.gamma} needs surrogate models: generate(..., surrogates=[...])")
-        if references and self.beta == 0 and self.occlusion == 0:
+        if self.threshold_anchor == "surrogates" and not surrogates:
+            raise InputError("threshold_anchor='surrogates' needs surrogate models: generate(..., surrogates=[...])")
+        if references and not self.uses_references:
             raise InputError("reference models were given but beta and occlusion are 0: they would be ignored")
-        if surrogates and self.gamma == 0 and self.occlusion == 0:
-            raise InputError("surrogate models were given but gamma and occlusion are 0: they would be ignored")
+        if surrogates and not self.uses_surrogates:
+            raise InputError("surrogate models were given but gamma and occlusion are 0 and thresholds are anchored on the target: they would be ignored")
         calibrated = self.uses_calibration
         if calibrated and not calibration:
             raise InputError("a 'calibration' or 'per_sample' threshold needs calibration models: generate(..., calibration=[...])")
@@ -455,10 +478,13 @@ class SaliencyFingerprint(FingerprintScheme):
         return float(task.kept(outputs, original, cond, tolerance=self.tolerance).float().mean())
 
     # ------------------------------------------------------------------------------------------------ thresholds
-    def _derive_thresholds(self, model, fingerprints: FingerprintSet, task: Task, calibration: Sequence) -> tuple[dict, dict, dict]:
+    def _derive_thresholds(
+        self, model, fingerprints: FingerprintSet, task: Task, calibration: Sequence, anchors: Sequence = ()
+    ) -> tuple[dict, dict, dict]:
         """t_wb and t_bb: on the target the way the paper sets them, or against the calibration models (see the
         class docstring). Returns the thresholds, the per-sample ones as tensors (``t_white_box``/``t_black_box``,
-        only for ``"per_sample"``; the thresholds then hold their mean) and statistics."""
+        only for ``"per_sample"``; the thresholds then hold their mean) and statistics. ``anchors``: models whose mean
+        values replace the target's on the pirated side of calibrated thresholds (``threshold_anchor``)."""
         access = WhiteBox(model)
         originals = replace(fingerprints, tensors={**fingerprints.tensors, "samples": fingerprints.tensors["originals"]})
         wb_fp = self._white_box_values(access, fingerprints)
@@ -481,6 +507,10 @@ class SaliencyFingerprint(FingerprintScheme):
             wb_null = torch.stack([self._white_box_values(WhiteBox(m), fingerprints) for m in calibration]).mean(dim=0)
             bb_null = torch.stack([self._black_box_values(WhiteBox(m).black_box(task), fingerprints) for m in calibration]).mean(dim=0)
             stats.update(calibration_wb_value_fingerprints=float(wb_null.mean()), calibration_bb_change_fingerprints=float(bb_null.mean()))
+            if anchors:
+                wb_fp = torch.stack([self._white_box_values(WhiteBox(m), fingerprints) for m in anchors]).mean(dim=0)
+                bb_fp = torch.stack([self._black_box_values(WhiteBox(m).black_box(task), fingerprints) for m in anchors]).mean(dim=0)
+                stats.update(anchor_wb_value_fingerprints=float(wb_fp.mean()), anchor_bb_change_fingerprints=float(bb_fp.mean()))
             for mode, rule, target_values, null in (("white_box", self.wb_threshold, wb_fp, wb_null), ("black_box", self.bb_threshold, bb_fp, bb_null)):
                 midway = (target_values + null) / 2
                 if rule in CALIBRATED:
