@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from modelprint.cli import main
 from modelprint.models import build_model, save_model
 
 from conftest import run_cli as run, write_npz_folder
