@@ -209,21 +209,17 @@ class BlackBox(Access):
             raise QueryBudgetExceeded(
                 f"asking for {n} images would exceed the query budget ({self.queries} of {self.budget} used)"
             )
-        answers: list[torch.Tensor | None] = [None] * n
-        keys = [image_key(x) for x in images] if self.journal is not None else []
-        if self.journal is not None:
-            for i, key in enumerate(keys):
-                answers[i] = self.journal.lookup(key)
-        known = sum(a is not None for a in answers)
-        self.queries += known
+        keys = [image_key(x) for x in images] if self.journal is not None else [None] * n
+        answers = [self.journal.lookup(k) if self.journal is not None else None for k in keys]  # type: ignore[arg-type]
         unanswered = [i for i, a in enumerate(answers) if a is None]
+        self.queries += n - len(unanswered)  # answered by an earlier run, kept in the journal
         for start in range(0, len(unanswered), self.batch_size):
             rows = unanswered[start : start + self.batch_size]
-            for i, answer in zip(rows, self._ask(images[rows], [keys[i] for i in rows] if keys else None)):
+            for i, answer in zip(rows, self._ask(images[rows], [keys[i] for i in rows])):
                 answers[i] = answer
         return torch.stack(answers).float() if n else torch.empty(0)  # type: ignore[arg-type]
 
-    def _ask(self, chunk: torch.Tensor, keys: list[str] | None) -> torch.Tensor:
+    def _ask(self, chunk: torch.Tensor, keys: list) -> torch.Tensor:
         """Send one batch, check the answer's length, count it and journal it."""
         began = time.perf_counter()
         try:
@@ -239,6 +235,6 @@ class BlackBox(Access):
             raise InputError(f"the prediction API answered {len(answer)} outputs for {len(chunk)} images")
         self.queries += len(chunk)
         self.sent += len(chunk)
-        if self.journal is not None and keys is not None:
+        if self.journal is not None:
             self.journal.record(keys, chunk, answer, seconds=time.perf_counter() - began)
         return answer

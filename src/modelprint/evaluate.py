@@ -119,16 +119,7 @@ class EvaluationConfig:
             scheme = self.fingerprint_scheme(0)  # bad settings fail now, not after the zoo is built
         except TypeError as exc:
             raise InputError(f"fingerprint settings: {exc}") from None
-        if scheme.beta > 0 and not self.references:
-            raise InputError(f"the scheme's beta={scheme.beta} needs reference models: give references >= 1")
-        if scheme.gamma > 0 and not self.surrogates:
-            raise InputError(f"the scheme's gamma={scheme.gamma} needs surrogate models: give surrogates >= 1")
-        if scheme.threshold_anchor == "surrogates" and not self.surrogates:
-            raise InputError("the scheme's threshold_anchor='surrogates' needs surrogate models: give surrogates >= 1")
-        if (self.references and not scheme.uses_references) or (self.surrogates and not scheme.uses_surrogates):
-            raise InputError("owner models were asked for but the scheme would not use them (beta, gamma, occlusion, threshold_anchor)")
-        if scheme.uses_calibration != bool(self.calibration):
-            raise InputError("a 'calibration' threshold and calibration >= 1 models go together: give both or neither")
+        scheme.check_helpers(**self.owner_counts())
 
     def zoo_spec(self) -> ZooSpec:
         if self.zoo:

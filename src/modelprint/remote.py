@@ -101,9 +101,12 @@ class OipClient:
         return int(shape[1]) if len(shape) == 2 and shape[1] > 0 else None
 
     def _declares_labels(self) -> bool:
-        outputs = self.metadata.get("outputs") or []
-        chosen = [o for o in outputs if self.output is None or o.get("name") == self.output][:1]
-        return bool(chosen) and chosen[0].get("datatype", "FP32") not in ("FP16", "FP32", "FP64")
+        declared = self._chosen(self.metadata.get("outputs"))
+        return declared is not None and declared.get("datatype", "FP32") not in ("FP16", "FP32", "FP64")
+
+    def _chosen(self, outputs: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+        """The requested output (by name), or the first one when none was requested."""
+        return next((o for o in outputs or [] if self.output is None or o.get("name") == self.output), None)
 
     # ------------------------------------------------------------------------------------------------- inference
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -125,11 +128,9 @@ class OipClient:
         return self._read_output(answer, len(x))
 
     def _read_output(self, answer: dict[str, Any], n: int) -> torch.Tensor:
-        outputs = answer.get("outputs") or []
-        chosen = [o for o in outputs if self.output is None or o.get("name") == self.output][:1]
-        if not chosen:
+        out = self._chosen(answer.get("outputs"))
+        if out is None:
             raise RemoteError(f"{self._where()} answered no output {self.output or ''}".rstrip())
-        out = chosen[0]
         dtype = _DATATYPES.get(out.get("datatype", ""))
         if dtype is None:
             raise RemoteError(f"{self._where()} answered datatype {out.get('datatype')!r}; numeric outputs are needed")

@@ -347,23 +347,35 @@ class SaliencyFingerprint(FingerprintScheme):
         }
         return fingerprints
 
-    def _check_helpers(self, task: Task, references: Sequence, surrogates: Sequence, calibration: Sequence) -> None:
-        """Fail early when a weight has no models to act on, or models are given that no weight would use."""
+    def check_helpers(self, references: int, surrogates: int, calibration: int) -> None:
+        """Fail early when a setting has no helper models to act on, or helper models are given that nothing would
+        use. Takes the numbers of the owner's reference, surrogate and calibration models, so that
+        :meth:`generate` and an evaluation that has yet to train them check the same rules.
+
+        Raises:
+            InputError: saying which setting and which models do not go together.
+        """
         if self.beta > 0 and not references:
-            raise InputError(f"beta={self.beta} needs reference models: generate(..., references=[...])")
+            raise InputError(f"beta={self.beta} needs reference models (generate(..., references=[...]), evaluate --references K)")
         if self.gamma > 0 and not surrogates:
-            raise InputError(f"gamma={self.gamma} needs surrogate models: generate(..., surrogates=[...])")
+            raise InputError(f"gamma={self.gamma} needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
         if self.threshold_anchor == "surrogates" and not surrogates:
-            raise InputError("threshold_anchor='surrogates' needs surrogate models: generate(..., surrogates=[...])")
+            raise InputError("threshold_anchor='surrogates' needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
         if references and not self.uses_references:
-            raise InputError("reference models were given but beta and occlusion are 0: they would be ignored")
+            raise InputError("reference models were given but the scheme would not use them (beta and occlusion are 0): they would be ignored")
         if surrogates and not self.uses_surrogates:
-            raise InputError("surrogate models were given but gamma and occlusion are 0 and thresholds are anchored on the target: they would be ignored")
-        calibrated = self.uses_calibration
-        if calibrated and not calibration:
-            raise InputError("a 'calibration' or 'per_sample' threshold needs calibration models: generate(..., calibration=[...])")
-        if calibration and not calibrated:
+            raise InputError(
+                "surrogate models were given but the scheme would not use them (gamma and occlusion are 0, thresholds "
+                "anchored on the target): they would be ignored"
+            )
+        if self.uses_calibration and not calibration:
+            raise InputError("a 'calibration' or 'per_sample' threshold needs calibration models: the two go together")
+        if calibration and not self.uses_calibration:
             raise InputError("calibration models were given but no threshold is 'calibration' or 'per_sample': they would be ignored")
+
+    def _check_helpers(self, task: Task, references: Sequence, surrogates: Sequence, calibration: Sequence) -> None:
+        """:meth:`check_helpers` on the models given to :meth:`generate`, and the black-box score against the task."""
+        self.check_helpers(len(references), len(surrogates), len(calibration))
         if self.bb_score == "log" and not isinstance(task, Classification):
             raise InputError(f"bb_score='log' needs a probability: use 'abs' or 'diff' for the {task.name} task")
 
@@ -506,21 +518,27 @@ class SaliencyFingerprint(FingerprintScheme):
         }
         per_sample: dict[str, torch.Tensor] = {}
         if calibration:
-            # What an innocent model shows on each fingerprint: the calibration models' mean value.
-            wb_null = torch.stack([self._white_box_values(WhiteBox(m), fingerprints) for m in calibration]).mean(dim=0)
-            bb_null = torch.stack([self._black_box_values(WhiteBox(m).black_box(task), fingerprints) for m in calibration]).mean(dim=0)
+            # What an innocent model shows on each fingerprint (the calibration models' mean), and what a pirated one
+            # shows: the target's values, or the surrogates' mean when the thresholds are anchored on them.
+            wb_null, bb_null = self._mean_values(calibration, fingerprints, task)
             stats.update(calibration_wb_value_fingerprints=float(wb_null.mean()), calibration_bb_change_fingerprints=float(bb_null.mean()))
             if anchors:
-                wb_fp = torch.stack([self._white_box_values(WhiteBox(m), fingerprints) for m in anchors]).mean(dim=0)
-                bb_fp = torch.stack([self._black_box_values(WhiteBox(m).black_box(task), fingerprints) for m in anchors]).mean(dim=0)
+                wb_fp, bb_fp = self._mean_values(anchors, fingerprints, task)
                 stats.update(anchor_wb_value_fingerprints=float(wb_fp.mean()), anchor_bb_change_fingerprints=float(bb_fp.mean()))
-            for mode, rule, target_values, null in (("white_box", self.wb_threshold, wb_fp, wb_null), ("black_box", self.bb_threshold, bb_fp, bb_null)):
-                midway = (target_values + null) / 2
+            for mode, rule, pirated, null in (("white_box", self.wb_threshold, wb_fp, wb_null), ("black_box", self.bb_threshold, bb_fp, bb_null)):
+                midway = (pirated + null) / 2
                 if rule in CALIBRATED:
                     thresholds[mode] = float(midway.mean())
                 if rule == "per_sample":
                     per_sample[f"t_{mode}"] = midway.cpu()
         return thresholds, per_sample, stats
+
+    def _mean_values(self, models: Sequence, fingerprints: FingerprintSet, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample: the models' mean white-box value and mean black-box value on the fingerprints."""
+        accesses = [WhiteBox(m) for m in models]
+        white = torch.stack([self._white_box_values(a, fingerprints) for a in accesses]).mean(dim=0)
+        black = torch.stack([self._black_box_values(a.black_box(task), fingerprints) for a in accesses]).mean(dim=0)
+        return white, black
 
     # ------------------------------------------------------------------------------------------------ verification
     def verify(self, access: Access, fingerprints: FingerprintSet, *, mode: str | None = None) -> VerificationResult:
