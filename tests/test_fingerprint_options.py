@@ -145,3 +145,20 @@ def test_thresholds_anchored_on_surrogates_lie_midway_between_surrogates_and_cal
         _generate(scheme, digits_target, digits, calibration=[reference])
     with pytest.raises(InputError, match="moves a 'calibration' or 'per_sample' threshold"):
         SaliencyFingerprint(threshold_anchor="surrogates")
+
+
+def test_pool_selection_keeps_the_samples_with_the_largest_conferrability_margin(digits, digits_target, reference):
+    torch.manual_seed(7)
+    surrogate = build_model("resnet18", num_outputs=10, width=8).eval()
+    pooled = SaliencyFingerprint(n=2 * N, steps=5, seed=1)  # the whole pool, without selection
+    everything = _generate(pooled, digits_target, digits)
+    scheme = SaliencyFingerprint(n=N, steps=5, seed=1, pool=2)
+    kept = _generate(scheme, digits_target, digits, references=[reference], surrogates=[surrogate])
+    assert len(kept.samples) == N and kept.stats["selection_margin_kept"] >= kept.stats["selection_margin_pool"]
+    margin = torch.tensor(pooled.verify(WhiteBox(surrogate), everything).values) - torch.tensor(pooled.verify(WhiteBox(reference), everything).values)
+    expected = margin.topk(N).indices.sort().values
+    assert torch.equal(kept.samples, everything.samples[expected])  # the same optimisation, the top-N margins kept
+    with pytest.raises(InputError, match="pool=2 selects by conferrability"):
+        _generate(scheme, digits_target, digits, surrogates=[surrogate])
+    with pytest.raises(InputError, match="pool must be >= 1"):
+        SaliencyFingerprint(pool=0.5)

@@ -9,6 +9,7 @@ and measures how much F_c moves, with 2 queries per sample (eq. 6).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Sequence
@@ -98,6 +99,12 @@ class SaliencyFingerprint(FingerprintScheme):
             15-epoch CIFAR-10 paper zoo (docs/ablation.md): with the occlusion term it raised black-box ARUC from
             0.550 to 0.600 (distilled copies 0.35 -> 0.65); on the best white-box row it lowered white-box ARUC
             from 0.720 to 0.659 (independent models rise with the lower bar).
+        pool: how many candidates to optimise per kept sample (>= 1). With ``pool > 1``, ``ceil(pool * n)``
+            fingerprints are made and the ``n`` with the largest *conferrability margin* are kept: the surrogates'
+            mean value (the target's when there are none) minus the references' mean value, read in the mode
+            ``select`` names. A filter in the spirit of conferrable examples: it keeps the samples whose trace
+            the owner's pirated copies inherit and its independent models do not.
+        select: the mode whose values rank the pool: ``"white_box"`` or ``"black_box"`` (needs references).
         t_wb, t_bb: fixed thresholds that replace the derived ones at verification.
         tolerance: how far a regression or similarity output may move and still count as kept.
         retries: re-optimisations (with lambda doubled each time) of a sample whose prediction changed, before it
@@ -128,6 +135,8 @@ class SaliencyFingerprint(FingerprintScheme):
     wb_threshold: str = "target"
     bb_threshold: str = "originals"
     threshold_anchor: str = "target"
+    pool: float = 1.0
+    select: str = "white_box"
     t_wb: float | None = None
     t_bb: float | None = None
     tolerance: float | None = None
@@ -154,6 +163,8 @@ class SaliencyFingerprint(FingerprintScheme):
                 "bb_score='diff' needs bb_threshold='midpoint': on the original images its values are 0 by construction",
             ),
             (len(self.pattern) >= 1, "pattern needs at least one cell"),
+            (self.pool >= 1, f"pool must be >= 1, got {self.pool}"),
+            (self.select in ("white_box", "black_box"), f"select must be 'white_box' or 'black_box', got {self.select!r}"),
             (self.threshold_anchor in ("target", "surrogates"), f"threshold_anchor must be 'target' or 'surrogates', got {self.threshold_anchor!r}"),
             (
                 self.threshold_anchor == "target" or self.wb_threshold in CALIBRATED or self.bb_threshold in CALIBRATED,
@@ -173,13 +184,24 @@ class SaliencyFingerprint(FingerprintScheme):
 
     @property
     def uses_references(self) -> bool:
-        """Whether reference models would be used (uniqueness penalty or occlusion term)."""
-        return self.beta > 0 or self.occlusion > 0
+        """Whether reference models would be used (uniqueness penalty, occlusion term or pool selection)."""
+        return self.beta > 0 or self.occlusion > 0 or self.selects
+
+    @property
+    def selects(self) -> bool:
+        """Whether more samples are made than kept, the rest filtered by conferrability (``pool > 1``)."""
+        return self.pool > 1
+
+    @property
+    def made(self) -> int:
+        """How many fingerprints are optimised: ``n``, or ``ceil(pool * n)`` with selection."""
+        return math.ceil(self.pool * self.n - 1e-9)
 
     @property
     def uses_surrogates(self) -> bool:
-        """Whether surrogate models would be used (robustness reward, occlusion term or threshold anchor)."""
-        return self.gamma > 0 or self.occlusion > 0 or self.threshold_anchor == "surrogates"
+        """Whether surrogate models would be used (robustness reward, occlusion term, threshold anchor or pool
+        selection)."""
+        return self.gamma > 0 or self.occlusion > 0 or self.threshold_anchor == "surrogates" or self.selects
 
     @classmethod
     def paper(cls, **overrides: Any) -> "SaliencyFingerprint":
@@ -301,19 +323,19 @@ class SaliencyFingerprint(FingerprintScheme):
             grid = tuple(cam(images[:1].to(device), self._score_fn(task, first))[0].shape[1:])
             pattern = self.pattern_mask(grid).to(device)  # type: ignore[arg-type]
             eligible = self._eligible(model, task, images, labels, pairs, order, device)
-            if len(eligible) < self.n:
+            if len(eligible) < self.made:
                 raise InputError(
-                    f"only {len(eligible)} candidate images keep their prediction on the target, {self.n} are needed"
+                    f"only {len(eligible)} candidate images keep their prediction on the target, {self.made} are needed"
                 )
             accepted, stats = self._optimise_all(cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress)
 
-        if len(accepted) < self.n:
+        if len(accepted) < self.made:
             raise InputError(
-                f"only {len(accepted)} of {self.n} fingerprints kept the target's prediction; give more candidates or a larger xi"
+                f"only {len(accepted)} of {self.made} fingerprints kept the target's prediction; give more candidates or a larger xi"
             )
         accepted.sort(key=lambda item: item[0])  # candidate order: deterministic
-        index = torch.tensor([i for i, _ in accepted[: self.n]])
-        samples = torch.stack([x for _, x in accepted[: self.n]]).cpu()
+        index = torch.tensor([i for i, _ in accepted[: self.made]])
+        samples = torch.stack([x for _, x in accepted[: self.made]]).cpu()
         tensors = {"samples": samples, "originals": images[index].cpu(), "labels": labels[index].cpu(), "pattern": pattern.cpu()}
         if pairs is not None:
             tensors["pairs"] = pairs[index].cpu()
@@ -329,6 +351,9 @@ class SaliencyFingerprint(FingerprintScheme):
             tensors=tensors,
             target=_identity(model),
         )
+        if self.selects:
+            fingerprints, selection_stats = self._select(fingerprints, task, list(surrogates) or [model], references)
+            stats.update(selection_stats)
         anchors = surrogates if self.threshold_anchor == "surrogates" else ()
         thresholds, per_sample, threshold_stats = self._derive_thresholds(model, fingerprints, task, calibration, anchors)
         fingerprints.thresholds = thresholds
@@ -359,14 +384,16 @@ class SaliencyFingerprint(FingerprintScheme):
             raise InputError(f"beta={self.beta} needs reference models (generate(..., references=[...]), evaluate --references K)")
         if self.gamma > 0 and not surrogates:
             raise InputError(f"gamma={self.gamma} needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
+        if self.selects and not references:
+            raise InputError(f"pool={self.pool} selects by conferrability, which needs reference models (generate(..., references=[...]), evaluate --references K)")
         if self.threshold_anchor == "surrogates" and not surrogates:
             raise InputError("threshold_anchor='surrogates' needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
         if references and not self.uses_references:
-            raise InputError("reference models were given but the scheme would not use them (beta and occlusion are 0): they would be ignored")
+            raise InputError("reference models were given but the scheme would not use them (beta and occlusion are 0, pool is 1): they would be ignored")
         if surrogates and not self.uses_surrogates:
             raise InputError(
-                "surrogate models were given but the scheme would not use them (gamma and occlusion are 0, thresholds "
-                "anchored on the target): they would be ignored"
+                "surrogate models were given but the scheme would not use them (gamma and occlusion are 0, pool is 1, "
+                "thresholds anchored on the target): they would be ignored"
             )
         if self.uses_calibration and not calibration:
             raise InputError("a 'calibration' or 'per_sample' threshold needs calibration models: the two go together")
@@ -395,9 +422,9 @@ class SaliencyFingerprint(FingerprintScheme):
         queue = [(i, 0) for i in eligible]  # (candidate index, attempt)
         accepted: list[tuple[int, torch.Tensor]] = []
         reoptimised = replaced = tried = 0
-        with tqdm(total=self.n, desc="fingerprints", disable=not progress, leave=False) as bar:
-            while queue and len(accepted) < self.n:
-                need = self.n - len(accepted)
+        with tqdm(total=self.made, desc="fingerprints", disable=not progress, leave=False) as bar:
+            while queue and len(accepted) < self.made:
+                need = self.made - len(accepted)
                 batch, queue = queue[: min(self.batch_size, need)], queue[min(self.batch_size, need):]
                 idx = torch.tensor([i for i, _ in batch])
                 lam = torch.tensor([self.lam * 2.0**attempt for _, attempt in batch], device=device)
@@ -481,6 +508,17 @@ class SaliencyFingerprint(FingerprintScheme):
         before = task.score_deployed(task.deployed(outputs), cond)
         after = task.score_deployed(task.deployed(model(masked)), cond)
         return _bb_change(self.bb_score, before, after)
+
+    def _select(
+        self, fingerprints: FingerprintSet, task: Task, pirated: Sequence, references: Sequence
+    ) -> tuple[FingerprintSet, dict[str, float]]:
+        """Keep the ``n`` samples with the largest conferrability margin (see ``pool``), in candidate order."""
+        which = 0 if self.select == "white_box" else 1
+        margin = self._mean_values(pirated, fingerprints, task)[which] - self._mean_values(references, fingerprints, task)[which]
+        keep = margin.topk(self.n).indices.sort().values
+        tensors = {k: (v if k == "pattern" else v[keep]) for k, v in fingerprints.tensors.items()}
+        stats = {"selection_margin_pool": float(margin.mean()), "selection_margin_kept": float(margin[keep].mean())}
+        return replace(fingerprints, tensors=tensors), stats
 
     def _kept_share(self, model, fingerprints: FingerprintSet, task: Task) -> float:
         """Share of samples whose target output is kept (an independent re-check of label invariance)."""
