@@ -27,6 +27,20 @@ class Mode(str, Enum):
     black_box = "black-box"
 
 
+class TaskName(str, Enum):
+    classification = "classification"
+    regression = "regression"
+    similarity = "similarity"
+
+
+class SimilarityMetric(str, Enum):
+    l2 = "l2"
+    cosine = "cosine"
+
+
+TASK_HELP = "classification (class labels), regression (float labels: a value) or similarity (identity labels: an embedding trained with ArcFace)."
+
+
 class Preset(str, Enum):
     default = "default"
     paper = "paper"
@@ -49,8 +63,10 @@ def _parse_pattern(text: str | None) -> tuple[tuple[int, int], ...] | None:
 def train(
     out: Path = typer.Option(..., help="Model file to write (.safetensors)."),
     data: str = typer.Option("digits", help="'digits', a folder with train.npz/test.npz, or medmnist:FLAG[@SIZE]."),
+    task: TaskName = typer.Option(TaskName.classification, help=TASK_HELP),
     arch: str = typer.Option("resnet18", help="resnet18, vgg11_bn or mobilefacenet."),
     width: int = typer.Option(16, help="Width of the architecture (ResNet-18: 64 is the original, 16 the CPU default)."),
+    embedding_dim: int = typer.Option(128, min=1, help="Embedding size of a similarity model."),
     epochs: int = typer.Option(15, min=0),
     seed: int = typer.Option(0),
     lr: float = typer.Option(0.1, help="Peak learning rate."),
@@ -61,7 +77,7 @@ def train(
     bf16: bool = typer.Option(False, help="bfloat16 autocast (measure it: slower on CPUs without bf16 instructions)."),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Train a classifier and write it as a model file."""
+    """Train a model for a task and write it as a model file."""
     from .data import load_data
     from .models import save_model
     from .train import TrainConfig, train_new_model
@@ -71,7 +87,7 @@ def train(
         epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, bf16=bf16, device=device,
         augment=splits.augment if augment is None else augment,
     )
-    model, result = train_new_model(splits, arch=arch, width=width, config=config)
+    model, result = train_new_model(splits, arch=arch, width=width, config=config, task_name=task.value, embedding_dim=embedding_dim)
     save_model(model, out)
     console.print(f"test {result.metric_name}: {result.test_metric:.4f}  ({result.seconds:.1f} s)  -> {out}")
 
@@ -81,6 +97,9 @@ def generate(
     model: Path = typer.Option(..., help="The target model file."),
     out: Path = typer.Option(..., help="Fingerprint file to write (.safetensors)."),
     data: str = typer.Option("digits", help="Data whose training split supplies the candidate images."),
+    task: Optional[TaskName] = typer.Option(None, help="The target's task [default: the one its model file records]."),
+    similarity: SimilarityMetric = typer.Option(SimilarityMetric.l2, help="F_c of the similarity task: l2 distance (eq. 7) or cosine similarity (eq. 8) to the pair image."),
+    tolerance: Optional[float] = typer.Option(None, help="How far a regression or similarity output may move (output units) [default: t_bb / 2]."),
     preset: Preset = typer.Option(Preset.default, help="'default' (the best measured) or 'paper' (the paper taken literally)."),
     n: int = typer.Option(100, min=1, help="Number of fingerprint samples."),
     xi: float = typer.Option(0.1, help="Perturbation budget on [0, 1] pixels."),
@@ -92,23 +111,28 @@ def generate(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Generate saliency-map fingerprints of a target model."""
-    from .data import load_data
+    from .data import load_data, same_label_pairs
     from .fingerprints import SaliencyFingerprint
     from .models import load_model
+    from .tasks import task_from_config
 
     target = load_model(model, device=device)
+    task_name = _task_of(target.spec.task, task, what=f"the model {model}")
+    adapter = task_from_config({"name": task_name, "metric": similarity.value} if task_name == "similarity" else task_name)
     splits = load_data(data, channels=target.spec.channels, size=target.spec.input_size[0])
-    settings = dict(n=n, xi=xi, norm=norm, lam=lam, steps=steps, seed=seed)
+    candidates, pairs = same_label_pairs(splits.train) if adapter.needs_pairs else (splits.train, None)
+    settings = dict(n=n, xi=xi, norm=norm, lam=lam, steps=steps, seed=seed, tolerance=tolerance)
     cells = _parse_pattern(pattern)
     if cells:
         settings["pattern"] = cells
     scheme = SaliencyFingerprint.paper(**settings) if preset is Preset.paper else SaliencyFingerprint(**settings)
-    fingerprints = scheme.generate(target, splits.train.images, splits.train.labels, progress=True)
+    fingerprints = scheme.generate(target, candidates.images, candidates.labels, adapter, pairs=pairs, progress=True)
     fingerprints.save(out)
     stats = fingerprints.stats
     console.print(
         f"{len(fingerprints)} fingerprints in {stats['generation_s']:.1f} s, PSNR {stats['psnr_db_mean']:.1f} dB, "
-        f"t_wb {fingerprints.thresholds['white_box']:.3f}, t_bb {fingerprints.thresholds['black_box']:.4f} -> {out}"
+        f"t_wb {fingerprints.thresholds['white_box']:.3f}, t_bb {fingerprints.thresholds['black_box']:.4f}"
+        + (f", tolerance {fingerprints.config['tolerance']:.4f}" if fingerprints.config.get("tolerance") else "") + f" -> {out}"
     )
 
 
@@ -119,6 +143,7 @@ def verify(
     url: Optional[str] = typer.Option(None, help="Base URL of an Open Inference Protocol (KServe v2) server serving the suspect."),
     model_name: Optional[str] = typer.Option(None, help="The suspect's model name on that server."),
     mode: Optional[Mode] = typer.Option(None, help="white-box (reads saliency) or black-box (outputs only) [default: white-box for a file, black-box for a URL]."),
+    task: Optional[TaskName] = typer.Option(None, help="Check that the fingerprint set protects a model of this task (it records its task)."),
     budget: Optional[int] = typer.Option(None, help="Most images a black-box verification may have answered."),
     batch_size: int = typer.Option(64, min=1, help="Images per request to the suspect."),
     timeout: float = typer.Option(30.0, help="Seconds to wait for the server (connection and each answer)."),
@@ -135,8 +160,11 @@ def verify(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Verify a suspect, a model file or a model behind a prediction server, and write an evidence record."""
+    from .fingerprints import FingerprintSet
     from .verification import verify_suspect
 
+    if task is not None:
+        _task_of(FingerprintSet.load(fingerprints).task.get("name", "classification"), task, what=f"the fingerprint set {fingerprints}")
     done = verify_suspect(
         fingerprints, suspect=suspect, url=url, model_name=model_name, mode=mode.value if mode else None, budget=budget,
         batch_size=batch_size, records=records, journal=journal, fresh=fresh, record=record, null=null, alpha=alpha,
@@ -236,6 +264,8 @@ class Executor(str, Enum):
 def evaluate(
     out: Path = typer.Option(..., help="Output folder (reused: a killed run resumes)."),
     data: str = typer.Option("digits", help="Data spec, as for 'train'."),
+    task: TaskName = typer.Option(TaskName.classification, help=TASK_HELP),
+    similarity: SimilarityMetric = typer.Option(SimilarityMetric.l2, help="F_c of the similarity task: l2 distance (eq. 7) or cosine similarity (eq. 8)."),
     arch: str = typer.Option("resnet18"),
     width: int = typer.Option(16),
     epochs: Optional[int] = typer.Option(
@@ -257,13 +287,15 @@ def evaluate(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Run the paper's evaluation protocol and write report.json, report.html and plots."""
+    import numpy as np
+
     from .evaluate import EvaluationConfig, run_evaluation
     from .fingerprints import SaliencyFingerprint
     from .report import write_report
 
     settings = SaliencyFingerprint.parse_settings(setting)
     config = EvaluationConfig(
-        data=data, arch=arch, width=width, epochs=epochs, preset=preset.value, zoo=str(zoo) if zoo else None,
+        data=data, task=task.value, similarity=similarity.value, arch=arch, width=width, epochs=epochs, preset=preset.value, zoo=str(zoo) if zoo else None,
         repeats=repeats, n=n, scheme={"preset": scheme.value, **settings}, references=references, surrogates=surrogates, calibration=calibration,
         executor=executor.value, workers=workers,
         ray_address=ray_address, target=str(target) if target else None, device=device,
@@ -276,14 +308,30 @@ def evaluate(
     for name, key in (("ARUC", "aruc"), ("ROC AUC", "auc"), ("TPR at 1% FPR", "tpr_at_1pct_fpr")):
         table.add_row(name, *[_mean_std_text(report[key][mode]) for mode in ("white_box", "black_box")])
     stdout.print(table)
-    stealth = report["stealth"]
+    stealth, task_info = report["stealth"], report["task"]
+    thresholds = report["thresholds"]
     stdout.print(
-        "stealth: acc " + _mean_std_text(stealth["acc"]) + ", PSNR " + _mean_std_text(stealth["psnr_db"]) + " dB, SSIM "
+        f"task: {task_info['name']}; target test {task_info['metric_name']} {report['target']['test_metric']:.4f}; "
+        f"t_wb {np.mean([t['white_box'] for t in thresholds]):.4f}, t_bb {np.mean([t['black_box'] for t in thresholds]):.4f} (mean over repeats)"
+    )
+    if "tolerance" in stealth:
+        stdout.print(
+            f"outputs kept within tolerance {_mean_std_text(stealth['tolerance'])}: largest change {_mean_std_text(stealth['output_change_max'])}"
+        )
+    stdout.print(
+        "stealth: kept " + _mean_std_text(stealth["acc"]) + ", PSNR " + _mean_std_text(stealth["psnr_db"]) + " dB, SSIM "
         + _mean_std_text(stealth["ssim"]) + ", detected by Feature Squeezing " + _mean_std_text(stealth["dr_feature_squeezing"])
         + ", by Deep SVDD " + _mean_std_text(stealth["dr_deepsvdd"])
     )
     stdout.print("timings: " + ", ".join(f"{k} {v:.0f}" for k, v in report["timings_s"].items()))
     stdout.print(f"report: {out / 'report.json'}, {html_path}")
+
+
+def _task_of(recorded: str, asked: "TaskName | None", *, what: str) -> str:
+    """The task to use: the recorded one, which ``--task`` may name but not contradict."""
+    if asked is not None and asked.value != recorded:
+        raise InputError(f"--task {asked.value}, but {what} is for {recorded}")
+    return recorded
 
 
 def _mean_std_text(value: dict | None) -> str:

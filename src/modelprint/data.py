@@ -88,6 +88,26 @@ class DataSplits:
         return max(self.train.num_classes or 0, self.test.num_classes or 0, len(self.class_names))
 
 
+def same_label_pairs(data: ImageDataset, *, seed: int = 0) -> tuple[ImageDataset, torch.Tensor]:
+    """Pair every image with another image of the same label (identity), drawn with ``seed``; images whose label no
+    other image has are left out.
+
+    Returns:
+        The images that have a partner (labels kept) and their partners' images, row-aligned.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    labels = data.labels.long()
+    keep, partners = [], []
+    for i in range(len(labels)):
+        others = torch.nonzero((labels == labels[i]) & (torch.arange(len(labels)) != i)).flatten()
+        if len(others):
+            keep.append(i)
+            partners.append(int(others[torch.randint(len(others), (1,), generator=generator)]))
+    if not keep:
+        raise InputError(f"{data.name or 'data set'}: no two images share a label, so no pairs can be made")
+    return data.subset(keep), data.images[torch.tensor(partners)]
+
+
 def check_images(images: torch.Tensor, *, what: str = "images") -> None:
     """Raise :class:`InputError` unless ``images`` is a finite float tensor N x C x H x W with values in [0, 1]."""
     if not isinstance(images, torch.Tensor):

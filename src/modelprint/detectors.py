@@ -52,7 +52,9 @@ def median_smooth(x: torch.Tensor, size: int) -> torch.Tensor:
 class FeatureSqueezing:
     """Feature Squeezing (Xu et al., NDSS 2018): an input is adversarial when the model's prediction moves much under
     squeezing. The score is the largest L1 distance between the softmax on x and on each squeezed x (bit-depth
-    reduction, median smoothing); the threshold is the (1 - fpr) quantile of clean scores.
+    reduction, median smoothing); the threshold is the (1 - fpr) quantile of clean scores. For a model that is not a
+    classifier (``spec.task`` of a modelprint model: a regressor's value, an embedding) the distance is taken on its
+    raw output, the prediction such a model makes.
 
     Args:
         bits: bit depth of the first squeezer (Xu et al.: 5 for CIFAR-10, 1 for MNIST).
@@ -75,9 +77,10 @@ class FeatureSqueezing:
         out = []
         for start in range(0, len(images), self.batch_size):
             x = images[start : start + self.batch_size].to(device)
-            p = model(x).softmax(dim=1)
+            predict = (lambda v: model(v).softmax(dim=1)) if _is_classifier(model) else (lambda v: model(v).reshape(len(v), -1))
+            p = predict(x)
             squeezed = [reduce_bit_depth(x, self.bits), median_smooth(x, self.median)]
-            out.append(torch.stack([(model(s).softmax(dim=1) - p).abs().sum(dim=1) for s in squeezed]).amax(dim=0).cpu())
+            out.append(torch.stack([(predict(s) - p).abs().sum(dim=1) for s in squeezed]).amax(dim=0).cpu())
         return torch.cat(out)
 
     def fit(self, model: nn.Module, clean: torch.Tensor) -> "FeatureSqueezing":
@@ -93,6 +96,11 @@ class FeatureSqueezing:
 
     def detection_rate(self, model: nn.Module, images: torch.Tensor) -> float:
         return _share(self.flags(model, images))
+
+
+def _is_classifier(model: nn.Module) -> bool:
+    spec = getattr(model, "spec", None)
+    return getattr(spec, "task", "classification") == "classification"
 
 
 class SVDDNet(nn.Module):

@@ -20,15 +20,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .access import BLACK_BOX, WHITE_BOX, WhiteBox
-from .data import DataSplits, load_data
+from .data import DataSplits, load_data, same_label_pairs
 from .detectors import DeepSVDD, FeatureSqueezing
 from .errors import InputError
 from .fingerprints import FingerprintSet, SaliencyFingerprint
-from .metrics import aruc, roc_auc, ru_curves, ssim, tpr_at_fpr
+from .metrics import aruc, pair_scores, roc_auc, ru_curves, ssim, tar_at_far, tpr_at_fpr
 from .models import ImageModel, load_model, save_model
 from .saliency import GradCAM, normalise_maps
-from .tasks import Classification
-from .train import TrainConfig, train_new_model
+from .tasks import Task, task_from_config
+from .train import TrainConfig, metric_name, predict, train_new_model
 from .zoo.build import build_zoo
 from .zoo.spec import NEGATIVE, POSITIVE, PRESETS, SuspectSpec, ZooSpec
 
@@ -57,6 +57,10 @@ class EvaluationConfig:
 
     Args:
         data: data spec (see :func:`modelprint.load_data`).
+        task: ``"classification"``, ``"regression"`` (float labels) or ``"similarity"`` (identity labels: an
+            embedding network trained with ArcFace; fingerprint candidates are paired with another image of the same
+            identity).
+        similarity: F_c of the similarity task: ``"l2"`` (eq. 7) or ``"cosine"`` (eq. 8).
         arch, width: the target's architecture.
         epochs: training epochs of the target (and of the negatives and distilled copies of the presets); when
             None, the preset's (:data:`PRESET_EPOCHS`).
@@ -84,6 +88,8 @@ class EvaluationConfig:
     """
 
     data: str = "digits"
+    task: str = "classification"
+    similarity: str = "l2"
     arch: str = "resnet18"
     width: int = 16
     epochs: int | None = None
@@ -111,6 +117,7 @@ class EvaluationConfig:
             object.__setattr__(self, "epochs", PRESET_EPOCHS.get(self.preset, DEFAULT_EPOCHS) if self.zoo is None else DEFAULT_EPOCHS)
         if self.preset not in PRESETS and self.zoo is None:
             raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        self.task_adapter()  # an unknown task or similarity metric fails now
         if self.repeats < 1:
             raise InputError(f"repeats must be >= 1, got {self.repeats}")
         if min(self.owner_counts().values()) < 0:
@@ -146,6 +153,9 @@ class EvaluationConfig:
         settings.update(n=self.n, seed=repeat)
         return SaliencyFingerprint.paper(**settings) if paper else SaliencyFingerprint(**settings)
 
+    def task_adapter(self) -> Task:
+        return task_from_config({"name": self.task, "metric": self.similarity} if self.task == "similarity" else self.task)
+
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
@@ -169,15 +179,17 @@ def _target(config: EvaluationConfig, data: DataSplits, out: Path, progress: boo
     path = out / "target.safetensors"
     train = TrainConfig(epochs=config.epochs, seed=config.seed, augment=data.augment, device=config.device)
     recipe = {"arch": config.arch, "width": config.width, "data": config.data, "train": train.to_dict()}
+    if config.task != "classification":  # recipes of classification runs stay what they were: their targets are reused
+        recipe["task"] = config.task
     if path.is_file() and load_model(path).spec.info.get("recipe") == recipe:
         return path
-    model, _ = train_new_model(data, arch=config.arch, width=config.width, config=train, progress=progress, desc="target")
+    model, _ = train_new_model(data, arch=config.arch, width=config.width, config=train, task_name=config.task, progress=progress, desc="target")
     model.spec.info["recipe"] = recipe
     save_model(model, path)
     return path
 
 
-def _fingerprints(scheme: SaliencyFingerprint, target: ImageModel, data: DataSplits, path: Path, helpers: dict[str, list[ImageModel]], progress: bool) -> FingerprintSet:
+def _fingerprints(scheme: SaliencyFingerprint, target: ImageModel, task: Task, data: DataSplits, path: Path, helpers: dict[str, list[ImageModel]], progress: bool) -> FingerprintSet:
     """Generate a set, or reuse the one at ``path`` if the same scheme made it for the same target and helpers."""
     hashes = {f"{OWNER_ROLES[role][0]}_sha256": [m.spec.info["sha256"] for m in models] for role, models in helpers.items()}
     if path.is_file():
@@ -185,8 +197,8 @@ def _fingerprints(scheme: SaliencyFingerprint, target: ImageModel, data: DataSpl
         same_helpers = all(existing.config.get(key, []) == value for key, value in hashes.items())
         if existing.target.get("sha256") == target.spec.info["sha256"] and repr(scheme) == existing.stats.get("scheme_repr") and same_helpers:
             return existing
-    task = Classification() if target.spec.task == "classification" else None
-    fingerprints = scheme.generate(target, data.train.images, data.train.labels, task, progress=progress, **helpers)
+    candidates, pairs = same_label_pairs(data.train) if task.needs_pairs else (data.train, None)
+    fingerprints = scheme.generate(target, candidates.images, candidates.labels, task, pairs=pairs, progress=progress, **helpers)
     fingerprints.stats["scheme_repr"] = repr(scheme)
     fingerprints.save(path)
     return fingerprints
@@ -221,14 +233,23 @@ def _detectors(target: ImageModel, data: DataSplits, fpr: float) -> tuple[Featur
 
 
 def _stealth(target: ImageModel, fingerprints: FingerprintSet, detectors: tuple[FeatureSqueezing, DeepSVDD] | None) -> dict[str, float]:
+    """Label invariance (``acc``: the share of samples whose output the target keeps, its label for classification),
+    PSNR, SSIM and the detectors' rates; for regression and similarity also the largest output change over the
+    tolerance (at most 1 for every kept sample)."""
     samples, originals = fingerprints.samples, fingerprints.tensors["originals"]
-    with torch.no_grad():
-        predicted = target(samples).argmax(dim=1)
     figures = {
-        "acc": float((predicted == fingerprints.labels).float().mean()),
+        "acc": float(fingerprints.stats["labels_kept"]),
         "psnr_db": float(fingerprints.stats["psnr_db_mean"]),
         "ssim": float(ssim(originals, samples).mean()),
     }
+    tolerance = fingerprints.config.get("tolerance")
+    if tolerance:
+        task = fingerprints.task_adapter()
+        with torch.no_grad():
+            pairs = fingerprints.tensors.get("pairs")
+            cond = task.condition_from(fingerprints.labels, target(pairs) if pairs is not None else None)
+            change = (task.score(target(samples), cond) - task.score(target(originals), cond)).abs()
+        figures.update(tolerance=float(tolerance), output_change_max=float(change.max()), output_change_mean=float(change.mean()))
     if detectors is not None:
         squeezing, svdd = detectors
         figures.update(
@@ -252,12 +273,16 @@ def gallery(fingerprints: FingerprintSet, models: dict[str, ImageModel], count: 
     """Originals, fingerprints and the max-normalised Grad-CAM of each model on them, for the report's grid."""
     samples = fingerprints.samples[:count]
     labels = fingerprints.labels[:count]
+    pairs = fingerprints.tensors.get("pairs")
+    task = fingerprints.task_adapter()
     arrays = {"originals": fingerprints.tensors["originals"][:count].numpy(), "samples": samples.numpy(), "pattern": fingerprints.tensors["pattern"].numpy()}
     logit = bool(fingerprints.config.get("cam_logit", True))
     for name, model in models.items():
         layer = fingerprints.config.get("layer")
+        with torch.no_grad():
+            cond = task.condition_from(labels, model(pairs[:count]) if pairs is not None else None)
         with GradCAM(model, layer if layer in dict(model.named_modules()) else None) as cam:
-            maps, _ = cam(samples, lambda o: Classification().score(o, labels, logit=logit))
+            maps, _ = cam(samples, lambda o: task.score(o, cond, logit=logit))
         arrays[f"cam_{name}"] = normalise_maps(maps.detach(), "max").numpy()
     return arrays
 
@@ -274,6 +299,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     zoo_spec = config.zoo_spec()
+    task = config.task_adapter()
     data = load_data(config.data)
 
     t = time.perf_counter()
@@ -310,7 +336,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
         scheme = config.fingerprint_scheme(repeat)
         t = time.perf_counter()
         log(f"repeat {repeat + 1}/{config.repeats}: fingerprints ...")
-        fingerprints = _fingerprints(scheme, target, data, out / f"fingerprints-{repeat}.safetensors", helpers, progress)
+        fingerprints = _fingerprints(scheme, target, task, data, out / f"fingerprints-{repeat}.safetensors", helpers, progress)
         timings["generation_s"] += time.perf_counter() - t
         t = time.perf_counter()
         scores = _verify_all(scheme, fingerprints, suspects, out / f"verification-{repeat}.json", progress)
@@ -323,6 +349,10 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
         })
 
     report = _report(config, manifest, per_repeat, timings)
+    report["task"] = {**task.to_config(), "metric_name": metric_name(config.task)}
+    if config.task == "similarity":
+        scores, same = pair_scores(predict(target, data.test.images), data.test.labels)
+        report["task"].update(target_tar_at_far={str(far): tar_at_far(scores, same, far) for far in (0.01, 0.1)})
     if owner_spec is not None:
         report["owner_models"] = {**config.owner_counts(), "build_seconds": sum(r["build_seconds"] for r in owner["suspects"])}
     if suspects:

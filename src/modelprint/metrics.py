@@ -111,6 +111,47 @@ def tpr_at_fpr(positive_scores: Sequence[float], negative_scores: Sequence[float
     return best
 
 
+# ---------------------------------------------------------------------------------------------- face verification
+def pair_scores(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity of every pair of images (i < j) and whether the two show the same identity."""
+    e = F.normalize(embeddings.float(), dim=1)
+    i, j = torch.triu_indices(len(e), len(e), offset=1)
+    scores = (e[i] * e[j]).sum(dim=1)
+    return scores.numpy(), (labels[i] == labels[j]).numpy()
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float = 0.01) -> float:
+    """True-accept rate of same-identity pairs at the threshold that accepts at most ``far`` of different-identity
+    pairs (pairs with a similarity above the threshold are accepted)."""
+    genuine, impostor = np.sort(scores[same]), np.sort(scores[~same])
+    if not len(genuine) or not len(impostor):
+        raise InputError("TAR at FAR needs same-identity and different-identity pairs")
+    allowed = int(np.floor(far * len(impostor)))  # impostor pairs that may lie above the threshold
+    threshold = impostor[len(impostor) - allowed - 1]
+    return float((genuine > threshold).mean())
+
+
+def verification_accuracy(scores: np.ndarray, same: np.ndarray, *, folds: int = 10, seed: int = 0) -> float:
+    """Accuracy of same/different decisions on balanced pairs, the LFW protocol: all same-identity pairs and as many
+    different-identity pairs (seeded draw), split into ``folds``; each fold is decided at the threshold that is best
+    on the other folds (midway between neighbouring scores), and the folds' accuracies are averaged."""
+    rng = np.random.default_rng(seed)
+    genuine, impostor = np.flatnonzero(same), np.flatnonzero(~same)
+    if len(genuine) < folds or len(impostor) < len(genuine):
+        raise InputError(f"verification accuracy needs at least {folds} same-identity pairs and more different ones")
+    chosen = rng.permutation(np.concatenate([genuine, rng.choice(impostor, len(genuine), replace=False)]))
+    s, y = scores[chosen], same[chosen]
+    accuracies = []
+    for fold in np.array_split(np.arange(len(s)), folds):
+        rest = np.setdiff1d(np.arange(len(s)), fold)
+        values = np.unique(s[rest])
+        candidates = np.concatenate([values[:1] - 1e-6, (values[1:] + values[:-1]) / 2, values[-1:] + 1e-6])  # between neighbours
+        correct = [((s[rest] >= t) == y[rest]).mean() for t in candidates]
+        threshold = candidates[int(np.argmax(correct))]
+        accuracies.append(((s[fold] >= threshold) == y[fold]).mean())
+    return float(np.mean(accuracies))
+
+
 # ---------------------------------------------------------------------------------------------- calibrated verdicts
 @dataclass(frozen=True)
 class Verdict:

@@ -192,6 +192,8 @@ class ModelSpec:
         input_size: (H, W) the model expects.
         channels: image channels the model expects.
         mean, std: per-channel normalisation applied inside the model to inputs in [0, 1].
+        output_shift, output_scale: the network's output is mapped to ``output * output_scale + output_shift``
+            (a regressor learns standardised values and answers in the label's units, years say).
         info: free-form provenance (data set, seed, test metric, transform, parent hash, ...).
     """
 
@@ -202,6 +204,8 @@ class ModelSpec:
     channels: int = 3
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.25, 0.25, 0.25)
+    output_shift: float = 0.0
+    output_scale: float = 1.0
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -243,7 +247,10 @@ class ImageModel(nn.Module):
         return f"net.{name}" if name else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        out = self.net((x - self.mean) / self.std)
+        if self.spec.output_scale != 1.0 or self.spec.output_shift != 0.0:
+            out = out * self.spec.output_scale + self.spec.output_shift
+        return out
 
 
 def build_model(
@@ -256,6 +263,8 @@ def build_model(
     task: str = "classification",
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    output_shift: float = 0.0,
+    output_scale: float = 1.0,
     info: dict[str, Any] | None = None,
 ) -> ImageModel:
     """Build a freshly initialised :class:`ImageModel` (seed torch beforehand for a reproducible init).
@@ -268,6 +277,7 @@ def build_model(
         width: the architecture's width parameter (its default when None).
         task: the task the model is trained for.
         mean, std: normalisation; by default 0.5 / 0.25 per channel.
+        output_shift, output_scale: the output's affine map (see :class:`ModelSpec`).
         info: provenance stored in the model file.
     """
     if arch not in ARCHITECTURES:
@@ -286,6 +296,8 @@ def build_model(
         channels=int(channels),
         mean=tuple(mean) if mean is not None else (0.5,) * channels,
         std=tuple(std) if std is not None else (0.25,) * channels,
+        output_shift=float(output_shift),
+        output_scale=float(output_scale),
         info=dict(info or {}),
     )
     return ImageModel(ARCHITECTURES[arch](**kwargs), spec)

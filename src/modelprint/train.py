@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .data import DataSplits, ImageDataset
 from .errors import InputError
+from .metrics import pair_scores, verification_accuracy
 from .models import ImageModel, build_model
 
 
@@ -103,12 +104,65 @@ def _schedule(step: int, total: int, warmup_fraction: float = 0.15) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def supervised_loss(task_name: str, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training loss of a task: cross-entropy for classification, L1 for regression."""
+class ArcFace(nn.Module):
+    """The ArcFace loss (Deng et al. 2019): cross-entropy on ``scale * cos(theta + margin)`` for the true identity and
+    ``scale * cos(theta)`` for the others, theta the angle between the embedding and the identity's weight vector.
+
+    The identity weights belong to the loss, not to the model: a deployed face model returns embeddings only. They
+    start from the model's mean normalised embedding of each identity ("imprinting"), so that a thief fine-tuning a
+    stolen embedding network starts from a head that already fits it.
+
+    Args:
+        weights: identities x embedding dimension.
+        scale, margin: s and m of the paper (small-data settings by default).
+    """
+
+    def __init__(self, weights: torch.Tensor, *, scale: float = 16.0, margin: float = 0.3) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weights.clone().float())
+        self.scale, self.margin = scale, margin
+
+    @classmethod
+    @torch.no_grad()
+    def imprinted(cls, model: nn.Module, data: ImageDataset, **settings: float) -> "ArcFace":
+        """Identity weights = the mean normalised embedding of each identity's images under ``model``."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        embeddings = torch.cat([F.normalize(model(data.images[i : i + 256].to(device)).float(), dim=1).cpu() for i in range(0, len(data), 256)])
+        model.train(was_training)
+        labels = data.labels.long()
+        sums = torch.zeros(int(labels.max()) + 1, embeddings.shape[1]).index_add_(0, labels, embeddings)
+        return cls(F.normalize(sums + 1e-6 * torch.randn(sums.shape), dim=1), **settings)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cosine = F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight, dim=1)).clamp(-1 + 1e-7, 1 - 1e-7)
+        true = F.one_hot(labels.long(), cosine.shape[1]).bool()
+        with_margin = torch.cos(torch.acos(cosine) + self.margin)
+        # Past theta = pi - margin, cos(theta + margin) would rise again and reward pointing away from every identity
+        # (a collapse seen in training here); the usual fix continues the logit linearly below that point.
+        limit = math.cos(math.pi - self.margin)
+        with_margin = torch.where(cosine > limit, with_margin, cosine - math.sin(math.pi - self.margin) * self.margin)
+        return F.cross_entropy(self.scale * torch.where(true, with_margin, cosine), labels.long())
+
+
+def supervised_loss(
+    task_name: str, label_smoothing: float = 0.0, *, model: nn.Module | None = None, data: ImageDataset | None = None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of a task: cross-entropy for classification, L1 for regression (in the model's
+    standardised output units, see ``ModelSpec.output_scale``), ArcFace on identity labels for similarity (needs the
+    ``model`` and its training ``data`` to imprint the identity weights; :func:`fit` trains them too)."""
     if task_name == "classification":
         return lambda out, y: F.cross_entropy(out, y, label_smoothing=label_smoothing)
     if task_name == "regression":
-        return lambda out, y: F.l1_loss(out.reshape(len(out), -1)[:, 0], y.float())
+        scale = model.spec.output_scale if isinstance(model, ImageModel) else 1.0
+        return lambda out, y: F.l1_loss(out.reshape(len(out), -1)[:, 0], y.float()) / scale
+    if task_name == "similarity":
+        if model is None or data is None:
+            raise InputError("the similarity task's ArcFace loss needs the model and its training data")
+        if data.labels.is_floating_point():
+            raise InputError("the similarity task trains on identity labels (integers), got float labels")
+        return ArcFace.imprinted(model, data)
     raise InputError(f"no supervised training loss for task {task_name!r}")
 
 
@@ -130,7 +184,8 @@ def fit(
     Args:
         model: any network taking images in [0, 1].
         data: training images and labels.
-        loss_fn: ``loss_fn(outputs, targets_of_batch)``.
+        loss_fn: ``loss_fn(outputs, targets_of_batch)``; when it is an ``nn.Module`` (ArcFace), its parameters are
+            trained too.
         config: the run's settings.
         targets: what ``loss_fn`` compares with, row-aligned with ``data`` (its labels when None; a teacher's
             outputs for distillation).
@@ -154,6 +209,9 @@ def fit(
         teacher = teacher.to(device).eval()
     generator = torch.Generator().manual_seed(config.seed)
     params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.to(device)
+        params = [*params, *loss_fn.parameters()]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     optimizer = torch.optim.SGD(
@@ -221,20 +279,29 @@ def _freeze_other_batchnorms(model: nn.Module, params: list[nn.Parameter]) -> No
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageDataset, task_name: str, *, batch_size: int = 512) -> float:
-    """Accuracy (classification) or mean absolute error (regression) of ``model`` on ``data``."""
+def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
+    """The model's outputs on ``images``, in batches, on the CPU."""
     model.eval()
     device = next(model.parameters()).device
-    outputs = torch.cat([model(data.images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(data), batch_size)])
+    return torch.cat([model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)])
+
+
+def evaluate(model: nn.Module, data: ImageDataset, task_name: str, *, batch_size: int = 512) -> float:
+    """The task metric of ``model`` on ``data`` (:func:`metric_name`): accuracy (classification), mean absolute
+    error (regression) or verification accuracy on pairs of ``data``'s images (similarity, LFW protocol on cosine
+    similarity, :func:`modelprint.metrics.verification_accuracy`)."""
+    outputs = predict(model, data.images, batch_size=batch_size)
     if task_name == "classification":
         return float((outputs.argmax(dim=1) == data.labels).float().mean())
     if task_name == "regression":
         return float((outputs.reshape(len(outputs), -1)[:, 0] - data.labels).abs().mean())
+    if task_name == "similarity":
+        return verification_accuracy(*pair_scores(outputs, data.labels))
     raise InputError(f"no test metric for task {task_name!r}")
 
 
 def metric_name(task_name: str) -> str:
-    return {"classification": "accuracy", "regression": "mae"}.get(task_name, "metric")
+    return {"classification": "accuracy", "regression": "mae", "similarity": "verification_accuracy"}.get(task_name, "metric")
 
 
 def train_supervised(
@@ -249,7 +316,8 @@ def train_supervised(
 ) -> TrainResult:
     """Train on labels with the task's loss and measure the test metric."""
     start = time.perf_counter()
-    losses = fit(model, train, supervised_loss(task_name, config.label_smoothing), config, progress=progress, desc=desc)
+    loss = supervised_loss(task_name, config.label_smoothing, model=model, data=train)
+    losses = fit(model, train, loss, config, progress=progress, desc=desc)
     metric = evaluate(model, test, task_name) if test is not None else None
     return TrainResult(losses, metric, metric_name(task_name), time.perf_counter() - start)
 
@@ -261,16 +329,26 @@ def train_new_model(
     width: int | None = 16,
     config: TrainConfig = TrainConfig(),
     task_name: str = "classification",
+    embedding_dim: int = 128,
     progress: bool = True,
     desc: str = "train",
 ) -> tuple[ImageModel, TrainResult]:
     """Initialise a model for ``data`` with ``torch.manual_seed(config.seed)``, train it, and record how.
 
-    The returned model's ``spec.info`` holds the data set, the training settings and the test metric.
+    ``task_name`` sets the head: one output per class (classification), one value (regression, with the output
+    map of :class:`ModelSpec` set to the training labels' mean and standard deviation) or an ``embedding_dim``
+    embedding (similarity, trained with :class:`ArcFace`). The returned model's ``spec.info`` holds the data set, the training settings and the test metric.
     """
-    if task_name == "classification" and data.num_classes is None:
-        raise InputError(f"{data.name}: classification needs integer class labels")
-    num_outputs = data.num_classes if task_name == "classification" else 1
+    if task_name in ("classification", "similarity") and data.num_classes is None:
+        raise InputError(f"{data.name}: the {task_name} task needs integer class (identity) labels")
+    if task_name == "regression" and not data.train.is_regression:
+        raise InputError(f"{data.name}: regression needs float values as labels, got integer labels")
+    num_outputs = {"classification": data.num_classes, "regression": 1, "similarity": embedding_dim}.get(task_name)
+    if num_outputs is None:
+        raise InputError(f"unknown task {task_name!r}; choose classification, regression or similarity")
+    # A regressor learns standardised values and answers in the labels' units (its spec holds the map).
+    values = data.train.labels.float()
+    affine = {"output_shift": float(values.mean()), "output_scale": float(values.std().clamp_min(1e-6))} if task_name == "regression" else {}
     torch.manual_seed(config.seed)
     model = build_model(
         arch,
@@ -279,6 +357,7 @@ def train_new_model(
         input_size=data.train.image_size,
         width=width,
         task=task_name,
+        **affine,
     )
     result = train_supervised(model, data.train, config, task_name=task_name, test=data.test, progress=progress, desc=desc)
     model.spec.info.update(

@@ -106,7 +106,10 @@ class SaliencyFingerprint(FingerprintScheme):
             the owner's pirated copies inherit and its independent models do not.
         select: the mode whose values rank the pool: ``"white_box"`` or ``"black_box"`` (needs references).
         t_wb, t_bb: fixed thresholds that replace the derived ones at verification.
-        tolerance: how far a regression or similarity output may move and still count as kept.
+        tolerance: how far a regression or similarity output may move and still count as kept (output units).
+            When None, it is t_bb / 2 (the paper keeps regression outputs within half the black-box threshold),
+            with t_bb the mean masking change of the target on the eligible candidate originals (at most 256) --
+            the paper's way of setting t_bb, which then is the stored t_bb under the ``"originals"`` rule.
         retries: re-optimisations (with lambda doubled each time) of a sample whose prediction changed, before it
             is replaced by another candidate.
         batch_size: samples optimised together.
@@ -327,7 +330,8 @@ class SaliencyFingerprint(FingerprintScheme):
                 raise InputError(
                     f"only {len(eligible)} candidate images keep their prediction on the target, {self.made} are needed"
                 )
-            accepted, stats = self._optimise_all(cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress)
+            tolerance, pool_t_bb = self._tolerance(model, task, images, labels, pairs, eligible, pattern, device)
+            accepted, stats = self._optimise_all(cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress, tolerance)
 
         if len(accepted) < self.made:
             raise InputError(
@@ -346,7 +350,7 @@ class SaliencyFingerprint(FingerprintScheme):
         }
         fingerprints = FingerprintSet(
             scheme=self.name,
-            config={**self.settings(), "layer": layer, **helper_hashes},
+            config={**self.settings(), "layer": layer, "tolerance": tolerance, **helper_hashes},
             task=task.to_config(),
             tensors=tensors,
             target=_identity(model),
@@ -356,6 +360,8 @@ class SaliencyFingerprint(FingerprintScheme):
             stats.update(selection_stats)
         anchors = surrogates if self.threshold_anchor == "surrogates" else ()
         thresholds, per_sample, threshold_stats = self._derive_thresholds(model, fingerprints, task, calibration, anchors)
+        if pool_t_bb is not None and self.bb_threshold == "originals":
+            thresholds["black_box"] = pool_t_bb  # the t_bb that the tolerance is half of
         fingerprints.thresholds = thresholds
         fingerprints.tensors.update(per_sample)
         fingerprints.stats = {
@@ -418,7 +424,20 @@ class SaliencyFingerprint(FingerprintScheme):
                 keep += idx[right.cpu()].tolist()
         return keep
 
-    def _optimise_all(self, cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress):
+    def _tolerance(self, model, task, images, labels, pairs, eligible, pattern, device) -> tuple[float | None, float | None]:
+        """The tolerance of kept outputs (see ``tolerance``) and, when derived here, the t_bb it is half of."""
+        if self.tolerance is not None or isinstance(task, Classification):
+            return self.tolerance, None
+        idx = torch.tensor(eligible[:256])
+        x = images[idx].to(device)
+        with torch.no_grad():
+            cond = _cond(task, model, labels[idx], _rows(pairs, idx), device)
+            t_bb = float(self._occlusion_value(model, task, x, model(x), cond, pattern).mean())
+        if t_bb <= 0:
+            raise InputError("masking P does not move the target's output on any candidate: no tolerance can be derived, give one")
+        return t_bb / 2, t_bb
+
+    def _optimise_all(self, cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress, tolerance):
         queue = [(i, 0) for i in eligible]  # (candidate index, attempt)
         accepted: list[tuple[int, torch.Tensor]] = []
         reoptimised = replaced = tried = 0
@@ -431,7 +450,7 @@ class SaliencyFingerprint(FingerprintScheme):
                 x = images[idx].to(device)
                 cond = _cond(task, model, labels[idx], _rows(pairs, idx), device)
                 tried += len(batch)
-                best, kept = self._optimise(cam, helpers, task, x, cond, lam, pattern, generator)
+                best, kept = self._optimise(cam, helpers, task, x, cond, lam, pattern, generator, tolerance)
                 for j, (i, attempt) in enumerate(batch):
                     if kept[j]:
                         accepted.append((i, best[j].detach()))
@@ -444,7 +463,7 @@ class SaliencyFingerprint(FingerprintScheme):
         stats = {"candidates_optimised": tried, "reoptimised": reoptimised, "replaced": replaced}
         return accepted, stats
 
-    def _optimise(self, cam, helpers, task, x, cond, lam, pattern, generator):
+    def _optimise(self, cam, helpers, task, x, cond, lam, pattern, generator, tolerance):
         """PGD on eq. 4 (plus the optional helper and occlusion terms) for one batch; returns the best
         prediction-keeping iterate per sample and whether any kept."""
         with torch.no_grad():
@@ -460,7 +479,7 @@ class SaliencyFingerprint(FingerprintScheme):
             x_adv = x_adv.detach().requires_grad_(True)
             maps, outputs = cam(x_adv, score_fn, create_graph=not last)
             sam = self._sam_loss(maps, pattern)
-            kept = task.kept(outputs.detach(), original, cond, tolerance=self.tolerance)
+            kept = task.kept(outputs.detach(), original, cond, tolerance=tolerance)
             better = kept & (sam.detach() < best_loss)
             best[better] = x_adv.detach()[better]
             best_loss[better] = sam.detach()[better]
@@ -528,7 +547,7 @@ class SaliencyFingerprint(FingerprintScheme):
             cond = _cond(task, model, fingerprints.labels, pairs, device)
             original = model(fingerprints.tensors["originals"].to(device))
             outputs = model(fingerprints.samples.to(device))
-        return float(task.kept(outputs, original, cond, tolerance=self.tolerance).float().mean())
+        return float(task.kept(outputs, original, cond, tolerance=fingerprints.config.get("tolerance")).float().mean())
 
     # ------------------------------------------------------------------------------------------------ thresholds
     def _derive_thresholds(

@@ -16,9 +16,10 @@ from ..train import TrainConfig, fit
 from .base import Transform
 
 
-def distillation_loss(task: str, temperature: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def distillation_loss(task: str, temperature: float, scale: float = 1.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The student's loss against the teacher's outputs: KL of the softened softmax times T^2 for classification
-    (Hinton's scaling keeps gradients comparable across T); MSE on values or embeddings otherwise."""
+    (Hinton's scaling keeps gradients comparable across T); MSE on values or embeddings otherwise, divided by
+    ``scale``^2 (a regressor's output scale, so that the loss is in standardised units)."""
     if task == "classification":
         t = temperature
 
@@ -26,7 +27,7 @@ def distillation_loss(task: str, temperature: float) -> Callable[[torch.Tensor, 
             return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True, reduction="batchmean") * t * t
 
         return soft_kl
-    return lambda student, teacher: F.mse_loss(student.float(), teacher.float())
+    return lambda student, teacher: F.mse_loss(student.float(), teacher.float()) / scale**2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,4 +57,4 @@ class Distill(Transform):
         student = fresh_like(model)  # initialised from the seeded RNG
         model.load_state_dict(student.state_dict())
         config = TrainConfig(epochs=self.epochs, lr=self.lr, augment=self.augment, seed=seed, device=str(model.mean.device))
-        fit(model, data, distillation_loss(model.spec.task, self.temperature), config, teacher=teacher.eval(), progress=progress, desc=self.kind)
+        fit(model, data, distillation_loss(model.spec.task, self.temperature, model.spec.output_scale), config, teacher=teacher.eval(), progress=progress, desc=self.kind)

@@ -76,4 +76,4 @@ class Retrain(FineTune):
 def _train(model: ImageModel, data: ImageDataset, seed: int, progress: bool, *, epochs: int, lr: float, layers: str, augment: str, desc: str) -> None:
     config = TrainConfig(epochs=epochs, lr=lr, augment=augment, seed=seed, device=str(model.mean.device))
     params = last_layer_parameters(model) if layers == "last" else None
-    fit(model, data, supervised_loss(model.spec.task), config, parameters=params, progress=progress, desc=desc)
+    fit(model, data, supervised_loss(model.spec.task, model=model, data=data), config, parameters=params, progress=progress, desc=desc)

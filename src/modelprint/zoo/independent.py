@@ -29,4 +29,4 @@ class Independent(Transform):
     def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> None:
         model.load_state_dict(fresh_like(model).state_dict())
         config = TrainConfig(epochs=self.epochs, lr=self.lr, augment=self.augment, seed=seed, device=str(model.mean.device))
-        fit(model, data, supervised_loss(model.spec.task), config, progress=progress, desc=self.kind)
+        fit(model, data, supervised_loss(model.spec.task, model=model, data=data), config, progress=progress, desc=self.kind)

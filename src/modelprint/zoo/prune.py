@@ -63,17 +63,18 @@ class _Prune(Transform):
         epochs = 0
         while lost > self.recover_if and epochs < self.recover_epochs:
             config = TrainConfig(epochs=1, lr=self.recover_lr, seed=seed + epochs, device=str(model.mean.device))
-            fit(model, data, supervised_loss(task), config, after_step=hold_mask, progress=progress, desc=f"{self.kind}-recover")
+            fit(model, data, supervised_loss(task, model=model, data=data), config, after_step=hold_mask, progress=progress, desc=f"{self.kind}-recover")
             epochs += 1
             lost = _metric_lost(before, evaluate(model, data, task), task)
         model.spec.info.update(recovery_epochs=epochs, recovered=lost <= self.recover_if, metric_lost_after_recovery=lost)
 
 
 def _metric_lost(before: float | None, after: float, task: str) -> float:
-    """How much pruning cost: accuracy points, or the relative growth of the MAE."""
+    """How much pruning cost: accuracy points (verification accuracy for similarity), or the relative growth of
+    the MAE."""
     if before is None:
         return 0.0
-    if task == "classification":
+    if task in ("classification", "similarity"):
         return before - after
     return (after - before) / max(before, 1e-12)
 
