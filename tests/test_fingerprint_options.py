@@ -154,7 +154,7 @@ def test_pool_selection_keeps_the_samples_with_the_largest_conferrability_margin
     everything = _generate(pooled, digits_target, digits)
     scheme = SaliencyFingerprint(n=N, steps=5, seed=1, pool=2)
     kept = _generate(scheme, digits_target, digits, references=[reference], surrogates=[surrogate])
-    assert len(kept.samples) == N and kept.stats["selection_margin_kept"] >= kept.stats["selection_margin_pool"]
+    assert len(kept.samples) == N and kept.stats["selection_wb_margin_kept"] >= kept.stats["selection_wb_margin_pool"]
     margin = torch.tensor(pooled.verify(WhiteBox(surrogate), everything).values) - torch.tensor(pooled.verify(WhiteBox(reference), everything).values)
     expected = margin.topk(N).indices.sort().values
     assert torch.equal(kept.samples, everything.samples[expected])  # the same optimisation, the top-N margins kept

@@ -99,6 +99,12 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _tar(task: dict) -> str:
+    """The target's true-accept rates at fixed false-accept rates (similarity)."""
+    rates = task.get("target_tar_at_far") or {}
+    return "".join(f", TAR {_fmt(v)} at FAR {html.escape(k)}" for k, v in rates.items())
+
+
 def _owner_models(report: dict) -> str:
     owner = report.get("owner_models")
     if not owner:
@@ -139,15 +145,17 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
         [[name] + [report[key][m] for m in modes] for name, key in (("ARUC", "aruc"), ("ROC AUC", "auc"), ("TPR at 1% FPR", "tpr_at_1pct_fpr"))],
     )
     stealth = _table(["figure", "mean ± std"], [[k, v] for k, v in report["stealth"].items()])
+    task = report.get("task", {"name": "classification", "metric_name": "accuracy"})
+    metric = f"test {task['metric_name'].replace('_', ' ')}"
     suspects = _table(
-        ["suspect", "kind", "transform", "params", "test metric", "recovery epochs", "MS white-box", "MS black-box"],
+        ["suspect", "kind", "transform", "params", metric, "recovery epochs", "MS white-box", "MS black-box"],
         [
             [s["name"], s["kind"], s["transform"], s["params"], s["test_metric"], _recovery(s), s["ms_white_box"], s["ms_black_box"]]
             for s in report["suspects"]
         ],
     )
     per_transform = _table(
-        ["transform", "kind", "suspects", "mean test metric", "mean MS white-box", "mean MS black-box"],
+        ["transform", "kind", "suspects", f"mean {metric}", "mean MS white-box", "mean MS black-box"],
         [[name, t["kind"], t["count"], t["test_metric"], t["ms_white_box"], t["ms_black_box"]] for name, t in report["per_transform"].items()],
     )
     timings = _table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()])
@@ -160,12 +168,13 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}}th{{background:#f3f3f3}}img{{max-width:100%}}
 code{{font-size:12px}}</style></head><body>
 <h1>modelprint evaluation</h1>
-<p>Target: test metric {_fmt(target.get('test_metric'))}, weights <code>{html.escape(str(target.get('sha256'))[:16])}…</code>;
+<p>Task: {html.escape(task['name'])}. Target: {html.escape(metric)} {_fmt(target.get('test_metric'))}{_tar(task)}, weights <code>{html.escape(str(target.get('sha256'))[:16])}…</code>;
 {report['counts']['positives']} positives, {report['counts']['negatives']} negatives, N = {report['counts']['n']},
 {report['counts']['repeats']} repeat(s). Scheme: <code>{html.escape(str(report.get('scheme')))}</code></p>
 <p>The target's own matching score: white-box {_fmt(report.get('target_scores', {}).get('ms_white_box'))},
 black-box {_fmt(report.get('target_scores', {}).get('ms_black_box'))}.{_owner_models(report)}</p>
 <h2>Separation</h2>{headline}
+<p>Thresholds per repeat: {html.escape(', '.join(f"t_wb {t['white_box']:.4g}, t_bb {t['black_box']:.4g}" for t in report['thresholds']))}</p>
 <h2>Stealth</h2>{stealth}
 {figures}
 <h2>Per transform</h2>{per_transform}

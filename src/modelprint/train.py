@@ -114,10 +114,13 @@ class ArcFace(nn.Module):
 
     Args:
         weights: identities x embedding dimension.
-        scale, margin: s and m of the paper (small-data settings by default).
+        scale, margin: s and m of the paper. The defaults suit small face sets: on facescrub20_32 (435 training
+            images, MobileFaceNet width 32, 60 epochs) s = 16, m = 0.1 reached 0.737 held-out verification accuracy,
+            where the paper's s = 64 / m = 0.5 range (tried: s = 32, m = 0.5; s = 16, m = 0.2-0.3) stalled at
+            0.52-0.57.
     """
 
-    def __init__(self, weights: torch.Tensor, *, scale: float = 16.0, margin: float = 0.3) -> None:
+    def __init__(self, weights: torch.Tensor, *, scale: float = 16.0, margin: float = 0.1) -> None:
         super().__init__()
         self.weight = nn.Parameter(weights.clone().float())
         self.scale, self.margin = scale, margin

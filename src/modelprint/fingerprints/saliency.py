@@ -40,6 +40,9 @@ BB_THRESHOLDS = ("originals", "midpoint", *CALIBRATED)
 #: Black-box values of a sample (see ``SaliencyFingerprint.bb_score``) and the queries each costs per sample.
 BB_SCORES = {"abs": 2, "log": 2, "diff": 4}
 
+#: What ranks the pool of candidate fingerprints (see ``SaliencyFingerprint.select``).
+SELECT_BY = ("white_box", "black_box", "both")
+
 
 @dataclass(frozen=True, kw_only=True)
 class SaliencyFingerprint(FingerprintScheme):
@@ -104,7 +107,8 @@ class SaliencyFingerprint(FingerprintScheme):
             mean value (the target's when there are none) minus the references' mean value, read in the mode
             ``select`` names. A filter in the spirit of conferrable examples: it keeps the samples whose trace
             the owner's pirated copies inherit and its independent models do not.
-        select: the mode whose values rank the pool: ``"white_box"`` or ``"black_box"`` (needs references).
+        select: the mode whose margins rank the pool: ``"white_box"``, ``"black_box"`` or ``"both"`` (the mean of a
+            sample's rank in the two modes).
         t_wb, t_bb: fixed thresholds that replace the derived ones at verification.
         tolerance: how far a regression or similarity output may move and still count as kept (output units).
             When None, it is t_bb / 2 (the paper keeps regression outputs within half the black-box threshold),
@@ -167,7 +171,7 @@ class SaliencyFingerprint(FingerprintScheme):
             ),
             (len(self.pattern) >= 1, "pattern needs at least one cell"),
             (self.pool >= 1, f"pool must be >= 1, got {self.pool}"),
-            (self.select in ("white_box", "black_box"), f"select must be 'white_box' or 'black_box', got {self.select!r}"),
+            (self.select in SELECT_BY, f"select must be one of {', '.join(SELECT_BY)}, got {self.select!r}"),
             (self.threshold_anchor in ("target", "surrogates"), f"threshold_anchor must be 'target' or 'surrogates', got {self.threshold_anchor!r}"),
             (
                 self.threshold_anchor == "target" or self.wb_threshold in CALIBRATED or self.bb_threshold in CALIBRATED,
@@ -532,11 +536,16 @@ class SaliencyFingerprint(FingerprintScheme):
         self, fingerprints: FingerprintSet, task: Task, pirated: Sequence, references: Sequence
     ) -> tuple[FingerprintSet, dict[str, float]]:
         """Keep the ``n`` samples with the largest conferrability margin (see ``pool``), in candidate order."""
-        which = 0 if self.select == "white_box" else 1
-        margin = self._mean_values(pirated, fingerprints, task)[which] - self._mean_values(references, fingerprints, task)[which]
+        margins = [p - r for p, r in zip(self._mean_values(pirated, fingerprints, task), self._mean_values(references, fingerprints, task))]
+        ranks = [m.argsort().argsort().float() for m in margins]  # 0 = smallest margin
+        margin = {"white_box": margins[0], "black_box": margins[1], "both": (ranks[0] + ranks[1]) / 2}[self.select]
         keep = margin.topk(self.n).indices.sort().values
         tensors = {k: (v if k == "pattern" else v[keep]) for k, v in fingerprints.tensors.items()}
-        stats = {"selection_margin_pool": float(margin.mean()), "selection_margin_kept": float(margin[keep].mean())}
+        stats = {
+            f"selection_{mode}_margin_{part}": float(m[index].mean())
+            for mode, m in zip(("wb", "bb"), margins)
+            for part, index in (("pool", slice(None)), ("kept", keep))
+        }
         return replace(fingerprints, tensors=tensors), stats
 
     def _kept_share(self, model, fingerprints: FingerprintSet, task: Task) -> float:
