@@ -63,7 +63,7 @@ def row_of(name: str, text: str, report: dict[str, Any]) -> dict[str, Any]:
         acc=report["stealth"]["acc"]["mean"],
         psnr_db=report["stealth"]["psnr_db"]["mean"],
         dr_feature_squeezing=report["stealth"].get("dr_feature_squeezing", {}).get("mean"),
-        queries_per_sample=BB_SCORES[bb_score],
+        queries_per_sample=BB_SCORES[bb_score] + (report["config"].get("task") == "similarity"),  # + the pair image
         generation_s=sum(s["generation_s"] for s in stats) / len(stats),
         owner_models=report.get("owner_models"),
     )
@@ -124,7 +124,7 @@ def main() -> None:
         name, settings, owner = parse_configuration(text)
         n = settings.pop("n", args.n)  # the number of samples is the evaluation's, not a scheme setting it would override
         config = EvaluationConfig(
-            data=base["data"], arch=base["arch"], width=base["width"], epochs=base["epochs"], preset=base["preset"], zoo=base["zoo"],
+            data=base["data"], task=base.get("task", "classification"), similarity=base.get("similarity", "l2"), arch=base["arch"], width=base["width"], epochs=base["epochs"], preset=base["preset"], zoo=base["zoo"],
             repeats=args.repeats, n=n, scheme=settings, **owner,
             executor=base["executor"], workers=base["workers"], target=str(base["target"] or run / "target.safetensors"),
             zoo_dir=str(run / "zoo"), owner_dir=str(run / "owner"), detectors=args.detectors,

@@ -54,7 +54,8 @@ class SaliencyFingerprint(FingerprintScheme):
             Default: the top-left cell ``((0, 0),)``, whatever the grid.
         xi: perturbation budget (on pixels in [0, 1]).
         norm: ``"linf"`` or ``"l2"`` ball for the perturbation.
-        lam: weight lambda of L_prd in eq. 4.
+        lam: weight lambda of L_prd in eq. 4. For regression and similarity L_prd is the squared change of the output
+            in units of the tolerance (so that lambda = 1 means the same for years, degrees or embedding distances).
         steps: projected gradient steps per sample.
         step_size: size of a step; default ``2.5 * xi / steps``.
         cam_logit: Grad-CAM of the class logit (True) or of its probability (False, the paper). The raw Grad-CAM
@@ -490,7 +491,10 @@ class SaliencyFingerprint(FingerprintScheme):
             found |= kept
             if last:
                 break
-            loss = sam + lam * task.keep_loss(outputs, original, cond, mode=self.keep)
+            keep = task.keep_loss(outputs, original, cond, mode=self.keep)
+            if tolerance:  # a value's squared change, in tolerances: lambda means the same for years, degrees or distances
+                keep = keep / tolerance**2
+            loss = sam + lam * keep
             loss = loss + self._helper_loss(helpers, task, x_adv, cond, score_fn, pattern)
             if self.occlusion > 0:
                 loss = loss - self.occlusion * self._occlusion_value(cam.model, task, x_adv, outputs, cond, pattern)
