@@ -107,7 +107,9 @@ class SaliencyFingerprint(FingerprintScheme):
             fingerprints are made and the ``n`` with the largest *conferrability margin* are kept: the surrogates'
             mean value (the target's when there are none) minus the references' mean value, read in the mode
             ``select`` names. A filter in the spirit of conferrable examples: it keeps the samples whose trace
-            the owner's pirated copies inherit and its independent models do not.
+            the owner's pirated copies inherit and its independent models do not. Measured on the 15-epoch CIFAR-10
+            paper zoo (docs/ablation.md): with 8 references, 4 surrogates and per-sample thresholds, ``pool=3`` raised
+            white-box ARUC from 0.720 to 0.792 (distilled copies 0.26 -> 0.41, independent models 0.05).
         select: the mode whose margins rank the pool: ``"white_box"``, ``"black_box"`` or ``"both"`` (the mean of a
             sample's rank in the two modes).
         t_wb, t_bb: fixed thresholds that replace the derived ones at verification.
