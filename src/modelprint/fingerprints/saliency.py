@@ -494,7 +494,7 @@ class SaliencyFingerprint(FingerprintScheme):
             if last:
                 break
             keep = task.keep_loss(outputs, original, cond, mode=self.keep)
-            if tolerance:  # a value's squared change, in tolerances: lambda means the same for years, degrees or distances
+            if tolerance and not isinstance(task, Classification):  # a squared change in tolerances: the same for years or distances
                 keep = keep / tolerance**2
             loss = sam + lam * keep
             loss = loss + self._helper_loss(helpers, task, x_adv, cond, score_fn, pattern)
