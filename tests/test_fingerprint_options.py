@@ -158,6 +158,12 @@ def test_pool_selection_keeps_the_samples_with_the_largest_conferrability_margin
     margin = torch.tensor(pooled.verify(WhiteBox(surrogate), everything).values) - torch.tensor(pooled.verify(WhiteBox(reference), everything).values)
     expected = margin.topk(N).indices.sort().values
     assert torch.equal(kept.samples, everything.samples[expected])  # the same optimisation, the top-N margins kept
+    both = _generate(replace(scheme, select="both"), digits_target, digits, references=[reference], surrogates=[surrogate])
+    ranks = []
+    for mode in ("white-box", "black-box"):
+        values = [torch.tensor(pooled.verify(WhiteBox(m), everything, mode=mode).values) for m in (surrogate, reference)]
+        ranks.append((values[0] - values[1]).argsort().argsort().float())
+    assert torch.equal(both.samples, everything.samples[((ranks[0] + ranks[1]) / 2).topk(N).indices.sort().values])
     with pytest.raises(InputError, match="pool=2 selects by conferrability"):
         _generate(scheme, digits_target, digits, surrogates=[surrogate])
     with pytest.raises(InputError, match="pool must be >= 1"):
