@@ -13,7 +13,7 @@ from modelprint.data import ImageDataset, same_label_pairs
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint
 from modelprint.metrics import pair_scores, tar_at_far, verification_accuracy
 from modelprint.models import build_model, save_model
-from modelprint.tasks import Regression, Similarity
+from modelprint.tasks import Regression
 from modelprint.train import ArcFace
 
 from conftest import run_cli, write_npz_folder
@@ -159,9 +159,3 @@ def test_task_flags_that_contradict_the_model_fail_with_one_line(tmp_path, capsy
     model_file = save_model(digits_target, tmp_path / "model.safetensors")
     code, _, err = run_cli(["generate", "--model", str(model_file), "--out", str(tmp_path / "f.safetensors"), "--task", "regression"], capsys)
     assert code == 2 and err.count("\n") == 1 and "--task regression, but the model" in err
-
-
-def test_similarity_metric_is_selectable():
-    a, b = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 0.0]])
-    assert float(Similarity(metric="l2").score(a, b)) == pytest.approx(5.0)
-    assert float(Similarity(metric="cosine").score(a, torch.tensor([[4.0, 3.0]]))) == pytest.approx(24 / 25)

@@ -111,16 +111,16 @@ def generate(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Generate saliency-map fingerprints of a target model."""
-    from .data import load_data, same_label_pairs
+    from .data import load_data
     from .fingerprints import SaliencyFingerprint
     from .models import load_model
-    from .tasks import task_from_config
+    from .tasks import task_named
 
     target = load_model(model, device=device)
     task_name = _task_of(target.spec.task, task, what=f"the model {model}")
-    adapter = task_from_config({"name": task_name, "metric": similarity.value} if task_name == "similarity" else task_name)
+    adapter = task_named(task_name, similarity=similarity.value)
     splits = load_data(data, channels=target.spec.channels, size=target.spec.input_size[0])
-    candidates, pairs = same_label_pairs(splits.train) if adapter.needs_pairs else (splits.train, None)
+    candidates, pairs = adapter.candidates(splits.train)
     settings = dict(n=n, xi=xi, norm=norm, lam=lam, steps=steps, seed=seed, tolerance=tolerance)
     cells = _parse_pattern(pattern)
     if cells:
@@ -160,13 +160,10 @@ def verify(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Verify a suspect, a model file or a model behind a prediction server, and write an evidence record."""
-    from .fingerprints import FingerprintSet
     from .verification import verify_suspect
 
-    if task is not None:
-        _task_of(FingerprintSet.load(fingerprints).task.get("name", "classification"), task, what=f"the fingerprint set {fingerprints}")
     done = verify_suspect(
-        fingerprints, suspect=suspect, url=url, model_name=model_name, mode=mode.value if mode else None, budget=budget,
+        fingerprints, task=task.value if task else None, suspect=suspect, url=url, model_name=model_name, mode=mode.value if mode else None, budget=budget,
         batch_size=batch_size, records=records, journal=journal, fresh=fresh, record=record, null=null, alpha=alpha,
         device=device, **({"timeout": timeout, "retries": retries, "rate_limit": rate_limit, "output": output} if url else {}),
     )

@@ -20,14 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .access import BLACK_BOX, WHITE_BOX, WhiteBox
-from .data import DataSplits, load_data, same_label_pairs
+from .data import DataSplits, load_data
 from .detectors import DeepSVDD, FeatureSqueezing
 from .errors import InputError
 from .fingerprints import FingerprintSet, SaliencyFingerprint
 from .metrics import aruc, pair_scores, roc_auc, ru_curves, ssim, tar_at_far, tpr_at_fpr
 from .models import ImageModel, load_model, save_model
 from .saliency import GradCAM, normalise_maps
-from .tasks import Task, task_from_config
+from .tasks import Task, task_named
 from .train import TrainConfig, metric_name, predict, train_new_model
 from .zoo.build import build_zoo
 from .zoo.spec import NEGATIVE, POSITIVE, PRESETS, SuspectSpec, ZooSpec
@@ -154,7 +154,7 @@ class EvaluationConfig:
         return SaliencyFingerprint.paper(**settings) if paper else SaliencyFingerprint(**settings)
 
     def task_adapter(self) -> Task:
-        return task_from_config({"name": self.task, "metric": self.similarity} if self.task == "similarity" else self.task)
+        return task_named(self.task, similarity=self.similarity)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -197,7 +197,7 @@ def _fingerprints(scheme: SaliencyFingerprint, target: ImageModel, task: Task, d
         same_helpers = all(existing.config.get(key, []) == value for key, value in hashes.items())
         if existing.target.get("sha256") == target.spec.info["sha256"] and repr(scheme) == existing.stats.get("scheme_repr") and same_helpers:
             return existing
-    candidates, pairs = same_label_pairs(data.train) if task.needs_pairs else (data.train, None)
+    candidates, pairs = task.candidates(data.train)
     fingerprints = scheme.generate(target, candidates.images, candidates.labels, task, pairs=pairs, progress=progress, **helpers)
     fingerprints.stats["scheme_repr"] = repr(scheme)
     fingerprints.save(path)
@@ -246,8 +246,7 @@ def _stealth(target: ImageModel, fingerprints: FingerprintSet, detectors: tuple[
     if tolerance:
         task = fingerprints.task_adapter()
         with torch.no_grad():
-            pairs = fingerprints.tensors.get("pairs")
-            cond = task.condition_from(fingerprints.labels, target(pairs) if pairs is not None else None)
+            cond = task.condition_on(target, fingerprints.labels, fingerprints.tensors.get("pairs"))
             change = (task.score(target(samples), cond) - task.score(target(originals), cond)).abs()
         figures.update(tolerance=float(tolerance), output_change_max=float(change.max()), output_change_mean=float(change.mean()))
     if detectors is not None:
@@ -274,13 +273,13 @@ def gallery(fingerprints: FingerprintSet, models: dict[str, ImageModel], count: 
     samples = fingerprints.samples[:count]
     labels = fingerprints.labels[:count]
     pairs = fingerprints.tensors.get("pairs")
+    pairs = None if pairs is None else pairs[:count]
     task = fingerprints.task_adapter()
     arrays = {"originals": fingerprints.tensors["originals"][:count].numpy(), "samples": samples.numpy(), "pattern": fingerprints.tensors["pattern"].numpy()}
     logit = bool(fingerprints.config.get("cam_logit", True))
     for name, model in models.items():
         layer = fingerprints.config.get("layer")
-        with torch.no_grad():
-            cond = task.condition_from(labels, model(pairs[:count]) if pairs is not None else None)
+        cond = task.condition_on(model, labels, pairs)
         with GradCAM(model, layer if layer in dict(model.named_modules()) else None) as cam:
             maps, _ = cam(samples, lambda o: task.score(o, cond, logit=logit))
         arrays[f"cam_{name}"] = normalise_maps(maps.detach(), "max").numpy()

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from .data import ImageDataset, same_label_pairs
 from .errors import InputError
 
 
@@ -69,6 +70,23 @@ class Task(ABC):
     def condition_from(self, labels: torch.Tensor, pair_outputs: torch.Tensor | None = None) -> torch.Tensor:
         """The per-sample condition of F_c, given the stored labels and (for pair tasks) the outputs on the pairs."""
         return labels
+
+    def condition_on(self, model: torch.nn.Module, labels: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
+        """The condition of F_c for ``model``: the labels, or (pair tasks) the model's own outputs on the pair images,
+        on the device of ``model``."""
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        pair_outputs = None
+        if self.needs_pairs:
+            if pairs is None:
+                raise InputError(f"the {self.name} task needs the pair images")
+            with torch.no_grad():
+                pair_outputs = model(pairs.to(device))
+        return self.condition_from(labels.to(device), pair_outputs)
+
+    def candidates(self, data: ImageDataset, *, seed: int = 0) -> tuple[ImageDataset, torch.Tensor | None]:
+        """Fingerprint candidates from ``data`` and their pair images (pair tasks: another image of the same label,
+        see :func:`~modelprint.data.same_label_pairs`; otherwise none)."""
+        return same_label_pairs(data, seed=seed) if self.needs_pairs else (data, None)
 
     def check_labels(self, labels: torch.Tensor, num_outputs: int) -> None:
         """Raise :class:`InputError` if ``labels`` cannot be used with a model of ``num_outputs`` outputs."""
@@ -208,3 +226,8 @@ def task_from_config(config: dict | str) -> Task:
     if name not in TASKS:
         raise InputError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
     return TASKS[name](**config)
+
+
+def task_named(name: str, *, similarity: str = "l2") -> Task:
+    """The adapter of a task by name; ``similarity`` is F_c of the similarity task (``"l2"`` or ``"cosine"``)."""
+    return task_from_config({"name": name, "metric": similarity} if name == "similarity" else name)

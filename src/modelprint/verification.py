@@ -39,6 +39,7 @@ def verification_id(fingerprints_sha256: str, suspect: dict[str, Any], mode: str
 def verify_suspect(
     fingerprints: str | os.PathLike,
     *,
+    task: str | None = None,
     suspect: str | os.PathLike | None = None,
     url: str | None = None,
     model_name: str | None = None,
@@ -58,6 +59,7 @@ def verify_suspect(
 
     Args:
         fingerprints: the fingerprint file.
+        task: when given, the task the fingerprint set must protect (it records its own).
         suspect: a model file; or ``url`` and ``model_name`` of a server (black-box only).
         mode: ``"white-box"`` or ``"black-box"``; white-box for a file and black-box for a URL when None.
         budget: most images a black-box verification may have answered.
@@ -78,6 +80,9 @@ def verify_suspect(
         raise InputError("a suspect behind a server can only be verified in black-box mode")
     mode = mode or (BLACK_BOX if url else WHITE_BOX)
     fingerprint_set = FingerprintSet.load(fingerprints)
+    recorded = fingerprint_set.task.get("name", "classification")
+    if task is not None and task != recorded:
+        raise InputError(f"--task {task}, but the fingerprint set {fingerprints} is for {recorded}")
     digest = fingerprint_set.sha256()
     null_scores = read_null_scores(null, mode=mode, fingerprints_sha256=digest) if null else None
     identity = {"kind": "http", "url": url, "model_name": model_name} if url else file_identity(suspect)  # type: ignore[arg-type]

@@ -329,7 +329,7 @@ class SaliencyFingerprint(FingerprintScheme):
                 for role, group in (("reference", references), ("surrogate", surrogates))
                 for helper in group
             ]
-            first = _cond(task, model, labels[:1], _rows(pairs, slice(0, 1)), device)
+            first = task.condition_on(model, labels[:1], _rows(pairs, slice(0, 1)))
             grid = tuple(cam(images[:1].to(device), self._score_fn(task, first))[0].shape[1:])
             pattern = self.pattern_mask(grid).to(device)  # type: ignore[arg-type]
             eligible = self._eligible(model, task, images, labels, pairs, order, device)
@@ -426,7 +426,7 @@ class SaliencyFingerprint(FingerprintScheme):
             for start in range(0, len(order), 256):
                 idx = order[start : start + 256]
                 outputs = model(images[idx].to(device))
-                cond = _cond(task, model, labels[idx], _rows(pairs, idx), device)
+                cond = task.condition_on(model, labels[idx], _rows(pairs, idx))
                 right = _correct(task, outputs, cond, labels[idx].to(device))
                 keep += idx[right.cpu()].tolist()
         return keep
@@ -438,7 +438,7 @@ class SaliencyFingerprint(FingerprintScheme):
         idx = torch.tensor(eligible[:256])
         x = images[idx].to(device)
         with torch.no_grad():
-            cond = _cond(task, model, labels[idx], _rows(pairs, idx), device)
+            cond = task.condition_on(model, labels[idx], _rows(pairs, idx))
             t_bb = float(self._occlusion_value(model, task, x, model(x), cond, pattern).mean())
         if t_bb <= 0:
             raise InputError("masking P does not move the target's output on any candidate: no tolerance can be derived, give one")
@@ -455,7 +455,7 @@ class SaliencyFingerprint(FingerprintScheme):
                 idx = torch.tensor([i for i, _ in batch])
                 lam = torch.tensor([self.lam * 2.0**attempt for _, attempt in batch], device=device)
                 x = images[idx].to(device)
-                cond = _cond(task, model, labels[idx], _rows(pairs, idx), device)
+                cond = task.condition_on(model, labels[idx], _rows(pairs, idx))
                 tried += len(batch)
                 best, kept = self._optimise(cam, helpers, task, x, cond, lam, pattern, generator, tolerance)
                 for j, (i, attempt) in enumerate(batch):
@@ -559,7 +559,7 @@ class SaliencyFingerprint(FingerprintScheme):
         device = _device_of(model)
         pairs = fingerprints.tensors.get("pairs")
         with torch.no_grad():
-            cond = _cond(task, model, fingerprints.labels, pairs, device)
+            cond = task.condition_on(model, fingerprints.labels, pairs)
             original = model(fingerprints.tensors["originals"].to(device))
             outputs = model(fingerprints.samples.to(device))
         return float(task.kept(outputs, original, cond, tolerance=fingerprints.config.get("tolerance")).float().mean())
@@ -681,7 +681,7 @@ class SaliencyFingerprint(FingerprintScheme):
             for start in range(0, len(samples), self.batch_size):
                 x = samples[start : start + self.batch_size].to(device)
                 rows = slice(start, start + len(x))
-                cond = _cond(task, model, fingerprints.labels[rows], _rows(fingerprints.tensors.get("pairs"), rows), device)
+                cond = task.condition_on(model, fingerprints.labels[rows], _rows(fingerprints.tensors.get("pairs"), rows))
                 maps, _ = cam(x, lambda o: task.score(o, cond, logit=bool(config.get("cam_logit", True))))
                 if maps.shape[1:] != pattern.shape:
                     # A suspect of another architecture may have another grid: compare on the pattern's grid.
@@ -733,15 +733,6 @@ def _check_input_shape(model: torch.nn.Module, images: torch.Tensor) -> None:
                 f"images are {images.shape[1]}x{images.shape[2]}x{images.shape[3]} but the model expects "
                 f"{spec.channels}x{spec.input_size[0]}x{spec.input_size[1]}"
             )
-
-
-def _cond(task: Task, model, labels: torch.Tensor, pairs: torch.Tensor | None, device) -> torch.Tensor:
-    """The condition of F_c for a batch: labels, or the model's own outputs on the pair images."""
-    pair_outputs = None
-    if task.needs_pairs:
-        with torch.no_grad():
-            pair_outputs = model(pairs.to(device))
-    return task.condition_from(labels.to(device), pair_outputs)
 
 
 def _rows(tensor: torch.Tensor | None, index) -> torch.Tensor | None:
