@@ -7,7 +7,7 @@ reused by every configuration) and writes a table, markdown and JSON:
         "paper: preset=paper" "default:" "references: beta=1 references=4"
 
 A configuration is ``NAME: SETTING=VALUE ...``: settings of ``SaliencyFingerprint`` on top of the default (values
-are JSON; ``preset=paper`` starts from the paper-faithful configuration instead), plus ``references=K``,
+are JSON; ``preset=paper`` or ``preset=owner`` starts from that named configuration instead), plus ``references=K``,
 ``surrogates=S`` and ``calibration=C``, the owner's helper models (trained once into RUN/owner and shared by all
 configurations; the evaluation zoo never contains them). Thresholds come from the target and, with the
 ``"calibration"`` and ``"per_sample"`` rules, the owner's calibration models; nothing is fitted on the zoo's
@@ -36,9 +36,8 @@ def parse_configuration(text: str) -> tuple[str, dict[str, Any], dict[str, int]]
     name, _, rest = text.partition(":")
     settings = SaliencyFingerprint.parse_settings([a for a in rest.split() if not a.startswith(RUN_KEYS)])
     extra = dict(a.split("=", 1) for a in rest.split() if a.startswith(RUN_KEYS))
-    if "preset" in extra:
-        settings["preset"] = extra["preset"]
-    owner = {role: int(extra.get(role, 0)) for role in OWNER_ROLES}
+    settings["preset"] = extra.get("preset", "default")  # rows change the class defaults unless they name another
+    owner = {role: int(extra[role]) for role in OWNER_ROLES if role in extra}  # the rest: what the configuration reads
     return name.strip(), settings, owner
 
 

@@ -9,7 +9,8 @@ import torch
 from modelprint.access import WhiteBox
 from modelprint.errors import InputError
 from modelprint.evaluate import EvaluationConfig
-from modelprint.fingerprints import SaliencyFingerprint, scheme_for
+from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint, scheme_for
+from modelprint.fingerprints.saliency import OWNER_MODELS
 from modelprint.models import build_model
 from modelprint.tasks import Classification, Regression
 from modelprint.train import TrainConfig, train_supervised
@@ -91,6 +92,22 @@ def test_helper_settings_fail_early(digits, digits_target, reference):
         EvaluationConfig(scheme={"bb_threshold": "calibration"})
 
 
+def test_an_evaluation_without_a_named_configuration_takes_its_presets():
+    paper = EvaluationConfig(preset="paper")
+    assert paper.scheme == {"preset": "owner"} and paper.owner_counts() == OWNER_MODELS
+    assert paper.fingerprint_scheme(2) == SaliencyFingerprint.named("owner", n=100, seed=2)
+    quick = EvaluationConfig(preset="quick")
+    assert quick.scheme == {"preset": "default"} and set(quick.owner_counts().values()) == {0}
+    fewer = EvaluationConfig(preset="paper", references=2, calibration=1)
+    assert fewer.owner_counts() == {"references": 2, "surrogates": OWNER_MODELS["surrogates"], "calibration": 1}
+    regression = EvaluationConfig(preset="paper", task="regression", data="digits")
+    assert regression.fingerprint_scheme(0).bb_score == "abs"  # "log" needs a probability
+    with pytest.raises(InputError, match="needs surrogate models"):
+        EvaluationConfig(scheme={"preset": "owner"}, surrogates=0)
+    with pytest.raises(InputError, match="configuration must be one of"):
+        EvaluationConfig(scheme={"preset": "best"})
+
+
 def test_calibration_thresholds_lie_midway_between_target_and_calibration_models(digits, digits_target, reference):
     scheme = SaliencyFingerprint(n=N, steps=5, seed=1, wb_threshold="calibration", bb_threshold="calibration")
     calibrated = _generate(scheme, digits_target, digits, calibration=[reference])
@@ -145,6 +162,33 @@ def test_thresholds_anchored_on_surrogates_lie_midway_between_surrogates_and_cal
         _generate(scheme, digits_target, digits, calibration=[reference])
     with pytest.raises(InputError, match="moves a 'calibration' or 'per_sample' threshold"):
         SaliencyFingerprint(threshold_anchor="surrogates")
+
+
+def test_black_box_settings_make_a_second_group_that_only_black_box_verification_reads(digits, digits_target, reference, tmp_path):
+    white_scheme = SaliencyFingerprint(n=N, steps=5, seed=1)
+    black_scheme = replace(white_scheme, beta=1.0, bb_score="log")  # only the black-box group uses the reference
+    white = _generate(white_scheme, digits_target, digits)
+    black = _generate(black_scheme, digits_target, digits, references=[reference])
+    scheme = replace(white_scheme, black_box_settings={"beta": 1.0, "bb_score": "log"})
+    joined = _generate(scheme, digits_target, digits, references=[reference])
+    assert torch.equal(joined.samples, torch.cat([white.samples, black.samples]))  # each group as made alone
+    assert joined.tensors["mode"].tolist() == [1] * N + [2] * N
+    assert joined.thresholds == {"white_box": white.thresholds["white_box"], "black_box": black.thresholds["black_box"]}
+    path = joined.save(tmp_path / "joined.safetensors")
+    loaded = FingerprintSet.load(path)
+    verifier = scheme_for(loaded)
+    assert verifier.black_box_settings == (("bb_score", "log"), ("beta", 1.0))  # stored with the set
+    for mode, group in (("white-box", white), ("black-box", black)):
+        result = verifier.verify(WhiteBox(reference), loaded, mode=mode)
+        alone = scheme_for(group).verify(WhiteBox(reference), group, mode=mode)
+        assert result.n_samples == N and result.values == alone.values and result.threshold == alone.threshold
+    assert verifier.verify(WhiteBox(reference), loaded, mode="black-box").queries == 2 * N
+    with pytest.raises(InputError, match="cannot replace n"):
+        SaliencyFingerprint(black_box_settings={"n": 5})
+    with pytest.raises(InputError, match="black_box_settings: .*'gama'"):
+        SaliencyFingerprint(black_box_settings={"gama": 1.0})
+    with pytest.raises(InputError, match="beta=1.0 needs reference models"):
+        _generate(scheme, digits_target, digits)
 
 
 def test_pool_selection_keeps_the_samples_with_the_largest_conferrability_margin(digits, digits_target, reference):

@@ -46,6 +46,14 @@ class Preset(str, Enum):
     paper = "paper"
 
 
+class Configuration(str, Enum):
+    """Named fingerprint configurations of an evaluation (see SaliencyFingerprint.named)."""
+
+    default = "default"
+    owner = "owner"
+    paper = "paper"
+
+
 def _parse_pattern(text: str | None) -> tuple[tuple[int, int], ...] | None:
     """``"0,0;0,1"`` -> ((0, 0), (0, 1))."""
     if not text:
@@ -266,17 +274,21 @@ def evaluate(
     arch: str = typer.Option("resnet18"),
     width: int = typer.Option(16),
     epochs: Optional[int] = typer.Option(
-        None, min=1, help="Epochs of the target, the negatives and the distilled copies [default: 5 for the paper preset, which fits an hour on 2 CPU cores; 15 otherwise]."
+        None, min=1, help="Epochs of the target, the negatives, the distilled copies and the owner's helper models [default: 15]."
     ),
     preset: ZooPreset = typer.Option(ZooPreset.quick, help="Zoo preset: quick (every transform kind) or paper (20 + 20)."),
     zoo: Optional[Path] = typer.Option(None, help="A custom zoo spec (JSON or YAML) instead of the preset."),
     repeats: int = typer.Option(1, min=1, help="Fingerprint sets drawn (seeds 0..R-1)."),
     n: int = typer.Option(100, min=1),
-    scheme: Preset = typer.Option(Preset.default, help="Fingerprint configuration: default or paper."),
+    scheme: Optional[Configuration] = typer.Option(
+        None,
+        help="Fingerprint configuration: owner (the best measured; the run trains the owner's helper models), default (no helper models) "
+        "or paper (the paper taken literally) [default: owner for the paper preset, default otherwise].",
+    ),
     setting: list[str] = typer.Option([], "--set", help="A fingerprint setting on top of --scheme, SETTING=VALUE (JSON value), repeatable."),
-    references: int = typer.Option(0, min=0, help="Owner's independently trained reference models (for the scheme's beta/occlusion)."),
-    surrogates: int = typer.Option(0, min=0, help="Owner's distilled surrogate copies (for the scheme's gamma/occlusion)."),
-    calibration: int = typer.Option(0, min=0, help="Owner's independently trained models for 'calibration' thresholds (kept out of the objective)."),
+    references: Optional[int] = typer.Option(None, min=0, help="Owner's independently trained reference models (for the scheme's beta/occlusion/pool) [default: 8 for --scheme owner, else 0]."),
+    surrogates: Optional[int] = typer.Option(None, min=0, help="Owner's distilled surrogate copies (for the scheme's gamma/occlusion/pool) [default: 4 for --scheme owner, else 0]."),
+    calibration: Optional[int] = typer.Option(None, min=0, help="Owner's independently trained models for 'calibration' thresholds (kept out of the objective) [default: 4 for --scheme owner, else 0]."),
     executor: Executor = typer.Option(Executor.pool, help="Where the zoo is built: a local process pool (default), this process, or Ray."),
     workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
     ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
@@ -293,7 +305,7 @@ def evaluate(
     settings = SaliencyFingerprint.parse_settings(setting)
     config = EvaluationConfig(
         data=data, task=task.value, similarity=similarity.value, arch=arch, width=width, epochs=epochs, preset=preset.value, zoo=str(zoo) if zoo else None,
-        repeats=repeats, n=n, scheme={"preset": scheme.value, **settings}, references=references, surrogates=surrogates, calibration=calibration,
+        repeats=repeats, n=n, scheme={**({"preset": scheme.value} if scheme else {}), **settings}, references=references, surrogates=surrogates, calibration=calibration,
         executor=executor.value, workers=workers,
         ray_address=ray_address, target=str(target) if target else None, device=device,
     )

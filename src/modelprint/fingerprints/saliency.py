@@ -31,6 +31,23 @@ from .base import FingerprintScheme, FingerprintSet, VerificationResult
 #: the label as L_prd, t_bb from masked originals.
 PAPER = {"cam_logit": False, "sam_norm": "none", "keep": "label", "wb_threshold": "target", "bb_threshold": "originals", "bb_score": "abs", "beta": 0.0, "gamma": 0.0, "occlusion": 0.0}
 
+#: modelprint's best measured configuration, made with the owner's helper models (:data:`OWNER_MODELS`): N samples
+#: for white-box verification (L2 perturbation, uniqueness penalty on the references, per-sample thresholds, the N of
+#: 5N candidates with the largest white-box conferrability margin kept) and N for black-box verification (the
+#: occlusion term with references and surrogates, per-sample thresholds anchored on the surrogates, the N of 3N with
+#: the largest black-box margin kept). Measured on the 15-epoch CIFAR-10 paper zoo (docs/ablation.md): see
+#: :class:`SaliencyFingerprint` ``black_box_settings``.
+OWNER = {
+    "norm": "l2", "xi": 3.0, "bb_score": "log", "beta": 1.0, "wb_threshold": "per_sample", "bb_threshold": "per_sample", "pool": 5.0,
+    "black_box_settings": {"gamma": 1.0, "occlusion": 1.0, "threshold_anchor": "surrogates", "pool": 3.0, "select": "black_box"},
+}
+#: The owner's helper models that :data:`OWNER` reads: independently trained references, distilled surrogates and
+#: independently trained calibration models (``generate(references=..., surrogates=..., calibration=...)``).
+OWNER_MODELS = {"references": 8, "surrogates": 4, "calibration": 4}
+
+#: Named configurations: the class defaults (no helper models), the paper's taken literally, and the owner's.
+CONFIGURATIONS = {"default": {}, "paper": PAPER, "owner": OWNER}
+
 #: Rules for the thresholds (see ``SaliencyFingerprint.wb_threshold``/``bb_threshold``); the last two read the
 #: owner's calibration models.
 CALIBRATED = ("calibration", "per_sample")
@@ -112,6 +129,17 @@ class SaliencyFingerprint(FingerprintScheme):
             white-box ARUC from 0.720 to 0.792 (distilled copies 0.26 -> 0.41, independent models 0.05).
         select: the mode whose margins rank the pool: ``"white_box"``, ``"black_box"`` or ``"both"`` (the mean of a
             sample's rank in the two modes).
+        black_box_settings: settings (a mapping) that replace this object's for a second group of N samples,
+            optimised for and read by black-box verification only; this object's own settings then make the N samples
+            that white-box verification reads. None (the paper): one group of samples serves both modes. The two
+            tests reward different samples: the trace that white-box verification reads is best kept unique by the
+            uniqueness penalty and pool selection, the masking response that black-box verification reads by the
+            occlusion term, and one objective with both terms compromises each. Measured on the 15-epoch CIFAR-10
+            paper zoo (docs/ablation.md): the best white-box configuration (``pool=5``) reaches white-box ARUC 0.800
+            but black-box 0.205, the best black-box one (occlusion, surrogate-anchored thresholds, ``pool=3``,
+            ``select="black_box"``) black-box 0.784 but white-box 0.425; one group each gives both (:data:`OWNER`).
+            ``n``, ``seed``, ``pattern`` and ``black_box_settings`` cannot be replaced: both groups share the region
+            P and the count. Black-box verification still costs 2 queries per sample (of its N).
         t_wb, t_bb: fixed thresholds that replace the derived ones at verification.
         tolerance: how far a regression or similarity output may move and still count as kept (output units).
             When None, it is t_bb / 2 (the paper keeps regression outputs within half the black-box threshold),
@@ -147,6 +175,7 @@ class SaliencyFingerprint(FingerprintScheme):
     threshold_anchor: str = "target"
     pool: float = 1.0
     select: str = "white_box"
+    black_box_settings: tuple[tuple[str, Any], ...] | None = None
     t_wb: float | None = None
     t_bb: float | None = None
     tolerance: float | None = None
@@ -186,16 +215,39 @@ class SaliencyFingerprint(FingerprintScheme):
                 raise InputError(message)
         # Accept lists (from JSON or the CLI) but store hashable tuples.
         object.__setattr__(self, "pattern", tuple((int(r), int(c)) for r, c in self.pattern))
+        if self.black_box_settings is not None:
+            object.__setattr__(self, "black_box_settings", _settings_items(self.black_box_settings))
+            self.black_box_scheme  # builds (and so checks) the black-box group's settings
+
+    @property
+    def black_box_scheme(self) -> "SaliencyFingerprint | None":
+        """The settings of the samples that only black-box verification reads (``black_box_settings``); None when
+        one group of samples serves both modes."""
+        if self.black_box_settings is None:
+            return None
+        overrides = dict(self.black_box_settings)
+        fixed = sorted(set(overrides) & {"n", "seed", "pattern", "black_box_settings"})
+        if fixed:
+            raise InputError(f"black_box_settings cannot replace {', '.join(fixed)}: both groups of samples share it")
+        try:
+            return replace(self, **overrides, black_box_settings=None)
+        except TypeError as exc:
+            raise InputError(f"black_box_settings: {exc}") from None
+
+    def _groups(self) -> tuple["SaliencyFingerprint", ...]:
+        """The schemes that make the set's groups of samples: this one alone, or the white-box and black-box ones."""
+        black = self.black_box_scheme
+        return (self,) if black is None else (replace(self, black_box_settings=None), black)
 
     @property
     def uses_calibration(self) -> bool:
         """Whether a threshold is read on calibration models (which :meth:`generate` then needs)."""
-        return self.wb_threshold in CALIBRATED or self.bb_threshold in CALIBRATED
+        return any(g.wb_threshold in CALIBRATED or g.bb_threshold in CALIBRATED for g in self._groups())
 
     @property
     def uses_references(self) -> bool:
         """Whether reference models would be used (uniqueness penalty, occlusion term or pool selection)."""
-        return self.beta > 0 or self.occlusion > 0 or self.selects
+        return any(g.beta > 0 or g.occlusion > 0 or g.selects for g in self._groups())
 
     @property
     def selects(self) -> bool:
@@ -211,12 +263,24 @@ class SaliencyFingerprint(FingerprintScheme):
     def uses_surrogates(self) -> bool:
         """Whether surrogate models would be used (robustness reward, occlusion term, threshold anchor or pool
         selection)."""
-        return self.gamma > 0 or self.occlusion > 0 or self.threshold_anchor == "surrogates" or self.selects
+        return any(g.gamma > 0 or g.occlusion > 0 or g.threshold_anchor == "surrogates" or g.selects for g in self._groups())
 
     @classmethod
     def paper(cls, **overrides: Any) -> "SaliencyFingerprint":
         """The paper-faithful configuration (see :data:`PAPER`), with optional overrides."""
         return cls(**{**PAPER, **overrides})
+
+    @classmethod
+    def named(cls, name: str, **overrides: Any) -> "SaliencyFingerprint":
+        """A named configuration (:data:`CONFIGURATIONS`: ``"default"``, ``"paper"`` or ``"owner"``), with optional
+        overrides.
+
+        Raises:
+            InputError: for an unknown name.
+        """
+        if name not in CONFIGURATIONS:
+            raise InputError(f"fingerprint configuration must be one of {', '.join(CONFIGURATIONS)}, got {name!r}")
+        return cls(**{**CONFIGURATIONS[name], **overrides})
 
     # ------------------------------------------------------------------------------------------------ pattern
     def pattern_mask(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -302,6 +366,8 @@ class SaliencyFingerprint(FingerprintScheme):
         Returns:
             The fingerprint set, with thresholds derived on the target.
         """
+        if self.black_box_settings is not None:
+            return self._generate_groups(model, images, labels, task, pairs=pairs, references=references, surrogates=surrogates, calibration=calibration, progress=progress)
         start = time.perf_counter()
         task = task or Classification()
         model = model.eval()
@@ -385,6 +451,48 @@ class SaliencyFingerprint(FingerprintScheme):
         }
         return fingerprints
 
+    def _generate_groups(self, model, images, labels, task, *, pairs, references, surrogates, calibration, progress) -> FingerprintSet:
+        """Make the white-box group and the black-box group (``black_box_settings``) and join them into one set whose
+        ``mode`` tensor says which verification reads each sample."""
+        task = task or Classification()
+        self._check_helpers(task, references, surrogates, calibration)
+        made = []
+        for group in self._groups():
+            helpers = {
+                "references": references if group.uses_references else (),
+                "surrogates": surrogates if group.uses_surrogates else (),
+                "calibration": calibration if group.uses_calibration else (),
+            }
+            made.append(group.generate(model, images, labels, task, pairs=pairs, progress=progress, **helpers))
+        white, black = made
+        tensors = {"pattern": white.tensors["pattern"], "mode": torch.tensor([1] * len(white) + [2] * len(black), dtype=torch.uint8)}
+        for key in ("samples", "originals", "labels", "pairs"):
+            if key in white.tensors:
+                tensors[key] = torch.cat([white.tensors[key], black.tensors[key]])
+        # A mode's per-sample thresholds come from its own group; the other group's rows are never read by that mode.
+        for key, owner in (("t_white_box", white), ("t_black_box", black)):
+            if key in owner.tensors:
+                parts = [g.tensors.get(key, torch.full((len(g),), float("nan"))) for g in made]
+                tensors[key] = torch.cat(parts)
+        joined = replace(
+            white,
+            config={**white.config, **{k: black.config[k] for k in ("bb_score", "fill")}, "black_box_settings": self.settings()["black_box_settings"]},
+            tensors=tensors,
+            thresholds={"white_box": white.thresholds["white_box"], "black_box": black.thresholds["black_box"]},
+        )
+        originals = tensors["originals"]
+        joined.stats = {
+            **white.stats,
+            **{f"black_box_group_{k}": v for k, v in black.stats.items()},
+            "labels_kept": self._kept_share(model.eval(), joined, task),
+            "psnr_db_mean": float(psnr(originals, tensors["samples"]).mean()),
+            "psnr_db_min": float(psnr(originals, tensors["samples"]).min()),
+            "linf_max": float((tensors["samples"] - originals).abs().max()),
+            "generation_s": white.stats["generation_s"] + black.stats["generation_s"],
+            "samples_per_mode": self.n,
+        }
+        return joined
+
     def check_helpers(self, references: int, surrogates: int, calibration: int) -> None:
         """Fail early when a setting has no helper models to act on, or helper models are given that nothing would
         use. Takes the numbers of the owner's reference, surrogate and calibration models, so that
@@ -393,14 +501,15 @@ class SaliencyFingerprint(FingerprintScheme):
         Raises:
             InputError: saying which setting and which models do not go together.
         """
-        if self.beta > 0 and not references:
-            raise InputError(f"beta={self.beta} needs reference models (generate(..., references=[...]), evaluate --references K)")
-        if self.gamma > 0 and not surrogates:
-            raise InputError(f"gamma={self.gamma} needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
-        if self.selects and not references:
-            raise InputError(f"pool={self.pool} selects by conferrability, which needs reference models (generate(..., references=[...]), evaluate --references K)")
-        if self.threshold_anchor == "surrogates" and not surrogates:
-            raise InputError("threshold_anchor='surrogates' needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
+        for group in self._groups():
+            if group.beta > 0 and not references:
+                raise InputError(f"beta={group.beta} needs reference models (generate(..., references=[...]), evaluate --references K)")
+            if group.gamma > 0 and not surrogates:
+                raise InputError(f"gamma={group.gamma} needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
+            if group.selects and not references:
+                raise InputError(f"pool={group.pool} selects by conferrability, which needs reference models (generate(..., references=[...]), evaluate --references K)")
+            if group.threshold_anchor == "surrogates" and not surrogates:
+                raise InputError("threshold_anchor='surrogates' needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
         if references and not self.uses_references:
             raise InputError("reference models were given but the scheme would not use them (beta and occlusion are 0, pool is 1): they would be ignored")
         if surrogates and not self.uses_surrogates:
@@ -416,7 +525,7 @@ class SaliencyFingerprint(FingerprintScheme):
     def _check_helpers(self, task: Task, references: Sequence, surrogates: Sequence, calibration: Sequence) -> None:
         """:meth:`check_helpers` on the models given to :meth:`generate`, and the black-box score against the task."""
         self.check_helpers(len(references), len(surrogates), len(calibration))
-        if self.bb_score == "log" and not isinstance(task, Classification):
+        if any(g.bb_score == "log" for g in self._groups()) and not isinstance(task, Classification):
             raise InputError(f"bb_score='log' needs a probability: use 'abs' or 'diff' for the {task.name} task")
 
     def _eligible(self, model, task, images, labels, pairs, order, device) -> list[int]:
@@ -639,6 +748,7 @@ class SaliencyFingerprint(FingerprintScheme):
             access.require(SCORES, who="saliency fingerprint black-box verification")
         start = time.perf_counter()
         task = fingerprints.task_adapter()
+        fingerprints = _rows_read_by(fingerprints, mode)
         if mode == WHITE_BOX:
             assert isinstance(access, WhiteBox)
             values = self._white_box_values(access, fingerprints)
@@ -716,6 +826,28 @@ def _bb_change(how: str, before: torch.Tensor, after: torch.Tensor) -> torch.Ten
     if how == "log":
         return (after.clamp_min(1e-12).log() - before.clamp_min(1e-12).log()).abs()
     return (after - before).abs()
+
+
+def _rows_read_by(fingerprints: FingerprintSet, mode: str) -> FingerprintSet:
+    """The samples that ``mode``'s verification reads: all of them, or one group of a set made with
+    ``black_box_settings`` (whose ``mode`` tensor marks white-box rows 1 and black-box rows 2)."""
+    if "mode" not in fingerprints.tensors:
+        return fingerprints
+    keep = fingerprints.tensors["mode"] == (1 if mode == WHITE_BOX else 2)
+    return replace(fingerprints, tensors={k: (v if k == "pattern" else v[keep]) for k, v in fingerprints.tensors.items()})
+
+
+def _settings_items(settings: Any) -> tuple[tuple[str, Any], ...]:
+    """A mapping of settings (or its JSON form, a list of pairs) as sorted, hashable pairs."""
+    pairs = settings.items() if isinstance(settings, dict) else settings
+    try:
+        return tuple(sorted((str(k), _hashable(v)) for k, v in pairs))
+    except (TypeError, ValueError):
+        raise InputError(f"black_box_settings must map setting names to values, got {settings!r}") from None
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
