@@ -378,3 +378,11 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         raise InputError(f"{path}: weights do not fit architecture {spec.arch} {spec.arch_kwargs}: {first}") from None
     model.spec.info["sha256"] = state_sha256(model)
     return model.to(device).eval()
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (the CPU for a model without any)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .models import ImageModel
+from .models import ImageModel, device_of
 from .tasks import Task, task_from_config
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class ServedModel:
         self.model.eval()
         self._lock = threading.Lock()  # one forward pass at a time: torch uses every core for one batch anyway
         with torch.no_grad():  # output filters keep the shape, except that a label has none
-            probe = self.model(torch.zeros(1, *self.input_shape, device=_device_of(self.model)))
+            probe = self.model(torch.zeros(1, *self.input_shape, device=device_of(self.model)))
         self._output_shape = () if self.labels else tuple(self.task.deployed(probe).shape[1:])
 
     @classmethod
@@ -172,7 +172,7 @@ class ServedModel:
     @torch.no_grad()
     def answer(self, images: torch.Tensor) -> torch.Tensor:
         with self._lock:
-            outputs = self.task.deployed(self.model(images.to(_device_of(self.model)))).float().cpu()
+            outputs = self.task.deployed(self.model(images.to(device_of(self.model)))).float().cpu()
             images = images.cpu()
             for output_filter in self.filters:
                 outputs = output_filter(images, outputs)
@@ -313,13 +313,6 @@ def _parse_infer_request(body: bytes, model: ServedModel, max_batch: int) -> tup
             raise _BadRequest("'outputs' must be a list of one object naming the requested output")
         wanted = outputs[0].get("name")
     return request.get("id"), torch.from_numpy(data.reshape(shape)), wanted
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 class ServerThread:

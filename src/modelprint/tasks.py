@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .data import ImageDataset, same_label_pairs
 from .errors import InputError
+from .models import device_of
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Task(ABC):
     def condition_on(self, model: torch.nn.Module, labels: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
         """The condition of F_c for ``model``: the labels, or (pair tasks) the model's own outputs on the pair images,
         on the device of ``model``."""
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = device_of(model)
         pair_outputs = None
         if self.needs_pairs:
             if pairs is None:

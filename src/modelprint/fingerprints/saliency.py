@@ -22,7 +22,7 @@ from ..access import BLACK_BOX, SCORES, WHITE_BOX, Access, BlackBox, WhiteBox
 from ..data import check_images
 from ..errors import InputError
 from ..metrics import psnr
-from ..models import ImageModel, state_sha256
+from ..models import ImageModel, device_of, state_sha256
 from ..saliency import GradCAM, find_cam_layer, normalise_maps, resolve_layer
 from ..tasks import Classification, Task
 from .base import FingerprintScheme, FingerprintSet, VerificationResult
@@ -47,6 +47,9 @@ OWNER_MODELS = {"references": 8, "surrogates": 4, "calibration": 4}
 
 #: Named configurations: the class defaults (no helper models), the paper's taken literally, and the owner's.
 CONFIGURATIONS = {"default": {}, "paper": PAPER, "owner": OWNER}
+
+#: How the ``mode`` tensor of a set made with ``black_box_settings`` marks the samples each verification reads.
+MODE_CODE = {WHITE_BOX: 1, BLACK_BOX: 2}
 
 #: Rules for the thresholds (see ``SaliencyFingerprint.wb_threshold``/``bb_threshold``); the last two read the
 #: owner's calibration models.
@@ -371,7 +374,7 @@ class SaliencyFingerprint(FingerprintScheme):
         start = time.perf_counter()
         task = task or Classification()
         model = model.eval()
-        device = _device_of(model)
+        device = device_of(model)
         check_images(images, what="candidate images")
         _check_input_shape(model, images)
         if len(labels) != len(images):
@@ -465,7 +468,7 @@ class SaliencyFingerprint(FingerprintScheme):
             }
             made.append(group.generate(model, images, labels, task, pairs=pairs, progress=progress, **helpers))
         white, black = made
-        tensors = {"pattern": white.tensors["pattern"], "mode": torch.tensor([1] * len(white) + [2] * len(black), dtype=torch.uint8)}
+        tensors = {"pattern": white.tensors["pattern"], "mode": torch.tensor([MODE_CODE[WHITE_BOX]] * len(white) + [MODE_CODE[BLACK_BOX]] * len(black), dtype=torch.uint8)}
         for key in ("samples", "originals", "labels", "pairs"):
             if key in white.tensors:
                 tensors[key] = torch.cat([white.tensors[key], black.tensors[key]])
@@ -480,15 +483,15 @@ class SaliencyFingerprint(FingerprintScheme):
             tensors=tensors,
             thresholds={"white_box": white.thresholds["white_box"], "black_box": black.thresholds["black_box"]},
         )
-        originals = tensors["originals"]
+        # The figures of all 2N samples follow from the two groups' own (both hold N samples).
+        both = [white.stats, black.stats]
         joined.stats = {
             **white.stats,
             **{f"black_box_group_{k}": v for k, v in black.stats.items()},
-            "labels_kept": self._kept_share(model.eval(), joined, task),
-            "psnr_db_mean": float(psnr(originals, tensors["samples"]).mean()),
-            "psnr_db_min": float(psnr(originals, tensors["samples"]).min()),
-            "linf_max": float((tensors["samples"] - originals).abs().max()),
-            "generation_s": white.stats["generation_s"] + black.stats["generation_s"],
+            **{k: sum(g[k] for g in both) / 2 for k in ("labels_kept", "psnr_db_mean")},
+            "psnr_db_min": min(g["psnr_db_min"] for g in both),
+            "linf_max": max(g["linf_max"] for g in both),
+            "generation_s": sum(g["generation_s"] for g in both),
             "samples_per_mode": self.n,
         }
         return joined
@@ -665,7 +668,7 @@ class SaliencyFingerprint(FingerprintScheme):
 
     def _kept_share(self, model, fingerprints: FingerprintSet, task: Task) -> float:
         """Share of samples whose target output is kept (an independent re-check of label invariance)."""
-        device = _device_of(model)
+        device = device_of(model)
         pairs = fingerprints.tensors.get("pairs")
         with torch.no_grad():
             cond = task.condition_on(model, fingerprints.labels, pairs)
@@ -781,7 +784,7 @@ class SaliencyFingerprint(FingerprintScheme):
     def _white_box_values(self, access: WhiteBox, fingerprints: FingerprintSet) -> torch.Tensor:
         """Per sample: mean of the max-normalised saliency map on P (the left side of eq. 5)."""
         model, task, config = access.model, fingerprints.task_adapter(), fingerprints.config
-        device = _device_of(model)
+        device = device_of(model)
         samples = fingerprints.samples
         _check_input_shape(model, samples)
         pattern = fingerprints.tensors["pattern"].to(device)
@@ -830,10 +833,10 @@ def _bb_change(how: str, before: torch.Tensor, after: torch.Tensor) -> torch.Ten
 
 def _rows_read_by(fingerprints: FingerprintSet, mode: str) -> FingerprintSet:
     """The samples that ``mode``'s verification reads: all of them, or one group of a set made with
-    ``black_box_settings`` (whose ``mode`` tensor marks white-box rows 1 and black-box rows 2)."""
+    ``black_box_settings`` (whose ``mode`` tensor marks each row with :data:`MODE_CODE`)."""
     if "mode" not in fingerprints.tensors:
         return fingerprints
-    keep = fingerprints.tensors["mode"] == (1 if mode == WHITE_BOX else 2)
+    keep = fingerprints.tensors["mode"] == MODE_CODE[mode]
     return replace(fingerprints, tensors={k: (v if k == "pattern" else v[keep]) for k, v in fingerprints.tensors.items()})
 
 
@@ -848,13 +851,6 @@ def _settings_items(settings: Any) -> tuple[tuple[str, Any], ...]:
 
 def _hashable(value: Any) -> Any:
     return tuple(_hashable(v) for v in value) if isinstance(value, list | tuple) else value
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def _check_input_shape(model: torch.nn.Module, images: torch.Tensor) -> None:
