@@ -208,6 +208,15 @@ def test_pool_selection_keeps_the_samples_with_the_largest_conferrability_margin
         values = [torch.tensor(pooled.verify(WhiteBox(m), everything, mode=mode).values) for m in (surrogate, reference)]
         ranks.append((values[0] - values[1]).argsort().argsort().float())
     assert torch.equal(both.samples, everything.samples[((ranks[0] + ranks[1]) / 2).topk(N).indices.sort().values])
+    # Anchored on the target and the surrogates: per sample, the smaller of their values is the pirated side.
+    anchored = _generate(replace(scheme, select_anchor="target_and_surrogates"), digits_target, digits, references=[reference], surrogates=[surrogate])
+    values = [torch.tensor(pooled.verify(WhiteBox(m), everything).values) for m in (digits_target, surrogate, reference)]
+    weakest = torch.minimum(values[0], values[1]) - values[2]
+    assert torch.equal(anchored.samples, everything.samples[weakest.topk(N).indices.sort().values])
+    with pytest.raises(InputError, match="select_anchor='target_and_surrogates' ranks a pool"):
+        _generate(replace(scheme, select_anchor="target_and_surrogates"), digits_target, digits, references=[reference])
+    with pytest.raises(InputError, match="select_anchor must be one of"):
+        SaliencyFingerprint(select_anchor="references")
     with pytest.raises(InputError, match="pool=2 selects by conferrability"):
         _generate(scheme, digits_target, digits, surrogates=[surrogate])
     with pytest.raises(InputError, match="pool must be >= 1"):

@@ -63,6 +63,9 @@ BB_SCORES = {"abs": 2, "log": 2, "diff": 4}
 #: What ranks the pool of candidate fingerprints (see ``SaliencyFingerprint.select``).
 SELECT_BY = ("white_box", "black_box", "both")
 
+#: The pirated side of the pool's conferrability margin (see ``SaliencyFingerprint.select_anchor``).
+SELECT_ANCHORS = ("surrogates", "target_and_surrogates")
+
 
 @dataclass(frozen=True, kw_only=True)
 class SaliencyFingerprint(FingerprintScheme):
@@ -132,6 +135,11 @@ class SaliencyFingerprint(FingerprintScheme):
             white-box ARUC from 0.720 to 0.792 (distilled copies 0.26 -> 0.41, independent models 0.05).
         select: the mode whose margins rank the pool: ``"white_box"``, ``"black_box"`` or ``"both"`` (the mean of a
             sample's rank in the two modes).
+        select_anchor: the pirated side of the conferrability margin: ``"surrogates"`` (the surrogates' mean value,
+            the target's when there are none) or ``"target_and_surrogates"`` (per sample, the smaller of the target's
+            value and the surrogates' mean: a sample is kept only if the target carries the trace as well as its
+            copies). On a regressor a distilled surrogate can light up P on samples where the target's own Grad-CAM
+            does not, and such a sample then fails the target's own per-sample threshold.
         black_box_settings: settings (a mapping) that replace this object's for a second group of N samples,
             optimised for and read by black-box verification only; this object's own settings then make the N samples
             that white-box verification reads. None (the paper): one group of samples serves both modes. The two
@@ -178,6 +186,7 @@ class SaliencyFingerprint(FingerprintScheme):
     threshold_anchor: str = "target"
     pool: float = 1.0
     select: str = "white_box"
+    select_anchor: str = "surrogates"
     black_box_settings: tuple[tuple[str, Any], ...] | None = None
     t_wb: float | None = None
     t_bb: float | None = None
@@ -207,6 +216,7 @@ class SaliencyFingerprint(FingerprintScheme):
             (len(self.pattern) >= 1, "pattern needs at least one cell"),
             (self.pool >= 1, f"pool must be >= 1, got {self.pool}"),
             (self.select in SELECT_BY, f"select must be one of {', '.join(SELECT_BY)}, got {self.select!r}"),
+            (self.select_anchor in SELECT_ANCHORS, f"select_anchor must be one of {', '.join(SELECT_ANCHORS)}, got {self.select_anchor!r}"),
             (self.threshold_anchor in ("target", "surrogates"), f"threshold_anchor must be 'target' or 'surrogates', got {self.threshold_anchor!r}"),
             (
                 self.threshold_anchor == "target" or self.wb_threshold in CALIBRATED or self.bb_threshold in CALIBRATED,
@@ -432,7 +442,7 @@ class SaliencyFingerprint(FingerprintScheme):
             target=_identity(model),
         )
         if self.selects:
-            fingerprints, selection_stats = self._select(fingerprints, task, list(surrogates) or [model], references)
+            fingerprints, selection_stats = self._select(fingerprints, task, model, surrogates, references)
             stats.update(selection_stats)
         anchors = surrogates if self.threshold_anchor == "surrogates" else ()
         thresholds, per_sample, threshold_stats = self._derive_thresholds(model, fingerprints, task, calibration, anchors)
@@ -511,6 +521,8 @@ class SaliencyFingerprint(FingerprintScheme):
                 raise InputError(f"gamma={group.gamma} needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
             if group.selects and not references:
                 raise InputError(f"pool={group.pool} selects by conferrability, which needs reference models (generate(..., references=[...]), evaluate --references K)")
+            if group.select_anchor == "target_and_surrogates" and not (group.selects and surrogates):
+                raise InputError("select_anchor='target_and_surrogates' ranks a pool by the target and its surrogates: set pool > 1 and give surrogate models")
             if group.threshold_anchor == "surrogates" and not surrogates:
                 raise InputError("threshold_anchor='surrogates' needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
         if references and not self.uses_references:
@@ -651,10 +663,14 @@ class SaliencyFingerprint(FingerprintScheme):
         return _bb_change(self.bb_score, before, after)
 
     def _select(
-        self, fingerprints: FingerprintSet, task: Task, pirated: Sequence, references: Sequence
+        self, fingerprints: FingerprintSet, task: Task, model, surrogates: Sequence, references: Sequence
     ) -> tuple[FingerprintSet, dict[str, float]]:
-        """Keep the ``n`` samples with the largest conferrability margin (see ``pool``), in candidate order."""
-        margins = [p - r for p, r in zip(self._mean_values(pirated, fingerprints, task), self._mean_values(references, fingerprints, task))]
+        """Keep the ``n`` samples with the largest conferrability margin (see ``pool`` and ``select_anchor``), in
+        candidate order."""
+        pirated = self._mean_values(list(surrogates) or [model], fingerprints, task)
+        if self.select_anchor == "target_and_surrogates" and surrogates:
+            pirated = tuple(torch.minimum(t, s) for t, s in zip(self._mean_values([model], fingerprints, task), pirated))
+        margins = [p - r for p, r in zip(pirated, self._mean_values(references, fingerprints, task))]
         ranks = [m.argsort().argsort().float() for m in margins]  # 0 = smallest margin
         margin = {"white_box": margins[0], "black_box": margins[1], "both": (ranks[0] + ranks[1]) / 2}[self.select]
         keep = margin.topk(self.n).indices.sort().values
