@@ -217,6 +217,11 @@ def test_pool_selection_keeps_the_samples_with_the_largest_conferrability_margin
         _generate(replace(scheme, select_anchor="target_and_surrogates"), digits_target, digits, references=[reference])
     with pytest.raises(InputError, match="select_anchor must be one of"):
         SaliencyFingerprint(select_anchor="references")
+    # A pool larger than the candidates shrinks to them (a small face set has fewer images than 5N).
+    few = scheme.generate(digits_target, digits.train.images[:15], digits.train.labels[:15], references=[reference])
+    assert len(few.samples) == N and N <= few.stats["pool_size"] <= 15
+    with pytest.raises(InputError, match="only 5 candidate images"):
+        scheme.generate(digits_target, digits.train.images[:5], digits.train.labels[:5], references=[reference])
     with pytest.raises(InputError, match="pool=2 selects by conferrability"):
         _generate(scheme, digits_target, digits, surrogates=[surrogate])
     with pytest.raises(InputError, match="pool must be >= 1"):

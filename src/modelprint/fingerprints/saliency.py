@@ -127,7 +127,8 @@ class SaliencyFingerprint(FingerprintScheme):
             0.550 to 0.600 (distilled copies 0.35 -> 0.65); on the best white-box row it lowered white-box ARUC
             from 0.720 to 0.659 (independent models rise with the lower bar).
         pool: how many candidates to optimise per kept sample (>= 1). With ``pool > 1``, ``ceil(pool * n)``
-            fingerprints are made and the ``n`` with the largest *conferrability margin* are kept: the surrogates'
+            fingerprints are made (every candidate that keeps its prediction when there are fewer, at least ``n``;
+            the number made is ``stats["pool_size"]``) and the ``n`` with the largest *conferrability margin* are kept: the surrogates'
             mean value (the target's when there are none) minus the references' mean value, read in the mode
             ``select`` names. A filter in the spirit of conferrable examples: it keeps the samples whose trace
             the owner's pirated copies inherit and its independent models do not. Measured on the 15-epoch CIFAR-10
@@ -412,20 +413,21 @@ class SaliencyFingerprint(FingerprintScheme):
             grid = tuple(cam(images[:1].to(device), self._score_fn(task, first))[0].shape[1:])
             pattern = self.pattern_mask(grid).to(device)  # type: ignore[arg-type]
             eligible = self._eligible(model, task, images, labels, pairs, order, device)
-            if len(eligible) < self.made:
-                raise InputError(
-                    f"only {len(eligible)} candidate images keep their prediction on the target, {self.made} are needed"
-                )
+            # A pool larger than the candidates that keep their prediction shrinks to them; n are always needed.
+            made = min(self.made, len(eligible)) if self.selects else self.made
+            if len(eligible) < max(made, self.n):
+                raise InputError(f"only {len(eligible)} candidate images keep their prediction on the target, {self.made} are needed")
             tolerance, pool_t_bb = self._tolerance(model, task, images, labels, pairs, eligible, pattern, device)
-            accepted, stats = self._optimise_all(cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress, tolerance)
+            accepted, stats = self._optimise_all(cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress, tolerance, made)
 
-        if len(accepted) < self.made:
+        if len(accepted) < (self.n if self.selects else made):
             raise InputError(
-                f"only {len(accepted)} of {self.made} fingerprints kept the target's prediction; give more candidates or a larger xi"
+                f"only {len(accepted)} of {made} fingerprints kept the target's prediction; give more candidates or a larger xi"
             )
+        stats["pool_size"] = len(accepted)
         accepted.sort(key=lambda item: item[0])  # candidate order: deterministic
-        index = torch.tensor([i for i, _ in accepted[: self.made]])
-        samples = torch.stack([x for _, x in accepted[: self.made]]).cpu()
+        index = torch.tensor([i for i, _ in accepted])
+        samples = torch.stack([x for _, x in accepted]).cpu()
         tensors = {"samples": samples, "originals": images[index].cpu(), "labels": labels[index].cpu(), "pattern": pattern.cpu()}
         if pairs is not None:
             tensors["pairs"] = pairs[index].cpu()
@@ -568,13 +570,14 @@ class SaliencyFingerprint(FingerprintScheme):
             raise InputError("masking P does not move the target's output on any candidate: no tolerance can be derived, give one")
         return t_bb / 2, t_bb
 
-    def _optimise_all(self, cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress, tolerance):
+    def _optimise_all(self, cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress, tolerance, made):
+        """Optimise candidates in order until ``made`` fingerprints kept the target's output (or none are left)."""
         queue = [(i, 0) for i in eligible]  # (candidate index, attempt)
         accepted: list[tuple[int, torch.Tensor]] = []
         reoptimised = replaced = tried = 0
-        with tqdm(total=self.made, desc="fingerprints", disable=not progress, leave=False) as bar:
-            while queue and len(accepted) < self.made:
-                need = self.made - len(accepted)
+        with tqdm(total=made, desc="fingerprints", disable=not progress, leave=False) as bar:
+            while queue and len(accepted) < made:
+                need = made - len(accepted)
                 batch, queue = queue[: min(self.batch_size, need)], queue[min(self.batch_size, need):]
                 idx = torch.tensor([i for i, _ in batch])
                 lam = torch.tensor([self.lam * 2.0**attempt for _, attempt in batch], device=device)
