@@ -8,7 +8,7 @@ import torch
 
 from modelprint.access import WhiteBox
 from modelprint.errors import InputError
-from modelprint.evaluate import EvaluationConfig
+from modelprint.evaluate import OWNER_TASK_SETTINGS, EvaluationConfig
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint, scheme_for
 from modelprint.fingerprints.saliency import OWNER_MODELS
 from modelprint.models import build_model
@@ -101,7 +101,11 @@ def test_an_evaluation_without_a_named_configuration_takes_its_presets():
     fewer = EvaluationConfig(preset="paper", references=2, calibration=1)
     assert fewer.owner_counts() == {"references": 2, "surrogates": OWNER_MODELS["surrogates"], "calibration": 1}
     regression = EvaluationConfig(preset="paper", task="regression", data="digits")
+    assert regression.scheme == {"preset": "owner", **OWNER_TASK_SETTINGS["regression"]}  # recorded in the report
+    assert regression.fingerprint_scheme(0) == SaliencyFingerprint.named("owner", n=100, seed=0, **OWNER_TASK_SETTINGS["regression"])
     assert regression.fingerprint_scheme(0).bb_score == "abs"  # "log" needs a probability
+    named = EvaluationConfig(preset="paper", task="similarity", data="digits", scheme={"preset": "owner", "bb_score": "diff", "bb_threshold": "midpoint"})
+    assert named.fingerprint_scheme(0).bb_score == "diff"  # a setting the run names wins over the task's
     with pytest.raises(InputError, match="needs surrogate models"):
         EvaluationConfig(scheme={"preset": "owner"}, surrogates=0)
     with pytest.raises(InputError, match="configuration must be one of"):
