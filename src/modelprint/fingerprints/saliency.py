@@ -227,8 +227,13 @@ class SaliencyFingerprint(FingerprintScheme):
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
-        # Accept lists (from JSON or the CLI) but store hashable tuples.
+        # Accept lists (from JSON or the CLI) but store hashable tuples, and whole numbers for float settings as
+        # floats: equal settings then print the same repr, which is how an evaluation recognises a set it made.
         object.__setattr__(self, "pattern", tuple((int(r), int(c)) for r, c in self.pattern))
+        for name, spec in self.__dataclass_fields__.items():
+            value = getattr(self, name)
+            if spec.type in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
         if self.black_box_settings is not None:
             object.__setattr__(self, "black_box_settings", _settings_items(self.black_box_settings))
             self.black_box_scheme  # builds (and so checks) the black-box group's settings
@@ -518,11 +523,11 @@ class SaliencyFingerprint(FingerprintScheme):
         """
         for group in self._groups():
             if group.beta > 0 and not references:
-                raise InputError(f"beta={group.beta} needs reference models (generate(..., references=[...]), evaluate --references K)")
+                raise InputError(f"beta={group.beta:g} needs reference models (generate(..., references=[...]), evaluate --references K)")
             if group.gamma > 0 and not surrogates:
-                raise InputError(f"gamma={group.gamma} needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
+                raise InputError(f"gamma={group.gamma:g} needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
             if group.selects and not references:
-                raise InputError(f"pool={group.pool} selects by conferrability, which needs reference models (generate(..., references=[...]), evaluate --references K)")
+                raise InputError(f"pool={group.pool:g} selects by conferrability, which needs reference models (generate(..., references=[...]), evaluate --references K)")
             if group.select_anchor == "target_and_surrogates" and not (group.selects and surrogates):
                 raise InputError("select_anchor='target_and_surrogates' ranks a pool by the target and its surrogates: set pool > 1 and give surrogate models")
             if group.threshold_anchor == "surrogates" and not surrogates:
