@@ -128,12 +128,13 @@ class SaliencyFingerprint(FingerprintScheme):
             from 0.720 to 0.659 (independent models rise with the lower bar).
         pool: how many candidates to optimise per kept sample (>= 1). With ``pool > 1``, ``ceil(pool * n)``
             fingerprints are made (every candidate that keeps its prediction when there are fewer, at least ``n``;
-            the number made is ``stats["pool_size"]``) and the ``n`` with the largest *conferrability margin* are kept: the surrogates'
-            mean value (the target's when there are none) minus the references' mean value, read in the mode
-            ``select`` names. A filter in the spirit of conferrable examples: it keeps the samples whose trace
-            the owner's pirated copies inherit and its independent models do not. Measured on the 15-epoch CIFAR-10
-            paper zoo (docs/ablation.md): with 8 references, 4 surrogates and per-sample thresholds, ``pool=3`` raised
-            white-box ARUC from 0.720 to 0.792 (distilled copies 0.26 -> 0.41, independent models 0.05).
+            the number made is ``stats["pool_size"]``) and the ``n`` with the largest *conferrability margin* are
+            kept: the surrogates' mean value (the target's when there are none) minus the references' mean value,
+            read in the mode ``select`` names. A filter in the spirit of conferrable examples: it keeps the samples
+            whose trace the owner's pirated copies inherit and its independent models do not. Measured on the
+            15-epoch CIFAR-10 paper zoo (docs/ablation.md): with 8 references, 4 surrogates and per-sample
+            thresholds, ``pool=3`` raised white-box ARUC from 0.720 to 0.792 (distilled copies 0.26 -> 0.41,
+            independent models 0.05).
         select: the mode whose margins rank the pool: ``"white_box"``, ``"black_box"`` or ``"both"`` (the mean of a
             sample's rank in the two modes).
         select_anchor: the pirated side of the conferrability margin: ``"surrogates"`` (the surrogates' mean value,
@@ -419,13 +420,14 @@ class SaliencyFingerprint(FingerprintScheme):
             pattern = self.pattern_mask(grid).to(device)  # type: ignore[arg-type]
             eligible = self._eligible(model, task, images, labels, pairs, order, device)
             # A pool larger than the candidates that keep their prediction shrinks to them; n are always needed.
-            made = min(self.made, len(eligible)) if self.selects else self.made
-            if len(eligible) < max(made, self.n):
-                raise InputError(f"only {len(eligible)} candidate images keep their prediction on the target, {self.made} are needed")
+            needed = self.n if self.selects else self.made
+            if len(eligible) < needed:
+                raise InputError(f"only {len(eligible)} candidate images keep their prediction on the target, {needed} are needed")
+            made = min(self.made, len(eligible))
             tolerance, pool_t_bb = self._tolerance(model, task, images, labels, pairs, eligible, pattern, device)
             accepted, stats = self._optimise_all(cam, helpers, model, task, images, labels, pairs, eligible, pattern, generator, device, progress, tolerance, made)
 
-        if len(accepted) < (self.n if self.selects else made):
+        if len(accepted) < needed:
             raise InputError(
                 f"only {len(accepted)} of {made} fingerprints kept the target's prediction; give more candidates or a larger xi"
             )
