@@ -35,7 +35,7 @@ def main() -> None:
         target = load_model(args.model)
     else:
         target, _ = train_new_model(data, arch="resnet18", width=16, config=TrainConfig(epochs=5, seed=0, augment=data.augment))
-    scheme = SaliencyFingerprint.paper(n=args.n) if args.preset == "paper" else SaliencyFingerprint(n=args.n)
+    scheme = SaliencyFingerprint.named(args.preset, n=args.n)
 
     seconds, stats = [], {}
     for repeat in range(args.repeats):

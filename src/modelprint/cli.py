@@ -47,7 +47,8 @@ class Preset(str, Enum):
 
 
 class Configuration(str, Enum):
-    """Named fingerprint configurations of an evaluation (see SaliencyFingerprint.named)."""
+    """Named fingerprint configurations of an evaluation: the names of SaliencyFingerprint.named, written out here
+    so that the CLI starts without importing torch (a test keeps the two equal)."""
 
     default = "default"
     owner = "owner"
@@ -108,7 +109,7 @@ def generate(
     task: Optional[TaskName] = typer.Option(None, help="The target's task [default: the one its model file records]."),
     similarity: SimilarityMetric = typer.Option(SimilarityMetric.l2, help="F_c of the similarity task: l2 distance (eq. 7) or cosine similarity (eq. 8) to the pair image."),
     tolerance: Optional[float] = typer.Option(None, help="How far a regression or similarity output may move (output units) [default: t_bb / 2]."),
-    preset: Preset = typer.Option(Preset.default, help="'default' (the best measured) or 'paper' (the paper taken literally)."),
+    preset: Preset = typer.Option(Preset.default, help="'default' (no helper models) or 'paper' (the paper taken literally)."),
     n: int = typer.Option(100, min=1, help="Number of fingerprint samples."),
     xi: float = typer.Option(0.1, help="Perturbation budget on [0, 1] pixels."),
     norm: str = typer.Option("linf", help="linf or l2."),
@@ -133,7 +134,7 @@ def generate(
     cells = _parse_pattern(pattern)
     if cells:
         settings["pattern"] = cells
-    scheme = SaliencyFingerprint.paper(**settings) if preset is Preset.paper else SaliencyFingerprint(**settings)
+    scheme = SaliencyFingerprint.named(preset.value, **settings)
     fingerprints = scheme.generate(target, candidates.images, candidates.labels, adapter, pairs=pairs, progress=True)
     fingerprints.save(out)
     stats = fingerprints.stats

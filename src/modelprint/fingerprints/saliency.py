@@ -291,7 +291,7 @@ class SaliencyFingerprint(FingerprintScheme):
     @classmethod
     def paper(cls, **overrides: Any) -> "SaliencyFingerprint":
         """The paper-faithful configuration (see :data:`PAPER`), with optional overrides."""
-        return cls(**{**PAPER, **overrides})
+        return cls.named("paper", **overrides)
 
     @classmethod
     def named(cls, name: str, **overrides: Any) -> "SaliencyFingerprint":
