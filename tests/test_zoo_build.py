@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modelprint.errors import InputError
-from modelprint.models import build_model, save_model
+from modelprint.models import build_model, load_model, save_model
 from modelprint.zoo import build as zoo_build
 from modelprint.zoo.build import build_zoo
 from modelprint.zoo.executors import run_jobs
@@ -88,11 +88,28 @@ def test_interrupted_build_redoes_no_finished_suspect(tiny_world, monkeypatch):
     assert records["pruned"]["params"]["ratio"] == 0.2 and records["pruned"]["seed"] == 1
     assert 0.0 <= records["other"]["test_metric"] <= 1.0
 
+    # A transform whose algorithm was revised records its revision in the recipe; the others' recipes are unchanged.
+    assert "revision" not in load_model(out / "suspects" / "pruned.safetensors").spec.info["recipe"]
+
     # A changed spec entry rebuilds that suspect only.
     rebuilt.clear()
     changed = ZooSpec((SuspectSpec("pruned", "positive", "weight_prune", {"ratio": 0.3, "recover_epochs": 0}, 1), *spec.suspects[1:]))
     build_zoo(changed, target, data, out, progress=False)
     assert rebuilt == ["pruned"]
+
+
+def test_a_revised_transform_rebuilds_what_its_old_revision_built(tiny_world):
+    _, target, data, out = tiny_world
+    spec = ZooSpec((SuspectSpec("filters", "positive", "filter_prune", {"ratio": 0.25, "recover_epochs": 0}, 1),))
+    build_zoo(spec, target, data, out, progress=False)
+    path = out / "suspects" / "filters.safetensors"
+    model = load_model(path)
+    assert model.spec.info["recipe"]["revision"] == 2
+    del model.spec.info["recipe"]["revision"]  # what revision 1 wrote
+    save_model(model, path)
+    manifest = build_zoo(spec, target, data, out, progress=False)
+    assert manifest["suspects"][0]["reused"] is False
+    assert build_zoo(spec, target, data, out, progress=False)["suspects"][0]["reused"] is True
 
 
 def _square(job):

@@ -80,6 +80,46 @@ def test_filter_prune_zeroes_smallest_l1_filters_and_their_batch_norm():
     assert activation["out"][:, sorted(zero)].abs().max() == 0
 
 
+def test_filter_prune_removes_a_depthwise_conv_with_the_channels_that_feed_it():
+    from modelprint.zoo.prune import FilterPrune, conv_batchnorm_pairs, is_depthwise
+
+    torch.manual_seed(0)
+    # expand 4 -> 8 channels, depthwise 3x3 on the 8, project 8 -> 4: a MobileNet-style block.
+    block = nn.Sequential(
+        nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8), nn.PReLU(8),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.PReLU(8),
+        nn.Conv2d(8, 4, 1, bias=False), nn.BatchNorm2d(4),
+    )
+    for norm in (block[1], block[4], block[7]):
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2), norm.weight.data.uniform_(0.5, 2), norm.bias.data.uniform_(-1, 1)
+    block.eval()
+    expand_l1 = block[0].weight.detach().abs().flatten(1).sum(dim=1)
+    dropped = sorted(expand_l1.argsort()[:2].tolist())  # round(0.25 * 8) smallest-L1 expansion filters
+    kept = [c for c in range(8) if c not in dropped]
+    physical = nn.Sequential(
+        nn.Conv2d(4, 6, 1, bias=False), nn.BatchNorm2d(6), nn.PReLU(6),
+        nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False), nn.BatchNorm2d(6), nn.PReLU(6),
+    ).eval()
+    for small, big in zip(physical, block):
+        for name, tensor in [*small.named_parameters(), *small.named_buffers()]:
+            if tensor.ndim:  # every per-channel tensor, sliced to the kept channels
+                tensor.data.copy_(getattr(big, name)[kept])
+    x = torch.rand(3, 4, 6, 6)
+    with torch.no_grad():
+        reference = physical(x)
+    FilterPrune(ratio=0.25)._prune(block)
+
+    (_, _), (depthwise, _), _ = conv_batchnorm_pairs(block)
+    assert is_depthwise(depthwise) and not is_depthwise(block[0]) and not is_depthwise(block[6])
+    assert [c for c in range(8) if depthwise.weight[c].abs().sum() == 0] == dropped
+    with torch.no_grad():
+        out = block[:6](x)
+    # The masked block computes the physically pruned one: dropped channels are exactly zero (not the batch norm's
+    # shift, a constant), the kept ones what the smaller network computes.
+    assert out[:, dropped].abs().max() == 0
+    torch.testing.assert_close(out[:, kept], reference)
+
+
 def test_pruning_recovers_when_the_metric_falls_and_holds_the_mask(digits):
     torch.manual_seed(0)
     model = build_model("resnet18", num_outputs=10, width=4)

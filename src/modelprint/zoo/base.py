@@ -20,6 +20,8 @@ class Transform(ABC):
     """
 
     kind: ClassVar[str]
+    #: Raised when the transform's algorithm changes, so that zoos built by the old one are rebuilt, not reused.
+    revision: ClassVar[int] = 1
     #: False for transforms whose result does not descend from the parent's weights (independent negatives).
     derived: ClassVar[bool] = True
 

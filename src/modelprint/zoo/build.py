@@ -119,6 +119,9 @@ def build_zoo(
     for suspect in spec.suspects:
         path = out / "suspects" / f"{suspect.name}.safetensors"
         recipe = {"suspect": suspect.to_dict(), "parent_sha256": parent, "data": data}
+        revision = suspect.build_transform().revision
+        if revision > 1:  # recipes of transforms never revised stay what they were: their suspects are reused
+            recipe["revision"] = revision
         if _finished(path, recipe):
             records[suspect.name] = {**_record(path), "reused": True}
             continue

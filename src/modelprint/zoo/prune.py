@@ -106,27 +106,41 @@ class FilterPrune(_Prune):
     outputs zero and the dependent input channels of the next layer receive nothing — the network computes what
     the physically pruned one computes. (In residual blocks the shortcut still carries its own channel.)
 
+    A depthwise conv (one filter per input channel, as in MobileNet-style blocks) has no filters of its own to
+    choose: its channels are those of the conv that feeds it, so it loses exactly the channels that conv lost (a
+    physical pruner removes them together). Choosing its own smallest filters instead would remove a second,
+    different set of channels, nearly twice ``ratio`` of the block, and leave the fed channels as constants (the
+    batch norm's shift after a zero input); revision 1 of this transform did that.
+
     Args:
         ratio: fraction of each conv layer's filters removed (the paper: 1/16 ... 7/16).
         recover_if, recover_epochs, recover_lr: the recovery rule of this module's docstring.
     """
 
     kind: ClassVar[str] = "filter_prune"
+    revision: ClassVar[int] = 2
 
     def _prune(self, model: ImageModel) -> None:
         with torch.no_grad():
+            fed: tuple[int, torch.Tensor] | None = None  # (out_channels, dropped channels) of the previous conv
             for conv, norm in conv_batchnorm_pairs(model):
-                k = int(round(self.ratio * conv.out_channels))
-                if k == 0:
-                    continue
-                l1 = conv.weight.abs().flatten(1).sum(dim=1)
-                drop = l1.argsort()[:k]
+                if is_depthwise(conv):
+                    drop = fed[1] if fed is not None and fed[0] == conv.in_channels else conv.weight.new_zeros(0, dtype=torch.long)
+                else:
+                    k = int(round(self.ratio * conv.out_channels))
+                    drop = conv.weight.abs().flatten(1).sum(dim=1).argsort()[:k]
                 conv.weight[drop] = 0
                 if conv.bias is not None:
                     conv.bias[drop] = 0
                 if norm is not None:
                     norm.weight[drop] = 0
                     norm.bias[drop] = 0
+                fed = (conv.out_channels, drop)
+
+
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` filters each input channel on its own (groups = in = out channels, more than one)."""
+    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
 
 
 def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
