@@ -16,26 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from modelprint.access import WHITE_BOX
+from modelprint.access import WHITE_BOX, WhiteBox
 from modelprint.fingerprints.base import FingerprintSet
-from modelprint.fingerprints.saliency import MODE_CODE
+from modelprint.fingerprints.saliency import SaliencyFingerprint, rows_read_by
 from modelprint.models import load_model
-from modelprint.saliency import GradCAM, find_cam_layer, normalise_maps
-
-
-def saliency_maps(model: torch.nn.Module, images: torch.Tensor, fingerprints: FingerprintSet, rows: torch.Tensor) -> torch.Tensor:
-    """Max-normalised Grad-CAM maps of the task output F_c on ``images`` (flattened), read where the scheme reads them."""
-    task = fingerprints.task_adapter()
-    layer = fingerprints.config.get("layer") or find_cam_layer(model, images[:1])
-    pairs = fingerprints.tensors.get("pairs")
-    with GradCAM(model, layer) as cam:
-        cond = task.condition_on(model, fingerprints.labels[rows], None if pairs is None else pairs[rows])
-        maps, _ = cam(images, lambda outputs: task.score(outputs, cond, logit=bool(fingerprints.config.get("cam_logit", True))))
-    return normalise_maps(maps.detach(), "max").flatten(1)
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -52,23 +41,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     report = json.loads((args.run / "report.json").read_text())
-    fingerprints = FingerprintSet.load(args.run / "fingerprints-0.safetensors")
-    mode = fingerprints.tensors.get("mode")
-    rows = torch.nonzero(mode == MODE_CODE[WHITE_BOX]).flatten() if mode is not None else torch.arange(len(fingerprints.samples))
-    images = {"natural": fingerprints.tensors["originals"][rows], "fingerprints": fingerprints.samples[rows]}
-    target = load_model(report["target"]["path"]).eval()
-    target_maps = {kind: saliency_maps(target, x, fingerprints, rows) for kind, x in images.items()}
+    white_box_rows = rows_read_by(FingerprintSet.load(args.run / "fingerprints-0.safetensors"), WHITE_BOX)
+    images = {  # the same rows, read on the fingerprints and on the natural images they were made from
+        "natural": replace(white_box_rows, tensors={**white_box_rows.tensors, "samples": white_box_rows.tensors["originals"]}),
+        "fingerprints": white_box_rows,
+    }
+    scheme = SaliencyFingerprint()  # verification reads its generation settings from the set
 
+    def maps(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {kind: scheme.saliency_maps(WhiteBox(model), rows).flatten(1) for kind, rows in images.items()}
+
+    target_maps = maps(load_model(report["target"]["path"]))
     zoo = json.loads((Path(report["config"].get("zoo_dir") or args.run / "zoo") / "manifest.json").read_text())
     white_box = {row["name"]: row["ms_white_box"] for row in report["suspects"]}
     suspects = []
     for record in zoo["suspects"]:
-        model = load_model(record["path"]).eval()
+        suspect_maps = maps(load_model(record["path"]))
         row = {"name": record["name"], "transform": record["transform"], "ms_white_box": white_box.get(record["name"])}
-        row.update({kind: agreement(saliency_maps(model, x, fingerprints, rows), target_maps[kind]) for kind, x in images.items()})
+        row.update({kind: agreement(suspect_maps[kind], target_maps[kind]) for kind in images})
         suspects.append(row)
+    samples = len(white_box_rows.samples)
 
-    print(f"Grad-CAM agreement with the target ({args.run}, {len(rows)} white-box samples of set 0)")
+    print(f"Grad-CAM agreement with the target ({args.run}, {samples} white-box samples of set 0)")
     print("| transform | suspects | natural images: mean (min-max) | fingerprints: mean (min-max) | white-box score |")
     print("|---|---|---|---|---|")
     for transform in dict.fromkeys(r["transform"] for r in suspects):
@@ -80,7 +74,7 @@ def main() -> None:
         scores = [r["ms_white_box"] for r in group if r["ms_white_box"] is not None]
         score = f"{sum(scores) / len(scores):.2f}" if scores else ""
         print(f"| {transform} | {len(group)} | {cells[0]} | {cells[1]} | {score} |")
-    (args.run / "saliency_agreement.json").write_text(json.dumps({"samples": len(rows), "suspects": suspects}, indent=2))
+    (args.run / "saliency_agreement.json").write_text(json.dumps({"samples": samples, "suspects": suspects}, indent=2))
 
 
 if __name__ == "__main__":

@@ -780,7 +780,7 @@ class SaliencyFingerprint(FingerprintScheme):
             access.require(SCORES, who="saliency fingerprint black-box verification")
         start = time.perf_counter()
         task = fingerprints.task_adapter()
-        fingerprints = _rows_read_by(fingerprints, mode)
+        fingerprints = rows_read_by(fingerprints, mode)
         if mode == WHITE_BOX:
             assert isinstance(access, WhiteBox)
             values = self._white_box_values(access, fingerprints)
@@ -810,27 +810,40 @@ class SaliencyFingerprint(FingerprintScheme):
             return fixed
         return fingerprints.tensors.get(f"t_{mode}", fingerprints.thresholds[mode])
 
-    def _white_box_values(self, access: WhiteBox, fingerprints: FingerprintSet) -> torch.Tensor:
-        """Per sample: mean of the max-normalised saliency map on P (the left side of eq. 5)."""
+    def saliency_maps(self, access: WhiteBox, fingerprints: FingerprintSet) -> torch.Tensor:
+        """The suspect's Grad-CAM maps that white-box verification reads, one per sample of ``fingerprints``.
+
+        Args:
+            access: the suspect, white-box.
+            fingerprints: the samples to read (all rows of the set given; see :meth:`verify` for one mode's rows).
+
+        Returns:
+            Max-normalised maps, samples x the pattern's grid (a suspect with another grid is resampled to it), on
+            the CPU.
+        """
         model, task, config = access.model, fingerprints.task_adapter(), fingerprints.config
         device = device_of(model)
         samples = fingerprints.samples
         _check_input_shape(model, samples)
-        pattern = fingerprints.tensors["pattern"].to(device)
+        grid = tuple(fingerprints.tensors["pattern"].shape)
         layer = access.layer or _suspect_layer(model, config.get("layer"), samples[:1].to(device))
-        values = []
+        maps = []
         with GradCAM(model, layer) as cam:
             for start in range(0, len(samples), self.batch_size):
                 x = samples[start : start + self.batch_size].to(device)
                 rows = slice(start, start + len(x))
                 cond = task.condition_on(model, fingerprints.labels[rows], _rows(fingerprints.tensors.get("pairs"), rows))
-                maps, _ = cam(x, lambda o: task.score(o, cond, logit=bool(config.get("cam_logit", True))))
-                if maps.shape[1:] != pattern.shape:
+                batch, _ = cam(x, lambda o: task.score(o, cond, logit=bool(config.get("cam_logit", True))))
+                if batch.shape[1:] != grid:
                     # A suspect of another architecture may have another grid: compare on the pattern's grid.
-                    maps = F.interpolate(maps[:, None], size=tuple(pattern.shape), mode="bilinear", align_corners=False)[:, 0]
-                s = normalise_maps(maps, "max")
-                values.append(((s * pattern).sum(dim=(1, 2)) / pattern.sum()).cpu())
-        return torch.cat(values)
+                    batch = F.interpolate(batch[:, None], size=grid, mode="bilinear", align_corners=False)[:, 0]
+                maps.append(normalise_maps(batch.detach(), "max").cpu())
+        return torch.cat(maps)
+
+    def _white_box_values(self, access: WhiteBox, fingerprints: FingerprintSet) -> torch.Tensor:
+        """Per sample: mean of the max-normalised saliency map on P (the left side of eq. 5)."""
+        pattern = fingerprints.tensors["pattern"].cpu()
+        return (self.saliency_maps(access, fingerprints) * pattern).sum(dim=(1, 2)) / pattern.sum()
 
     def _black_box_values(self, box: BlackBox, fingerprints: FingerprintSet) -> torch.Tensor:
         """Per sample: the left side of eq. 6, |F_c(x_mask) - F_c(x)|, or its ``bb_score`` variant, from 2 queries
@@ -860,7 +873,7 @@ def _bb_change(how: str, before: torch.Tensor, after: torch.Tensor) -> torch.Ten
     return (after - before).abs()
 
 
-def _rows_read_by(fingerprints: FingerprintSet, mode: str) -> FingerprintSet:
+def rows_read_by(fingerprints: FingerprintSet, mode: str) -> FingerprintSet:
     """The samples that ``mode``'s verification reads: all of them, or one group of a set made with
     ``black_box_settings`` (whose ``mode`` tensor marks each row with :data:`MODE_CODE`)."""
     if "mode" not in fingerprints.tensors:

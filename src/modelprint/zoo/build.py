@@ -21,6 +21,7 @@ from ..data import DataSplits, load_data
 from ..errors import InputError
 from ..models import load_model, read_spec, save_model
 from ..train import evaluate, metric_name
+from . import TRANSFORMS
 from .executors import run_jobs
 from .spec import SuspectSpec, ZooSpec
 
@@ -119,7 +120,7 @@ def build_zoo(
     for suspect in spec.suspects:
         path = out / "suspects" / f"{suspect.name}.safetensors"
         recipe = {"suspect": suspect.to_dict(), "parent_sha256": parent, "data": data}
-        revision = suspect.build_transform().revision
+        revision = TRANSFORMS[suspect.transform].revision
         if revision > 1:  # recipes of transforms never revised stay what they were: their suspects are reused
             recipe["revision"] = revision
         if _finished(path, recipe):
