@@ -15,9 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .cli_signing import keys_app, records_app
 from .errors import InputError, ModelprintError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prove that a suspect model was stolen from yours.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(records_app, name="records")
 console = Console(stderr=True)  # progress and notes
 stdout = Console(soft_wrap=True)  # results
 
@@ -87,6 +90,14 @@ def train(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Train a model for a task and write it as a model file."""
+    from . import checks
+
+    checks.output_file(out)
+    checks.device(device)
+    checks.number(width, "--width", minimum=1, integer=True)
+    checks.number(channels, "--channels", minimum=1, integer=True)
+    if size is not None:
+        checks.number(size, "--size", minimum=1, integer=True)
     from .data import load_data
     from .models import save_model
     from .train import TrainConfig, train_new_model
@@ -118,13 +129,22 @@ def generate(
     pattern: Optional[str] = typer.Option(None, help="Cells of P on the saliency grid, 'row,col;row,col' (default top-left)."),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
+    sign: Optional[Path] = typer.Option(None, help="Sign the set with this private key (from 'keys new'): verifiers pin the public key with --trusted-key."),
 ) -> None:
     """Generate saliency-map fingerprints of a target model."""
+    from . import checks
+
+    checks.output_file(out)
+    checks.device(device)
+    if tolerance is not None:
+        checks.number(tolerance, "--tolerance", above=0)
     from .data import load_data
     from .fingerprints import SaliencyFingerprint
     from .models import load_model
+    from .signing import load_private_key
     from .tasks import task_named
 
+    signing_key = load_private_key(sign) if sign is not None else None  # a bad key fails before any work
     target = load_model(model, device=device)
     task_name = _task_of(target.spec.task, task, what=f"the model {model}")
     adapter = task_named(task_name, similarity=similarity.value)
@@ -136,6 +156,8 @@ def generate(
         settings["pattern"] = cells
     scheme = SaliencyFingerprint.named(preset.value, **settings)
     fingerprints = scheme.generate(target, candidates.images, candidates.labels, adapter, pairs=pairs, progress=True)
+    if signing_key is not None:
+        fingerprints.sign(signing_key)
     fingerprints.save(out)
     stats = fingerprints.stats
     console.print(
@@ -153,28 +175,33 @@ def verify(
     model_name: Optional[str] = typer.Option(None, help="The suspect's model name on that server."),
     mode: Optional[Mode] = typer.Option(None, help="white-box (reads saliency) or black-box (outputs only) [default: white-box for a file, black-box for a URL]."),
     task: Optional[TaskName] = typer.Option(None, help="Check that the fingerprint set protects a model of this task (it records its task)."),
-    budget: Optional[int] = typer.Option(None, help="Most images a black-box verification may have answered."),
+    budget: Optional[int] = typer.Option(None, help="Most images a black-box verification may use: answers taken from the journal plus images sent, every retry and the resume probe included."),
     batch_size: int = typer.Option(64, min=1, help="Images per request to the suspect."),
     timeout: float = typer.Option(30.0, help="Seconds to wait for the server (connection and each answer)."),
     retries: int = typer.Option(3, min=0, help="Retries with exponential backoff on connection errors, timeouts and 5xx."),
     rate_limit: Optional[float] = typer.Option(None, help="Most requests per second."),
     output: Optional[str] = typer.Option(None, help="Output to request from the server (e.g. predict_proba); its first output when omitted."),
     journal: Optional[Path] = typer.Option(None, help="Query log and resume journal [default: RECORDS/<verification id>.queries.jsonl]."),
-    fresh: bool = typer.Option(False, help="Ask the suspect again instead of resuming from the journal of an earlier run."),
+    fresh: bool = typer.Option(False, help="Ask the suspect again instead of resuming from the journal of an earlier run (as --new-journal)."),
+    new_journal: bool = typer.Option(False, "--new-journal", help="Set an existing journal aside (renamed NAME.<UTC>.set-aside.jsonl) and start a new one, e.g. for a journal of another suspect or a damaged one."),
+    probe_tolerance: float = typer.Option(1e-4, min=0, help="When a server's journal is resumed, one journalled image is asked again: largest difference allowed between its answers (PROBE_TOLERANCE in modelprint.access)."),
     records: Path = typer.Option(Path("modelprint-records"), help="Folder of evidence records and query journals."),
     record: Optional[Path] = typer.Option(None, help="Evidence record to write [default: RECORDS/<verification id>-<UTC time>.json]."),
     null: Optional[Path] = typer.Option(None, help="Matching scores of independent models, for a calibrated verdict with p-value: a JSON list, or the verification-K.json of an evaluation run made with this fingerprint set."),
     alpha: float = typer.Option(0.05, help="False-positive rate of the calibrated verdict."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     device: str = typer.Option("cpu"),
+    trusted_key: Optional[Path] = typer.Option(None, help="The owner's public key: refuse a fingerprint set it did not sign, before anything is sent to the suspect."),
+    expect_sha256: Optional[str] = typer.Option(None, help="Refuse a fingerprint set whose content SHA-256 is not this one (published beforehand)."),
+    sign: Optional[Path] = typer.Option(None, help="Sign the evidence record with this private key (check it with 'modelprint records check')."),
 ) -> None:
     """Verify a suspect, a model file or a model behind a prediction server, and write an evidence record."""
     from .verification import verify_suspect
 
     done = verify_suspect(
         fingerprints, task=task.value if task else None, suspect=suspect, url=url, model_name=model_name, mode=mode.value if mode else None, budget=budget,
-        batch_size=batch_size, records=records, journal=journal, fresh=fresh, record=record, null=null, alpha=alpha,
-        device=device, **({"timeout": timeout, "retries": retries, "rate_limit": rate_limit, "output": output} if url else {}),
+        batch_size=batch_size, records=records, journal=journal, fresh=fresh, new_journal=new_journal, probe_tolerance=probe_tolerance, record=record, null=null, alpha=alpha,
+        device=device, trusted_key=trusted_key, expect_sha256=expect_sha256, sign=sign, **({"timeout": timeout, "retries": retries, "rate_limit": rate_limit, "output": output} if url else {}),
     )
     result, box, verdict = done.result, done.box, done.record["verdict"]
     if as_json:
@@ -182,7 +209,7 @@ def verify(
         summary.update(sent=box.sent if box else 0, pirated=verdict.get("pirated"), p_value=verdict.get("p_value"), record=str(done.record_path))
         print(json.dumps(summary))
         return
-    sent = f", {box.sent} sent now, {box.queries - box.sent} from the journal" if box and box.sent != box.queries else ""
+    sent = f", {box.sent} sent now, {box.from_journal} from the journal" if box and box.from_journal else ""
     stdout.print(
         f"{result.mode} matching score {result.matching_score:.3f} over {result.n_samples} samples "
         f"(threshold {result.threshold:.4f}, {result.queries} queries{sent}, {result.elapsed_s:.2f} s)"
@@ -201,6 +228,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback by default)."),
     port: int = typer.Option(8000, min=0, max=65535),
     max_body_mb: float = typer.Option(64.0, help="Largest request body accepted, in MiB."),
+    docs: bool = typer.Option(False, "--docs", help="Also serve /docs, /redoc and /openapi.json (/docs loads a script from a CDN)."),
     noise: Optional[float] = typer.Option(None, help="Imperfect API: add Gaussian noise of this std to every output."),
     round_to: Optional[int] = typer.Option(None, "--round", help="Imperfect API: round outputs to this many decimals."),
     labels_only: bool = typer.Option(False, help="Imperfect API: answer the top-1 label only."),
@@ -209,6 +237,20 @@ def serve(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Serve a model file over the Open Inference Protocol v2 REST (what a thief's prediction API speaks)."""
+    from .serve_limits import ServerLimits, is_loopback
+
+    from . import checks
+
+    limits = ServerLimits.with_body_mib(max_body_mb)  # a bad --max-body-mb is refused before the model is loaded
+    checks.device(device)
+    if noise is not None:
+        checks.number(noise, "--noise", minimum=0)
+    if round_to is not None:
+        checks.number(round_to, "--round", minimum=0, integer=True)
+    checks.number(guard_fpr, "--guard-fpr", above=0, below=1)
+    if not is_loopback(host):
+        print(f"modelprint: warning: --host {host} is not a loopback address: the server has no authentication, "
+              "anyone who reaches it can query the model", file=sys.stderr)
     from .models import load_model
     from .serve import DetectorGuard, GaussianNoise, Rounding, ServedModel, TopLabel, serve as run_server
 
@@ -229,7 +271,7 @@ def serve(
         filters.append(TopLabel())
     served = ServedModel.of(network, name or model.stem, filters=filters)
     console.print(f"serving {model} as {served.name!r} on http://{host}:{port}/v2/models/{served.name} (Ctrl+C stops)")
-    run_server(served, host=host, port=port, max_body_bytes=int(max_body_mb * 2**20))
+    run_server(served, host=host, port=port, limits=limits, docs=docs)
 
 
 @app.command()
@@ -240,6 +282,10 @@ def demo(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Run the whole method on the embedded digits set and print the table of matching scores."""
+    from . import checks
+
+    checks.output_folder(out)
+    checks.device(device)
     from .demo import run_demo, summary_notes, summary_table
 
     summary = run_demo(out, epochs=epochs, n=n, device=device, log=lambda line: console.print(line))
@@ -297,6 +343,11 @@ def evaluate(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Run the paper's evaluation protocol and write report.json, report.html and plots."""
+    from . import checks
+
+    checks.output_folder(out)
+    checks.device(device)
+    checks.number(width, "--width", minimum=1, integer=True)
     import numpy as np
 
     from .evaluate import EvaluationConfig, run_evaluation
@@ -304,6 +355,9 @@ def evaluate(
     from .report import write_report
 
     settings = SaliencyFingerprint.parse_settings(setting)
+    SaliencyFingerprint.named(scheme.value if scheme else "default", **{"n": n, **settings})  # bad settings: one line, before any training
+    if target is not None and not target.is_file():
+        raise InputError(f"--target {target}: no such model file")
     config = EvaluationConfig(
         data=data, task=task.value, similarity=similarity.value, arch=arch, width=width, epochs=epochs, preset=preset.value, zoo=str(zoo) if zoo else None,
         repeats=repeats, n=n, scheme={**({"preset": scheme.value} if scheme else {}), **settings}, references=references, surrogates=surrogates, calibration=calibration,
@@ -349,15 +403,29 @@ def _mean_std_text(value: dict | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script."""
+    """Entry point of the console script: a bad input of any kind ends with one line on stderr and exit code 2."""
+    from typer._click import exceptions as click_errors
+
     try:
-        app(args=argv, prog_name="modelprint")
-    except ModelprintError as exc:
-        print(f"modelprint: error: {exc}", file=sys.stderr)
+        code = app(args=argv, prog_name="modelprint", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError:  # a bare command: its help was shown
         raise SystemExit(2) from None
-    except FileNotFoundError as exc:
-        print(f"modelprint: error: {exc}", file=sys.stderr)
+    except click_errors.UsageError as exc:  # malformed options: one line that names the command and the problem
+        command = exc.ctx.command_path if exc.ctx is not None else "modelprint"
+        message = " ".join(exc.format_message().split())
+        print(f"modelprint: error: {message} (see '{command} --help')", file=sys.stderr)
         raise SystemExit(2) from None
+    except click_errors.ClickException as exc:
+        print(f"modelprint: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (ModelprintError, FileNotFoundError) as exc:
+        print(f"modelprint: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("modelprint: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

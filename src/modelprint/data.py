@@ -218,6 +218,8 @@ def load_npz_folder(
         for key in ("images", "labels"):
             if key not in arrays:
                 raise InputError(f"{path}: no '{key}' array (found {sorted(arrays)})")
+        if len(arrays["images"]) == 0:
+            raise InputError(f"{path}: holds no images")
         images = adapt_images(to_image_tensor(arrays["images"], what=str(path)), channels=channels, size=size)
         splits[split] = ImageDataset(images, _labels_tensor(arrays["labels"], what=str(path)), name=f"{folder.name}/{split}")
         if "class_names" in arrays:

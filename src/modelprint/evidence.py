@@ -2,14 +2,16 @@
 
 A record names the fingerprint set (its SHA-256), the suspect (a file's SHA-256, or the URL, model name and the
 metadata the server declared), the thresholds and per-sample values, the matching score, the verdict and, for a
-black-box suspect, the query counts and the query log (its path, SHA-256 and per-batch lines: time, size, SHA-256 of
-inputs and outputs). Records are written atomically.
+black-box suspect, the query counts (answers read, answers taken from the journal, images sent this run, the
+resume probe), the journal as the run found it (path, binding, SHA-256) and the query log (its path, SHA-256 and
+per-batch lines: time, size, SHA-256 of inputs and outputs). Records are strict JSON (a NaN becomes null and is
+listed) and written atomically; URLs appear without credentials.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
 import platform
 from datetime import datetime, timezone
@@ -22,17 +24,23 @@ from . import __version__
 from .access import BlackBox
 from .errors import InputError
 from .fingerprints.base import FingerprintSet, VerificationResult
+from .hashing import file_sha256
 from .metrics import verdict as calibrated_verdict
+from .urls import redact_url
 
 RECORD_VERSION = 1
 
 
 def file_identity(path: str | os.PathLike) -> dict[str, Any]:
-    """A suspect model file: its path, size and SHA-256."""
+    """A suspect model file: its path, size and SHA-256 (read in chunks, never the whole file at once)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
-    return {"kind": "file", "path": str(path), "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+    return {"kind": "file", "path": str(path), "bytes": path.stat().st_size, "sha256": digest}
 
 
 def read_null_scores(path: str | os.PathLike, *, mode: str, fingerprints_sha256: str) -> list[float]:
@@ -91,6 +99,8 @@ def verification_record(
             record states that no verdict could be calibrated.
         alpha: false-positive rate the verdict controls.
     """
+    if isinstance(suspect.get("url"), str):  # credentials never go into a record meant for third parties
+        suspect = {**suspect, "url": redact_url(suspect["url"])}
     mode_key = result.mode.replace("-", "_")
     per_sample = fingerprints.tensors.get(f"t_{mode_key}")
     if null_scores:
@@ -107,6 +117,7 @@ def verification_record(
             "config": fingerprints.config,
             "n_samples": len(fingerprints),
             "target": fingerprints.target,
+            "signature": fingerprints.signature,  # the owner's signature over sha256, when the set is signed
         },
         "suspect": suspect,
         "mode": result.mode,
@@ -120,22 +131,64 @@ def verification_record(
         "elapsed_s": result.elapsed_s,
     }
     if box is not None:
-        journal = box.journal
-        record["queries"] = {
-            "answered": box.queries,
-            "sent_this_run": box.sent,
-            "answered_from_journal": box.queries - box.sent,
-            "budget": box.budget,
-            "log": None if journal is None else {"path": str(journal.path), "sha256": journal.digest(), "batches": journal.log()},
-        }
-    return record
+        record["queries"] = query_counts(box)
+    return strict_json_data(record)
+
+
+def query_counts(box: BlackBox) -> dict[str, Any]:
+    """What a record states about a black-box access's queries.
+
+    Returns:
+        ``answered`` (answers the verification read), ``answered_from_journal`` (of those, taken from the journal),
+        ``sent_this_run`` (images put on the wire by this run, every attempt: retries and the probe included),
+        ``budget``, ``probe`` (the resume probe's outcome, or None), ``journal`` (path, binding, the file as this
+        run found it: SHA-256, answers and batches, and where an earlier journal was set aside) and ``log`` (the
+        journal's path, SHA-256 after the run and per-batch lines).
+    """
+    journal = box.journal
+    return {
+        "answered": box.queries,
+        "answered_from_journal": box.from_journal,
+        "sent_this_run": box.sent,
+        "budget": box.budget,
+        "probe": box.probe,
+        "journal": None if journal is None else journal.provenance(),
+        "log": None if journal is None else {"path": str(journal.path), "sha256": journal.digest(), "batches": journal.log()},
+    }
+
+
+def strict_json_data(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with every NaN or infinite number replaced by null, listed under ``non_finite_as_null``.
+
+    Records are strict JSON (RFC 8259 has no NaN): a third party's parser must read them, and a signature covers
+    their canonical JSON. A null is never silent: the paths of the values it replaced are listed.
+
+    Returns:
+        The record, unchanged when every number is finite.
+    """
+    replaced: list[str] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            replaced.append(where)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    cleaned = clean(record, "")
+    if replaced:
+        cleaned["non_finite_as_null"] = sorted(set(replaced) | set(cleaned.get("non_finite_as_null") or []))
+    return cleaned
 
 
 def write_record(record: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a record as indented JSON, atomically."""
+    """Write a record as indented, strict JSON (see :func:`strict_json_data`), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.write_text(json.dumps(strict_json_data(record), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
     return path

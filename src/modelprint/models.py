@@ -20,6 +20,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from .errors import InputError
 from .hashing import tensors_sha256
+from .model_checks import check_finite_weights, check_spec_values, compare_layout, header_layout
 
 MODEL_META_KEY = "modelprint.model"
 FORMAT_VERSION = 1
@@ -300,6 +301,7 @@ def build_model(
         output_scale=float(output_scale),
         info=dict(info or {}),
     )
+    check_spec_values(spec, ARCHITECTURES[arch], "build_model")  # one line for a width of 0, say, not a torch error
     return ImageModel(ARCHITECTURES[arch](**kwargs), spec)
 
 
@@ -363,19 +365,33 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     Returns:
         The model; its ``spec.info["sha256"]`` holds :func:`state_sha256` of the loaded weights.
 
+    The file is checked before anything is built: the architecture's arguments (types and ranges), then the
+    tensors it implies (computed on the ``meta`` device, allocating nothing) against the names, shapes and dtypes
+    the file's header declares; then the weights are read and must be finite.
+
     Raises:
-        InputError: a missing or foreign file, an unknown architecture, or weights that do not fit it.
+        InputError: a missing or foreign file, an unknown architecture, invalid arguments, weights that do not fit
+            it, or NaN/infinite weights.
     """
     spec = read_spec(path)
-    if spec.arch not in ARCHITECTURES:
+    if not isinstance(spec.arch, str) or spec.arch not in ARCHITECTURES:
         raise InputError(f"{path}: unknown architecture {spec.arch!r}")
+    what = f"{spec.arch} {spec.arch_kwargs}"
+    check_spec_values(spec, ARCHITECTURES[spec.arch], str(path))
     try:
-        model = ImageModel(ARCHITECTURES[spec.arch](**spec.arch_kwargs), spec)
+        with torch.device("meta"):  # the architecture's tensors, without allocating them
+            model = ImageModel(ARCHITECTURES[spec.arch](**spec.arch_kwargs), spec)
+        with safe_open(str(path), framework="pt") as handle:
+            stored = header_layout(handle, str(path))
+        compare_layout({k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}, stored, str(path), what)
         state = load_file(str(path))
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise InputError(f"{path}: weights do not fit architecture {spec.arch} {spec.arch_kwargs}: {first}") from None
+        check_finite_weights(state, str(path))
+        model.load_state_dict(state, strict=True, assign=True)  # the loaded tensors become the parameters
+    except (RuntimeError, TypeError, ValueError, OverflowError, SafetensorError, OSError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{path}: weights do not fit architecture {what}: {first}") from None
     model.spec.info["sha256"] = state_sha256(model)
     return model.to(device).eval()
 

@@ -4,20 +4,28 @@
 one FP32 tensor and returns the model's output. It reads the model's metadata first (input name and shape, output
 kind), retries with exponential backoff on connection errors, timeouts and 5xx answers, spaces requests to an
 optional rate limit, and turns every failure into one clear :class:`~modelprint.errors.RemoteError`.
+
+Answers are bounded: each request has an overall deadline (besides httpx's timeout, which applies to each read, so
+a server that drips its answer would otherwise hold the client forever) and a cap on the answer's size, both
+enforced while the answer streams in. Odd metadata, outputs that are not numbers, NaN, infinity or values beyond
+the float32 range, and outputs of another shape than the metadata declares are refused. The URL is shown and
+stored without its credentials (:func:`~modelprint.urls.redact_url`); requests still use them.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import numpy as np
 import torch
 
 from .errors import RemoteError
+from .urls import redact_text, redact_url
 
 #: Open Inference Protocol datatypes the client reads back, and the torch dtype they become.
 _DATATYPES = {
@@ -26,6 +34,14 @@ _DATATYPES = {
     "UINT8": torch.int64, "UINT16": torch.int64, "UINT32": torch.int64, "UINT64": torch.int64, "BOOL": torch.int64,
 }
 _RETRIED = (httpx.TransportError,)  # connection refused or reset, timeouts, a server that died mid-answer
+#: Largest finite float32: answers are read as float32, so a larger magnitude would become infinity.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Default cap on one answer's size: far above what a batch of 1024 images with 1000 scores each needs (about 20 MB).
+DEFAULT_MAX_ANSWER_BYTES = 64 * 2**20
+
+
+class _Overdue(Exception):
+    """An answer that was not complete within the request's deadline (retried like a timeout)."""
 
 
 class OipClient:
@@ -34,7 +50,10 @@ class OipClient:
     Args:
         url: the server's base URL (``http://host:port``).
         model_name: the model's name on the server.
-        timeout: seconds to wait for a connection and for each answer.
+        timeout: seconds to wait for a connection and for each read of an answer.
+        deadline: most seconds one request may take in all, answer included [default: 4 x ``timeout``]; a request
+            over it is given up (and retried like a timeout).
+        max_answer_bytes: most bytes an answer may have; a larger one is refused (not retried).
         retries: attempts after the first on connection errors, timeouts and 5xx answers (4xx are not retried:
             the request itself is wrong).
         backoff: seconds before the first retry; doubled for every further one.
@@ -49,6 +68,9 @@ class OipClient:
         image_shape: (C, H, W) when the server declares 4-d image inputs, else None.
         labels_only: the server's output is an integer label, not scores.
         requests: requests answered so far; ``attempts`` counts retries too.
+        url: the server's URL without credentials (what messages and records show).
+        on_send: called with the number of images before every attempt of an inference request, retries included
+            (:class:`~modelprint.access.BlackBox` sets it to count and bound the images sent); it may raise to stop.
     """
 
     def __init__(
@@ -57,6 +79,8 @@ class OipClient:
         model_name: str,
         *,
         timeout: float = 30.0,
+        deadline: float | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         retries: int = 3,
         backoff: float = 0.5,
         rate_limit: float | None = None,
@@ -64,12 +88,17 @@ class OipClient:
         headers: dict[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if retries < 0 or backoff < 0 or timeout <= 0:
+        if retries < 0 or not backoff >= 0 or not timeout > 0:
             raise RemoteError(f"need retries >= 0, backoff >= 0 and timeout > 0, got {retries}, {backoff}, {timeout}")
         if rate_limit is not None and rate_limit <= 0:
             raise RemoteError(f"rate limit must be > 0 requests per second, got {rate_limit}")
-        self.url = url.rstrip("/")
+        if (deadline is not None and not deadline > 0) or max_answer_bytes < 1:
+            raise RemoteError(f"need deadline > 0 and max_answer_bytes >= 1, got {deadline}, {max_answer_bytes}")
+        self.url = redact_url(url).rstrip("/")
         self.model_name = model_name
+        self.deadline = 4 * timeout if deadline is None else deadline
+        self.max_answer_bytes = max_answer_bytes
+        self.on_send: Callable[[int], None] | None = None
         self.retries = retries
         self.backoff = backoff
         self.min_interval = 0.0 if rate_limit is None else 1.0 / rate_limit
@@ -77,14 +106,19 @@ class OipClient:
         self.requests = 0
         self.attempts = 0
         self._last_request = -math.inf
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, transport=transport)
+        headers = {"accept-encoding": "identity", **(headers or {})}  # the size cap counts the bytes that arrive
+        try:
+            self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers, transport=transport)
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            raise RemoteError(f"{self.url}: not a usable server URL ({redact_text(str(exc))})") from None
         self.metadata: dict[str, Any] = self._call("GET", f"/v2/models/{model_name}")
+        _check_metadata(self.metadata, self._where())
         self._input = self._declared_input()
         self.labels_only = self._declares_labels()
 
     # --------------------------------------------------------------------------------------------- what is served
     def _declared_input(self) -> dict[str, Any]:
-        inputs = self.metadata.get("inputs") or []
+        inputs = self.metadata.get("inputs")
         if len(inputs) != 1:
             raise RemoteError(f"{self._where()}: the model declares {len(inputs)} inputs; image models take one")
         return inputs[0]
@@ -124,44 +158,108 @@ class OipClient:
         }
         if self.output is not None:
             body["outputs"] = [{"name": self.output}]
-        answer = self._call("POST", f"/v2/models/{self.model_name}/infer", json=body)
+        answer = self._call("POST", f"/v2/models/{self.model_name}/infer", images=len(x), json=body)
         return self._read_output(answer, len(x))
 
     def _read_output(self, answer: dict[str, Any], n: int) -> torch.Tensor:
-        out = self._chosen(answer.get("outputs"))
+        outputs = answer.get("outputs")
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+            raise RemoteError(f"{self._where()} answered 'outputs' that are not a list of tensors")
+        out = self._chosen(outputs)
         if out is None:
             raise RemoteError(f"{self._where()} answered no output {self.output or ''}".rstrip())
-        dtype = _DATATYPES.get(out.get("datatype", ""))
+        dtype = _DATATYPES.get(out.get("datatype", "")) if isinstance(out.get("datatype"), str) else None
         if dtype is None:
             raise RemoteError(f"{self._where()} answered datatype {out.get('datatype')!r}; numeric outputs are needed")
+        shape, data = out.get("shape"), out.get("data")
+        if not _is_shape(shape) or not shape or not isinstance(data, list):
+            raise RemoteError(f"{self._where()} answered a malformed output (shape {str(shape)[:60]}, data of type {type(data).__name__})")
         try:
-            values = torch.as_tensor(np.asarray(out["data"], dtype=np.float64)).to(dtype).reshape(out["shape"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise RemoteError(f"{self._where()} answered a malformed output ({exc})") from None
+            array = np.asarray(data)
+        except (ValueError, TypeError, RecursionError):
+            raise RemoteError(f"{self._where()} answered output data that is not an array of numbers") from None
+        if array.dtype.kind not in "biuf":
+            raise RemoteError(f"{self._where()} answered output data that is not all numbers")
+        array = array.astype(np.float64).reshape(-1)
+        if array.size != math.prod(shape):
+            raise RemoteError(f"{self._where()} answered {array.size} values for an output of shape {shape}")
+        bad = int((~np.isfinite(array)).sum())
+        if bad:
+            raise RemoteError(f"{self._where()} answered {bad} NaN or infinite values; a suspect's answers must be finite numbers")
+        if array.size and float(np.abs(array).max()) > _FLOAT32_MAX:
+            raise RemoteError(f"{self._where()} answered values beyond the float32 range (largest magnitude "
+                              f"{float(np.abs(array).max()):.3g}); a suspect's answers must be float32 numbers")
+        values = torch.as_tensor(array).to(dtype).reshape(shape)
         if len(values) != n:
             raise RemoteError(f"{self._where()} answered {len(values)} outputs for {n} images")
+        declared = self._chosen(self.metadata.get("outputs"))
+        declared_shape = declared.get("shape") if declared is not None else None
+        if declared_shape and all(v > 0 for v in declared_shape[1:]) and list(values.shape[1:]) != list(declared_shape[1:]):
+            raise RemoteError(f"{self._where()} answered outputs of shape {list(values.shape[1:])} per image; its metadata "
+                              f"declares {list(declared_shape[1:])}")
         return values
 
     # ------------------------------------------------------------------------------------------------- transport
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """One request with retries; the decoded JSON answer."""
+    def _call(self, method: str, path: str, *, images: int = 0, **kwargs: Any) -> dict[str, Any]:
+        """One request with retries; the decoded JSON answer.
+
+        Args:
+            method, path: the request.
+            images: images the request carries; :attr:`on_send` is told before every attempt.
+            **kwargs: for httpx (``json=...``).
+        """
+        failure = ""
         for attempt in range(self.retries + 1):
+            if images and self.on_send is not None:
+                self.on_send(images)  # may refuse the attempt (a query budget): nothing more is sent then
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
             self._wait_for_rate_limit()
             self.attempts += 1
             try:
-                response = self._http.request(method, path, **kwargs)
+                status, body = self._exchange(method, path, **kwargs)
             except _RETRIED as exc:
-                failure = f"{type(exc).__name__}: {exc}"
+                failure = redact_text(f"{type(exc).__name__}: {exc}")
+            except _Overdue as exc:
+                failure = str(exc)
             else:
-                if response.status_code < 400:
+                if status < 400:
                     self.requests += 1
-                    return self._json(response)
-                failure = f"HTTP {response.status_code}: {self._error_text(response)}"
-                if response.status_code < 500:
+                    return self._json(body)
+                failure = f"HTTP {status}: {self._error_text(body)}"
+                if status < 500:
                     raise RemoteError(f"{self._where()} refused {method} {path}: {failure}")
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt)
         raise RemoteError(f"{self._where()} did not answer {method} {path} after {self.retries + 1} attempts ({failure})")
+
+    def _exchange(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        """Send one request and read its answer as it streams in, within the deadline and the size cap.
+
+        Returns:
+            (HTTP status, answer body).
+
+        Raises:
+            _Overdue: the answer was not complete by the deadline.
+            RemoteError: the answer is larger than ``max_answer_bytes``.
+        """
+        deadline = time.monotonic() + self.deadline
+        with self._http.stream(method, path, **kwargs) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_answer_bytes:
+                raise self._too_large(method, path)
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > self.max_answer_bytes:
+                    raise self._too_large(method, path)
+                if time.monotonic() > deadline:
+                    break
+            if time.monotonic() > deadline:
+                raise _Overdue(f"the answer was not complete within the {self.deadline:g} s deadline per request")
+            return response.status_code, bytes(body)
+
+    def _too_large(self, method: str, path: str) -> RemoteError:
+        return RemoteError(f"{self._where()} answered {method} {path} with more than {self.max_answer_bytes} bytes "
+                           "(max_answer_bytes); refused")
 
     def _wait_for_rate_limit(self) -> None:
         pause = self._last_request + self.min_interval - time.monotonic()
@@ -169,24 +267,54 @@ class OipClient:
             time.sleep(pause)
         self._last_request = time.monotonic()
 
-    def _json(self, response: httpx.Response) -> dict[str, Any]:
+    def _json(self, body: bytes) -> dict[str, Any]:
         try:
-            data = response.json()
-        except ValueError:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
             raise RemoteError(f"{self._where()} answered something that is not JSON") from None
         if not isinstance(data, dict):
             raise RemoteError(f"{self._where()} answered JSON that is not an object")
         return data
 
     @staticmethod
-    def _error_text(response: httpx.Response) -> str:
+    def _error_text(body: bytes) -> str:
         try:
-            return str(response.json().get("error", response.text))[:300]
-        except (ValueError, AttributeError):
-            return response.text[:300]
+            data = json.loads(body)
+            text = str(data.get("error", data)) if isinstance(data, dict) else str(data)
+        except (ValueError, RecursionError):
+            text = body.decode("utf-8", "replace")
+        return redact_text(" ".join(text.split()))[:300]
 
     def _where(self) -> str:
         return f"the server at {self.url} (model {self.model_name!r})"
 
     def close(self) -> None:
         self._http.close()
+
+
+def _is_shape(value: Any) -> bool:
+    """A tensor shape as the protocol writes it: a list of at most 8 integers, each >= -1."""
+    return isinstance(value, list) and len(value) <= 8 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= -1 for v in value)
+
+
+def _check_metadata(metadata: dict[str, Any], where: str) -> None:
+    """Raise :class:`RemoteError` unless the model metadata has the form the client reads.
+
+    Args:
+        metadata: the decoded answer to ``GET /v2/models/NAME``.
+        where: the server and model, for messages.
+    """
+    for part in ("inputs", "outputs"):
+        tensors = metadata.get(part, [] if part == "outputs" else None)
+        if tensors is None and part == "outputs":
+            continue
+        if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
+            raise RemoteError(f"{where}: its metadata declares {part} that are not a list of tensors ({str(tensors)[:80]})")
+        for tensor in tensors:
+            if "shape" in tensor and not _is_shape(tensor["shape"]):
+                raise RemoteError(f"{where}: its metadata declares the {part[:-1]} shape {str(tensor['shape'])[:80]}; "
+                                  "a shape is a list of integers")
+            for key in ("name", "datatype"):
+                if key in tensor and not isinstance(tensor[key], str):
+                    raise RemoteError(f"{where}: its metadata declares the {part[:-1]} {key} {tensor[key]!r}; a string is needed")

@@ -2,8 +2,9 @@
 
 ``create_app`` builds a FastAPI application with the protocol's endpoints (health, server and model metadata,
 inference) and the statistics extension (request and image counts, which tests and benches read). Malformed
-requests get the protocol's error answer, ``{"error": "..."}`` with status 400 (413 for an oversized body, 404 for
-an unknown model); nothing a client sends crashes the server.
+requests get the protocol's error answer, ``{"error": "..."}`` with status 400 (413 for an oversized body, 408 for a
+body that does not arrive in time, 404 for an unknown model); nothing a client sends crashes the server or keeps its
+memory: the limits (body size, JSON nesting, batch size, deadlines) are :class:`~modelprint.serve_limits.ServerLimits`.
 
 Output filters make the server behave like an imperfect or adversarial API: noisy or rounded outputs, top-1 labels
 only, or a Feature Squeezing detector that answers random outputs to the inputs it flags. They exist to measure how
@@ -12,15 +13,13 @@ a verification holds up against such APIs (``bench/adversarial_servers.py``).
 
 from __future__ import annotations
 
-import json
-import math
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-import numpy as np
+import anyio
 import torch
 import torch.nn as nn
 from fastapi import FastAPI, Request
@@ -29,17 +28,22 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .checks import number
 from .models import ImageModel, device_of
+from .serve_limits import BadRequest, HeadLimit, ServerLimits, deadline_protocol, forget_traceback, read_body
+from .serve_parse import parse_infer_request
 from .tasks import Task, task_from_config
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from .detectors import FeatureSqueezing
 
 #: The name of the one input tensor, and of the output per task.
 INPUT_NAME = "images"
 OUTPUT_NAMES = {"classification": "probabilities", "regression": "value", "similarity": "embedding"}
-DEFAULT_MAX_BODY_BYTES = 64 * 2**20
-DEFAULT_MAX_BATCH = 1024
+DEFAULT_MAX_BODY_BYTES = ServerLimits().max_body_bytes
+DEFAULT_MAX_BATCH = ServerLimits().max_batch
 
 
 class OutputFilter(Protocol):
@@ -59,6 +63,7 @@ class GaussianNoise:
     labels: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        number(self.sigma, "noise sigma", minimum=0)
         self._generator = torch.Generator().manual_seed(self.seed)
 
     def __call__(self, images: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
@@ -71,6 +76,9 @@ class Rounding:
 
     decimals: int
     labels: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        number(self.decimals, "rounding decimals", minimum=0, integer=True)
 
     def __call__(self, images: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
         return torch.round(outputs, decimals=self.decimals)
@@ -181,29 +189,38 @@ class ServedModel:
         return outputs
 
 
-class _BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def create_app(served: ServedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH) -> FastAPI:
+def create_app(served: ServedModel, *, limits: ServerLimits | None = None, max_body_bytes: int | None = None,
+               max_batch: int | None = None, docs: bool = False) -> FastAPI:
     """The Open Inference Protocol v2 REST application serving one model.
 
     Args:
         served: the model.
-        max_body_bytes: larger request bodies are refused with 413 before they are read whole.
-        max_batch: the most images in one request.
+        limits: body size, nesting, batch size and deadlines (defaults: :class:`ServerLimits`); :class:`ServerThread`
+            and :func:`serve` read the connection deadlines from ``app.state.limits``.
+        max_body_bytes: overrides ``limits.max_body_bytes``: larger bodies are refused with 413 before they are read.
+        max_batch: overrides ``limits.max_batch``: the most images in one request.
+        docs: serve the interactive documentation (/docs, /redoc, /openapi.json); /docs loads a script from a CDN.
+
+    Returns:
+        The application.
     """
-    app = FastAPI(title="modelprint inference server", version=__version__)
+    overrides = {k: v for k, v in (("max_body_bytes", max_body_bytes), ("max_batch", max_batch)) if v is not None}
+    limits = replace(limits or ServerLimits(), **overrides)
+    app = FastAPI(title="modelprint inference server", version=__version__, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
+    app.state.limits = limits
+    app.add_middleware(HeadLimit, limit=limits.max_head_bytes)
+    parse_slots = anyio.Semaphore(limits.parallel_parses)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        forget_traceback(exc)
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
-    @app.exception_handler(_BadRequest)
-    async def bad_request(request: Request, exc: _BadRequest) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        forget_traceback(exc)  # no frame of the request (nor its body) outlives the answer
+        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers={"connection": "close"} if exc.close else None)
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
@@ -211,7 +228,7 @@ def create_app(served: ServedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
 
     def model_named(name: str) -> ServedModel:
         if name != served.name:
-            raise _BadRequest(f"unknown model {name!r}; this server serves {served.name!r}", status=404)
+            raise BadRequest(f"unknown model {name[:80]!r}; this server serves {served.name!r}", status=404)
         return served
 
     @app.get("/v2/health/live")
@@ -245,11 +262,18 @@ def create_app(served: ServedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> JSONResponse:
         model = model_named(name)
-        body = await _read_bounded(request, max_body_bytes)
-        # Decoding and the forward pass run in a worker thread, so health checks stay answered meanwhile.
-        request_id, images, wanted = await run_in_threadpool(_parse_infer_request, body, model, max_batch)
-        if wanted not in (None, model.output_name):
-            raise _BadRequest(f"unknown output {wanted!r}; the model's output is {model.output_name!r}")
+        body = await read_body(request, limits)
+        # Decoding and the forward pass run in worker threads, so health checks stay answered meanwhile.
+        async with parse_slots:
+            parsed = await run_in_threadpool(parse_infer_request, body, input_name=INPUT_NAME,
+                                             input_shape=model.input_shape, limits=limits)
+        del body  # refused or not, the body is freed here, before anything is raised
+        if isinstance(parsed, BadRequest):
+            raise parsed
+        if parsed.output not in (None, model.output_name):
+            raise BadRequest(f"unknown output {parsed.output[:80]!r}; the model's output is {model.output_name!r}")
+        request_id, images = parsed.id, torch.from_numpy(parsed.images)
+        del parsed
         outputs = await run_in_threadpool(model.answer, images)
         answer = {
             "model_name": model.name,
@@ -264,61 +288,11 @@ def create_app(served: ServedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     return app
 
 
-async def _read_bounded(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BadRequest(f"request body of {declared} bytes exceeds the limit of {limit} bytes", status=413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BadRequest(f"request body exceeds the limit of {limit} bytes", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse_infer_request(body: bytes, model: ServedModel, max_batch: int) -> tuple[Any, torch.Tensor, str | None]:
-    """(id, images, requested output name) from an inference request, or :class:`_BadRequest` saying what is wrong."""
-    try:
-        request = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _BadRequest(f"request body is not JSON ({exc})") from None
-    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or len(request["inputs"]) != 1:
-        raise _BadRequest(f"expected a JSON object with 'inputs': a list of one tensor named {INPUT_NAME!r}")
-    tensor = request["inputs"][0]
-    if not isinstance(tensor, dict):
-        raise _BadRequest("each input must be an object with name, shape, datatype and data")
-    if tensor.get("name") != INPUT_NAME:
-        raise _BadRequest(f"unexpected input {tensor.get('name')!r}; the model's input is {INPUT_NAME!r}")
-    if tensor.get("datatype") != "FP32":
-        raise _BadRequest(f"input datatype must be FP32, got {tensor.get('datatype')!r}")
-    shape = tensor.get("shape")
-    expected = [-1, *model.input_shape]
-    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) for v in shape) and shape[1:] == expected[1:]):
-        raise _BadRequest(f"input shape must be {expected}, got {shape!r}")
-    if not 1 <= shape[0] <= max_batch:
-        raise _BadRequest(f"batch size must be 1 to {max_batch}, got {shape[0]}")
-    try:
-        data = np.asarray(tensor.get("data"), dtype=np.float32).reshape(-1)
-    except (ValueError, TypeError):
-        raise _BadRequest("input data must be a list of numbers (flat or nested)") from None
-    if data.size != math.prod(shape):
-        raise _BadRequest(f"input data has {data.size} values, shape {shape} needs {math.prod(shape)}")
-    if not np.isfinite(data).all():
-        raise _BadRequest("input data contains NaN or infinite values")
-    outputs = request.get("outputs")
-    wanted = None
-    if outputs is not None:
-        if not (isinstance(outputs, list) and len(outputs) == 1 and isinstance(outputs[0], dict)):
-            raise _BadRequest("'outputs' must be a list of one object naming the requested output")
-        wanted = outputs[0].get("name")
-    return request.get("id"), torch.from_numpy(data.reshape(shape)), wanted
-
-
 class ServerThread:
     """Runs an application with uvicorn in a background thread (for tests, benches and notebooks).
 
-    Use as a context manager; ``url`` is known once it has started. ``port=0`` picks a free port.
+    Use as a context manager; ``url`` is known once it has started. ``port=0`` picks a free port. The connection
+    deadlines are those of the application's limits (``create_app(..., limits=...)``).
     """
 
     def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -328,7 +302,7 @@ class ServerThread:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self._server = uvicorn.Server(uvicorn_config(app, log_level="warning", lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
     @property
@@ -350,8 +324,40 @@ class ServerThread:
         self._sock.close()
 
 
-def serve(served: ServedModel, *, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
-    """Serve until interrupted (the ``modelprint serve`` command)."""
+def uvicorn_config(app: FastAPI, **options: Any) -> "uvicorn.Config":
+    """A uvicorn configuration enforcing the application's limits on connections.
+
+    Args:
+        app: an application from :func:`create_app` (other applications get the default limits).
+        options: further ``uvicorn.Config`` options (host, port, log level ...).
+
+    Returns:
+        The configuration: the h11 protocol with a deadline per request head, the keep-alive timeout and the
+        largest request head of ``app.state.limits``.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(served, max_body_bytes=max_body_bytes), host=host, port=port, log_level="info")
+    limits = getattr(app.state, "limits", None) or ServerLimits()
+    return uvicorn.Config(app, http=deadline_protocol(limits.head_timeout), timeout_keep_alive=limits.keep_alive_timeout,
+                          h11_max_incomplete_event_size=limits.max_head_bytes, **options)
+
+
+def serve(served: ServedModel, *, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int | None = None,
+          limits: ServerLimits | None = None, docs: bool = False) -> None:
+    """Serve until interrupted (the ``modelprint serve`` command).
+
+    Args:
+        served: the model.
+        host: the interface to listen on; the server has no authentication, keep it on loopback.
+        port: the TCP port.
+        max_body_bytes: overrides ``limits.max_body_bytes``.
+        limits: the server's limits (:class:`ServerLimits` defaults).
+        docs: serve /docs, /redoc and /openapi.json.
+    """
+    import uvicorn
+
+    app = create_app(served, limits=limits, max_body_bytes=max_body_bytes, docs=docs)
+    try:
+        uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level="info")).run()
+    except KeyboardInterrupt:  # as uvicorn.run does
+        pass

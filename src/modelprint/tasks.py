@@ -92,6 +92,19 @@ class Task(ABC):
     def check_labels(self, labels: torch.Tensor, num_outputs: int) -> None:
         """Raise :class:`InputError` if ``labels`` cannot be used with a model of ``num_outputs`` outputs."""
 
+    def check_output_shape(self, shape: tuple[int, ...], labels: torch.Tensor, *, num_outputs: int | None, who: str) -> None:
+        """Raise :class:`InputError` unless a suspect whose output per image has ``shape`` can be scored.
+
+        Args:
+            shape: the shape of one image's output (answer rows, or a model's declared outputs).
+            labels: the fingerprint samples' labels.
+            num_outputs: the target's output count, when the fingerprint set records it.
+            who: the suspect, for the message.
+        """
+        if len(shape) != 1 or shape[0] < 1:
+            raise InputError(f"{who} answers outputs of shape {list(shape)} per image; the {self.name} task reads one "
+                             "vector of values per image")
+
     def to_config(self) -> dict:
         return {"name": self.name, **asdict(self)}
 
@@ -134,6 +147,14 @@ class Classification(Task):
     def kept(self, outputs, original, condition, *, tolerance=None):
         return outputs.argmax(dim=1) == condition.long()
 
+    def check_output_shape(self, shape, labels, *, num_outputs, who):
+        super().check_output_shape(shape, labels, num_outputs=num_outputs, who=who)
+        needed = int(labels.max()) + 1 if labels.numel() else 1
+        if (num_outputs and shape[0] != num_outputs) or shape[0] < needed:
+            target = f"the fingerprint set's target has {num_outputs} classes" if num_outputs else f"its labels need {needed} classes"
+            raise InputError(f"{who} answers {shape[0]} values per image, but {target}: the suspect is not a classifier "
+                             "of the same classes, or another of its outputs was read")
+
     def check_labels(self, labels, num_outputs):
         if labels.is_floating_point():
             raise InputError("classification needs integer class labels, got float labels")
@@ -160,6 +181,10 @@ class Regression(Task):
 
     def score_deployed(self, deployed, condition):
         return deployed.reshape(len(deployed), -1)[:, 0]
+
+    def check_output_shape(self, shape, labels, *, num_outputs, who):
+        if len(shape) > 1 or (shape and shape[0] < 1):  # a value per image: shape (), (1,) or a vector whose first is read
+            raise InputError(f"{who} answers outputs of shape {list(shape)} per image; regression reads one value per image")
 
     def keep_loss(self, outputs, original, condition, *, mode="output"):
         return (self.score(outputs, condition) - self.score(original, condition)) ** 2

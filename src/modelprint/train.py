@@ -17,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import checks
+from .checks import setting_types
 from .data import DataSplits, ImageDataset
 from .errors import InputError
 from .metrics import pair_scores, verification_accuracy
@@ -54,6 +56,18 @@ class TrainConfig:
     channels_last: bool = True
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        setting_types(self)
+        checks.number(self.epochs, "epochs", minimum=0, integer=True)
+        checks.number(self.batch_size, "batch_size", minimum=1, integer=True)
+        checks.number(self.lr, "lr", above=0)
+        checks.number(self.momentum, "momentum", minimum=0, below=1)
+        checks.number(self.weight_decay, "weight_decay", minimum=0)
+        checks.number(self.label_smoothing, "label_smoothing", minimum=0, below=1)
+        unknown = {a.strip() for a in self.augment.split(",") if a.strip()} - {"crop", "flip"}
+        if unknown:
+            raise InputError(f"unknown augmentation {sorted(unknown)}; use 'crop', 'flip' or both")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,7 +1,8 @@
 """One verification of one suspect, end to end: the access, the query journal, the scheme and the evidence record.
 
 The ``modelprint verify`` command is this function; it is here so that scripts get the same journal, resume and
-record behaviour.
+record behaviour. Output paths are checked before any work; the query journal is bound to the fingerprint set and
+the suspect and locked for the whole verification (see :mod:`modelprint.journal`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .access import BLACK_BOX, WHITE_BOX, BlackBox, WhiteBox
+from .access import BLACK_BOX, PROBE_TOLERANCE, WHITE_BOX, BlackBox, WhiteBox, http_identity
+from .checks import device as check_device
+from .checks import number, output_file, output_folder
 from .errors import InputError
 from .evidence import file_identity, read_null_scores, verification_record, write_record
 from .fingerprints import FingerprintSet, VerificationResult, scheme_for
+from .journal_lines import canonical_json
 from .models import load_model
+from .signing import Ed25519PrivateKey, Ed25519PublicKey, load_private_key, sign_record
+from .urls import redact_url
 
 
 @dataclass
@@ -31,8 +37,21 @@ class Verification:
 
 
 def verification_id(fingerprints_sha256: str, suspect: dict[str, Any], mode: str) -> str:
-    """Names one verification (fingerprint set x suspect x mode): its journal and its records share it."""
-    who = suspect.get("sha256") or f"{suspect.get('url')}|{suspect.get('model_name')}"
+    """Names one verification (fingerprint set x suspect x mode): its journal and its records share it.
+
+    Args:
+        fingerprints_sha256: the set's SHA-256.
+        suspect: a file's identity (its SHA-256 names it), a server's (URL without credentials, model name and the
+            metadata it declares: a server that now declares other metadata gets another journal), or any other.
+        mode: ``"white-box"`` or ``"black-box"``.
+    """
+    if suspect.get("kind") == "file":
+        who = str(suspect.get("sha256"))
+    elif suspect.get("kind") == "http":
+        metadata = hashlib.sha256(canonical_json(suspect.get("metadata")).encode()).hexdigest()
+        who = f"{redact_url(str(suspect.get('url')))}|{suspect.get('model_name')}|{metadata}"
+    else:
+        who = canonical_json(suspect)
     return hashlib.sha256(f"{fingerprints_sha256}|{who}|{mode}".encode()).hexdigest()[:16]
 
 
@@ -49,10 +68,15 @@ def verify_suspect(
     records: str | os.PathLike = "modelprint-records",
     journal: str | os.PathLike | None = None,
     fresh: bool = False,
+    new_journal: bool = False,
+    probe_tolerance: float = PROBE_TOLERANCE,
     record: str | os.PathLike | None = None,
     null: str | os.PathLike | None = None,
     alpha: float = 0.05,
     device: str = "cpu",
+    trusted_key: str | os.PathLike | Ed25519PublicKey | None = None,
+    expect_sha256: str | None = None,
+    sign: str | os.PathLike | Ed25519PrivateKey | None = None,
     **client_options: Any,
 ) -> Verification:
     """Verify a model file or a model behind an Open Inference Protocol server, and write the evidence record.
@@ -62,15 +86,31 @@ def verify_suspect(
         task: when given, the task the fingerprint set must protect (it records its own).
         suspect: a model file; or ``url`` and ``model_name`` of a server (black-box only).
         mode: ``"white-box"`` or ``"black-box"``; white-box for a file and black-box for a URL when None.
-        budget: most images a black-box verification may have answered.
+        budget: most images a black-box verification may use: answers taken from the journal plus images sent on
+            the wire (every attempt, retries and the resume probe included).
         batch_size: images per request.
         records: folder of records and query journals.
-        journal: the query journal [default: RECORDS/<verification id>.queries.jsonl, so a rerun resumes].
-        fresh: a new journal (ask the suspect again) instead of resuming an earlier run's.
+        journal: the query journal [default: RECORDS/<verification id>.queries.jsonl, so a rerun resumes]. A journal
+            of another fingerprint set or suspect is refused; one that another run holds is refused.
+        fresh: ask the suspect again instead of resuming an earlier run's journal (the same as ``new_journal``).
+        new_journal: set an existing journal aside (``NAME.<UTC>.set-aside.jsonl``) and start a new one.
+        probe_tolerance: largest difference allowed between a journalled answer and the probe's fresh answer when a
+            server's journal is resumed (:data:`~modelprint.access.PROBE_TOLERANCE`).
         record: the record's path [default: RECORDS/<verification id>-<UTC time>.json].
         null: matching scores of independent models for a calibrated verdict (see :func:`read_null_scores`).
         alpha: false-positive rate of the verdict.
-        **client_options: for a URL: timeout, retries, backoff, rate_limit, output (:class:`~modelprint.remote.OipClient`).
+        trusted_key: the owner's Ed25519 public key (PEM file or hex): a set not signed by it is refused before
+            anything is sent to the suspect.
+        expect_sha256: the set's content digest, published beforehand: another set is refused the same way.
+        sign: the private key (PEM file) that signs the evidence record (a ``signature`` block, see
+            :func:`~modelprint.signing.sign_record`).
+        **client_options: for a URL: timeout, deadline, max_answer_bytes, retries, backoff, rate_limit, output,
+            headers, transport (:class:`~modelprint.remote.OipClient`).
+
+    Raises:
+        InputError: bad arguments or output paths (checked before anything is loaded or sent), or a journal of
+            another verification or in use.
+        IntegrityError: an edited or damaged journal, or a server that no longer answers as its journal recorded.
     """
     if (suspect is None) == (url is None):
         raise InputError("give either --suspect FILE or --url URL (with --model-name)")
@@ -79,25 +119,56 @@ def verify_suspect(
     if url is not None and mode == WHITE_BOX:
         raise InputError("a suspect behind a server can only be verified in black-box mode")
     mode = mode or (BLACK_BOX if url else WHITE_BOX)
-    fingerprint_set = FingerprintSet.load(fingerprints)
+    if mode not in (WHITE_BOX, BLACK_BOX):
+        raise InputError(f"mode must be {WHITE_BOX!r} or {BLACK_BOX!r}, got {mode!r}")
+    number(alpha, "--alpha", above=0, below=1)
+    number(batch_size, "--batch-size", minimum=1, integer=True)
+    if budget is not None:
+        number(budget, "--budget", minimum=0, integer=True)
+    if suspect is not None:
+        check_device(device)
+    output_folder(records, "--records")  # where the record and the journal go: checked before any work
+    for path, what in ((journal, "--journal"), (record, "--record")):
+        if path is not None:
+            output_file(path, what)
+    signing_key = load_private_key(sign) if sign is not None else None  # a bad key fails before any work
+    fingerprint_set = FingerprintSet.load(fingerprints, trusted_key=trusted_key, expect_sha256=expect_sha256)
     recorded = fingerprint_set.task.get("name", "classification")
     if task is not None and task != recorded:
         raise InputError(f"--task {task}, but the fingerprint set {fingerprints} is for {recorded}")
     digest = fingerprint_set.sha256()
     null_scores = read_null_scores(null, mode=mode, fingerprints_sha256=digest) if null else None
-    identity = {"kind": "http", "url": url, "model_name": model_name} if url else file_identity(suspect)  # type: ignore[arg-type]
-    name = verification_id(digest, identity, mode)
-    now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     records = Path(records)
-    if journal is None and mode == BLACK_BOX:
-        journal = records / f"{name}{'-' + now if fresh else ''}.queries.jsonl"
     box: BlackBox | None = None
-    if url:
-        access = box = BlackBox.http(url, model_name, budget=budget, batch_size=batch_size, journal=journal, **client_options)  # type: ignore[arg-type]
-    else:
-        access = WhiteBox(load_model(suspect, device=device))  # type: ignore[arg-type]
-        if mode == BLACK_BOX:
-            access = box = access.black_box(fingerprint_set.task_adapter(), budget=budget, batch_size=batch_size, journal=journal, identity=identity)
-    result = scheme_for(fingerprint_set).verify(access, fingerprint_set, mode=mode)
-    evidence = verification_record(result, fingerprint_set, suspect=box.identity if box else identity, box=box, null_scores=null_scores, alpha=alpha)
-    return Verification(result, evidence, write_record(evidence, record or records / f"{name}-{now}.json"), box)
+    client = None
+    try:
+        if url:
+            from .remote import OipClient
+
+            client = OipClient(url, model_name, **client_options)  # type: ignore[arg-type]
+            identity = http_identity(client)
+        else:
+            identity = file_identity(suspect)  # type: ignore[arg-type]
+        name = verification_id(digest, identity, mode)
+        now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        if journal is None and mode == BLACK_BOX:
+            journal = records / f"{name}.queries.jsonl"
+        options: dict[str, Any] = dict(budget=budget, batch_size=batch_size, journal=journal, fingerprints_sha256=digest,
+                                       new_journal=new_journal or fresh, probe_tolerance=probe_tolerance)
+        if client is not None:
+            access = box = BlackBox.http(url, model_name, client=client, **options)  # type: ignore[arg-type]
+        else:
+            access = WhiteBox(load_model(suspect, device=device))  # type: ignore[arg-type]
+            if mode == BLACK_BOX:
+                access = box = access.black_box(fingerprint_set.task_adapter(), identity=identity, **options)
+        result = scheme_for(fingerprint_set).verify(access, fingerprint_set, mode=mode)
+        evidence = verification_record(result, fingerprint_set, suspect=box.identity if box else identity, box=box, null_scores=null_scores, alpha=alpha)
+        if signing_key is not None:
+            evidence = sign_record(evidence, signing_key)
+        written = write_record(evidence, record or records / f"{name}-{now}.json")
+    finally:
+        if box is not None:
+            box.close()  # releases the journal's lock
+        if client is not None:
+            client.close()
+    return Verification(result, evidence, written, box)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..access import BLACK_BOX, SCORES, WHITE_BOX, Access, BlackBox, WhiteBox
+from ..checks import setting_types
 from ..data import check_images
 from ..errors import InputError
 from ..metrics import psnr
@@ -26,6 +27,8 @@ from ..models import ImageModel, device_of, state_sha256
 from ..saliency import GradCAM, find_cam_layer, normalise_maps, resolve_layer
 from ..tasks import Classification, Task
 from .base import FingerprintScheme, FingerprintSet, VerificationResult
+from .checks import Layout
+from .saliency_checks import check_saliency_layout, check_saliency_values
 
 #: The paper's configuration taken literally: Grad-CAM of the probability, un-normalised S in L_sam, cross-entropy to
 #: the label as L_prd, t_bb from masked originals.
@@ -201,6 +204,7 @@ class SaliencyFingerprint(FingerprintScheme):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        setting_types(self)  # a type or a NaN/infinite number named in one line, before the ranges below
         checks = [
             (self.n >= 1, f"n must be >= 1, got {self.n}"),
             (self.xi > 0, f"xi must be > 0, got {self.xi}"),
@@ -220,6 +224,9 @@ class SaliencyFingerprint(FingerprintScheme):
             ),
             (len(self.pattern) >= 1, "pattern needs at least one cell"),
             (self.pool >= 1, f"pool must be >= 1, got {self.pool}"),
+            (self.tolerance is None or self.tolerance > 0, f"tolerance must be > 0, got {self.tolerance}"),
+            (self.retries >= 0 and self.batch_size >= 1, f"need retries >= 0 and batch_size >= 1, got {self.retries}, {self.batch_size}"),
+            (self.step_size is None or self.step_size > 0, f"step_size must be > 0, got {self.step_size}"),
             (self.select in SELECT_BY, f"select must be one of {', '.join(SELECT_BY)}, got {self.select!r}"),
             (self.select_anchor in SELECT_ANCHORS, f"select_anchor must be one of {', '.join(SELECT_ANCHORS)}, got {self.select_anchor!r}"),
             (self.threshold_anchor in ("target", "surrogates"), f"threshold_anchor must be 'target' or 'surrogates', got {self.threshold_anchor!r}"),
@@ -304,6 +311,22 @@ class SaliencyFingerprint(FingerprintScheme):
         if name not in CONFIGURATIONS:
             raise InputError(f"fingerprint configuration must be one of {', '.join(CONFIGURATIONS)}, got {name!r}")
         return cls(**{**CONFIGURATIONS[name], **overrides})
+
+    @classmethod
+    def check_layout(cls, layout: Layout, task: str) -> int:
+        """The generic layout, and the tensors verification reads: ``originals``, ``pattern``, ``pairs`` (similarity),
+        ``mode`` and the per-sample thresholds (see :mod:`.saliency_checks`)."""
+        n = super().check_layout(layout, task)
+        check_saliency_layout(layout, n, task)
+        return n
+
+    @classmethod
+    def validate(cls, fingerprints: FingerprintSet) -> "SaliencyFingerprint":
+        """The generic checks, then P, the mode codes, the sample count and every threshold within the range of the
+        values it is compared with (see :mod:`.saliency_checks`)."""
+        scheme = super().validate(fingerprints)
+        check_saliency_values(fingerprints, MODE_CODE)
+        return scheme  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------------------------ pattern
     def pattern_mask(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -562,6 +585,8 @@ class SaliencyFingerprint(FingerprintScheme):
             for start in range(0, len(order), 256):
                 idx = order[start : start + 256]
                 outputs = model(images[idx].to(device))
+                if not bool(torch.isfinite(outputs).all()):
+                    raise InputError("the target's outputs on the candidate images are NaN or infinite: its weights are broken, no fingerprint can be made")
                 cond = task.condition_on(model, labels[idx], _rows(pairs, idx))
                 right = _correct(task, outputs, cond, labels[idx].to(device))
                 keep += idx[right.cpu()].tolist()
@@ -825,6 +850,8 @@ class SaliencyFingerprint(FingerprintScheme):
         device = device_of(model)
         samples = fingerprints.samples
         _check_input_shape(model, samples)
+        if isinstance(model, ImageModel) and model.spec.num_outputs > 0:
+            _check_outputs(task, (model.spec.num_outputs,), fingerprints, "the suspect model")
         grid = tuple(fingerprints.tensors["pattern"].shape)
         layer = access.layer or _suspect_layer(model, config.get("layer"), samples[:1].to(device))
         maps = []
@@ -857,6 +884,7 @@ class SaliencyFingerprint(FingerprintScheme):
         sent = [part for x in sent for part in (x, x * (1 - mask) + fill * mask)]
         pair_outputs = box.predict(fingerprints.tensors["pairs"]) if task.needs_pairs else None
         outputs = box.predict(torch.cat(sent))
+        _check_outputs(task, tuple(outputs.shape[1:]), fingerprints, box.describe())  # one line, not an index error
         cond = task.condition_from(fingerprints.labels, pair_outputs)
         n = len(samples)
         scores = [task.score_deployed(outputs[i * n : (i + 1) * n], cond) for i in range(len(sent))]
@@ -903,6 +931,14 @@ def _check_input_shape(model: torch.nn.Module, images: torch.Tensor) -> None:
                 f"images are {images.shape[1]}x{images.shape[2]}x{images.shape[3]} but the model expects "
                 f"{spec.channels}x{spec.input_size[0]}x{spec.input_size[1]}"
             )
+
+
+def _check_outputs(task: Task, shape: tuple[int, ...], fingerprints: FingerprintSet, who: str) -> None:
+    """One clear line when a suspect's outputs (``shape`` per image) cannot be read with this set, e.g. 3 classes for 10."""
+    arch_kwargs = fingerprints.target.get("arch_kwargs") if isinstance(fingerprints.target, dict) else None
+    expected = arch_kwargs.get("num_outputs") if isinstance(arch_kwargs, dict) else None
+    expected = expected if isinstance(expected, int) and not isinstance(expected, bool) and expected > 0 else None
+    task.check_output_shape(shape, fingerprints.labels, num_outputs=expected, who=who)
 
 
 def _rows(tensor: torch.Tensor | None, index) -> torch.Tensor | None:

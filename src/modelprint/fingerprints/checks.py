@@ -1,0 +1,230 @@
+"""Checks of a fingerprint set's content against what its scheme reads, each failing with one line.
+
+A set is checked in two steps. Its *layout* (tensor names, dtypes and shapes) is read from a file's header before
+any tensor is materialised; its *values* (finite, in range, labels that exist, settings of the right types, a known
+task) once the tensors are loaded. The generic checks live here and in :class:`~.base.FingerprintScheme`; a scheme
+adds its own by overriding ``check_layout`` and ``validate``. Every failure is an :class:`IntegrityError` whose
+message says what is wrong (the caller prefixes the file).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+
+from ..errors import IntegrityError
+from ..model_checks import Layout, header_layout as _header_layout
+from ..tasks import TASKS, Task, task_from_config
+
+if TYPE_CHECKING:
+    from .base import FingerprintSet
+
+#: The parts of a set's metadata and their JSON types.
+META_TYPES = {"scheme": str, "config": dict, "task": dict, "thresholds": dict, "target": dict, "stats": dict}
+
+
+def layout_of(tensors: Mapping[str, torch.Tensor]) -> Layout:
+    """The layout of tensors in memory."""
+    return {name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}
+
+
+def header_layout(handle: Any) -> Layout:
+    """The layout (name -> dtype, shape) a safetensors file declares, from an open ``safe_open`` handle, without
+    reading any tensor.
+
+    Raises:
+        IntegrityError: a tensor of a dtype modelprint never writes.
+    """
+    return _header_layout(handle, "", error=IntegrityError)
+
+
+def check_meta(meta: Any) -> dict[str, Any]:
+    """The metadata of a set (the parsed JSON): an object with known parts of the right JSON types.
+
+    Returns:
+        The metadata, ready for ``FingerprintSet(**meta)``.
+    """
+    if not isinstance(meta, dict):
+        raise IntegrityError("the set's metadata is not a JSON object")
+    unknown = sorted(set(meta) - set(META_TYPES))
+    if unknown:
+        raise IntegrityError(f"the set's metadata has unknown parts: {', '.join(unknown)}")
+    for key in ("scheme", "config", "task"):
+        if key not in meta:
+            raise IntegrityError(f"the set's metadata has no {key!r}")
+    for key, kind in META_TYPES.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise IntegrityError(f"the set's {key!r} must be a JSON {kind.__name__}, got {type(meta[key]).__name__}")
+    return meta
+
+
+def require(
+    layout: Layout,
+    name: str,
+    *,
+    kind: str,
+    ndim: int | None = None,
+    rows: int | None = None,
+    shape: tuple[int, ...] | None = None,
+    why: str = "",
+) -> tuple[int, ...]:
+    """Check one tensor of a layout; returns its shape.
+
+    Args:
+        layout: the set's layout.
+        name: the tensor.
+        kind: ``"float"``, ``"integer"`` or ``"number"`` (float or integer, not bool).
+        ndim: its number of dimensions.
+        rows: its length along the first dimension.
+        shape: its exact shape.
+        why: what reads it, for the message when it is missing.
+    """
+    if name not in layout:
+        raise IntegrityError(f"the set has no {name!r} tensor" + (f" ({why})" if why else ""))
+    dtype, found = layout[name]
+    floating = dtype.is_floating_point
+    integer = not floating and dtype != torch.bool and not dtype.is_complex
+    if (kind == "float" and not floating) or (kind == "integer" and not integer) or (kind == "number" and not (floating or integer)):
+        raise IntegrityError(f"tensor {name!r} must hold {kind} values, got dtype {str(dtype).replace('torch.', '')}")
+    if ndim is not None and len(found) != ndim:
+        raise IntegrityError(f"tensor {name!r} must have {ndim} dimension(s), got shape {list(found)}")
+    if rows is not None and (not found or found[0] != rows):
+        raise IntegrityError(f"tensor {name!r} must have {rows} rows (one per sample), got shape {list(found)}")
+    if shape is not None and found != shape:
+        raise IntegrityError(f"tensor {name!r} must have shape {list(shape)}, got {list(found)}")
+    return found
+
+
+def check_common_layout(layout: Layout, task_name: str) -> int:
+    """Samples N x C x H x W (float, N >= 1) and N labels of the task's kind; returns N."""
+    shape = require(layout, "samples", kind="float", ndim=4, why="the fingerprint images")
+    if min(shape) < 1:
+        raise IntegrityError(f"tensor 'samples' must be N x C x H x W with every size >= 1, got shape {list(shape)}")
+    n = shape[0]
+    require(layout, "labels", kind="integer" if task_name == "classification" else "number", ndim=1, rows=n, why="one label per sample")
+    return n
+
+
+def check_images(tensor: torch.Tensor, name: str) -> None:
+    """Finite pixel values in [0, 1]."""
+    values = tensor.float()
+    if not torch.isfinite(values).all():
+        raise IntegrityError(f"tensor {name!r} holds NaN or infinite pixel values")
+    if values.min() < 0 or values.max() > 1:
+        raise IntegrityError(f"tensor {name!r} has pixel values outside [0, 1] ([{values.min().item():.3g}, {values.max().item():.3g}])")
+
+
+def check_finite(tensor: torch.Tensor, name: str, *, low: float | None = None, high: float | None = None) -> None:
+    """Finite values, within [low, high] when given."""
+    values = tensor.double()
+    if not torch.isfinite(values).all():
+        raise IntegrityError(f"tensor {name!r} holds NaN or infinite values")
+    if values.numel() and ((low is not None and values.min() < low) or (high is not None and values.max() > high)):
+        span = f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
+        raise IntegrityError(f"tensor {name!r} has values outside {span} ([{values.min().item():.4g}, {values.max().item():.4g}])")
+
+
+def check_number(value: Any, name: str, *, low: float | None = None, high: float | None = None) -> float:
+    """A finite JSON number (not a bool) within [low, high] when given."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise IntegrityError(f"{name} must be a finite number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise IntegrityError(f"{name} must lie in [{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}], got {value!r}")
+    return float(value)
+
+
+def check_task(config: Mapping[str, Any]) -> Task:
+    """A known task with valid settings; returns its adapter."""
+    name = config.get("name")
+    if name not in TASKS:
+        raise IntegrityError(f"the set's task {name!r} is not one of {', '.join(sorted(TASKS))}")
+    tolerance = config.get("tolerance")
+    if tolerance is not None:
+        check_number(tolerance, "the task's tolerance", low=0.0)
+    try:
+        return task_from_config(dict(config))
+    except (TypeError, ValueError) as exc:
+        raise IntegrityError(f"the set's task {name!r} has invalid settings ({exc})") from None
+
+
+def num_classes(target: Mapping[str, Any]) -> int | None:
+    """The target's number of outputs, when the set recorded it (a modelprint model's ``arch_kwargs``)."""
+    kwargs = target.get("arch_kwargs")
+    value = kwargs.get("num_outputs") if isinstance(kwargs, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise IntegrityError(f"the set's target records num_outputs {value!r}; expected an integer >= 1")
+    return value
+
+
+def check_labels(fingerprints: "FingerprintSet", task: Task) -> None:
+    """Finite labels; for classification, class indices the target has."""
+    labels = fingerprints.labels
+    if labels.is_floating_point():
+        check_finite(labels, "labels")
+    if task.name == "classification" and labels.numel():
+        classes = num_classes(fingerprints.target)
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or (classes is not None and high >= classes):
+            bound = f"[0, {classes})" if classes is not None else "[0, classes)"
+            raise IntegrityError(f"tensor 'labels' holds classes {low}..{high}; the target's classes are {bound}")
+
+
+def check_settings(cls: type, config: Mapping[str, Any]) -> None:
+    """Each setting of a scheme (a dataclass) in ``config`` has the JSON type its field declares."""
+    declared = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
+    for name, value in config.items():
+        if name in declared and not matches(value, declared[name]):
+            raise IntegrityError(f"setting {name}={value!r} is not of type {declared[name]}")
+
+
+def matches(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a type annotation written as a string (``"float | None"``,
+    ``"tuple[tuple[int, int], ...]"``, ``"Any"``); tuples are JSON lists. Floats must be finite."""
+    alternatives = _split(annotation, "|")
+    if len(alternatives) > 1:
+        return any(matches(value, a) for a in alternatives)
+    text = annotation.strip()
+    base, _, inner = text.partition("[")
+    base = base.strip()
+    if base in ("Any", "object"):
+        return True
+    if base == "None":
+        return value is None
+    if base == "bool":
+        return isinstance(value, bool)
+    if base == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if base == "str":
+        return isinstance(value, str)
+    if base in ("tuple", "list", "Sequence"):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = _split(inner[:-1], ",") if inner else []
+        if not args or (len(args) == 2 and args[1].strip() == "..."):
+            return not args or all(matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args))
+    if base in ("dict", "Mapping"):
+        return isinstance(value, dict)
+    return True  # a type this check does not know: left to the scheme's own checks
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """Split at ``separator`` outside brackets."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char == "["
+        depth -= char == "]"
+        if char == separator and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [p.strip() for p in parts]
