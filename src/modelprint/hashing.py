@@ -7,8 +7,9 @@ file in fixed-size chunks, so hashing never holds more than one tensor or one ch
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -56,3 +57,17 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def canonical_json(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
+    """Sorted, compact, strict JSON (no NaN or infinity; non-ASCII escaped): the text a digest or signature is taken over.
+
+    Args:
+        value: plain JSON data.
+        default: how to write what JSON cannot represent (``str`` for paths, say); such values raise without it.
+
+    Raises:
+        ValueError: NaN or infinity in ``value``.
+        TypeError: a value JSON cannot represent, without ``default``.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=default)

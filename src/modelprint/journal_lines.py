@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import torch
 
 from .errors import IntegrityError
+from .hashing import canonical_json as hashing_canonical_json
 from .hashing import tensors_sha256
 from .urls import redact_url
 
@@ -32,8 +33,8 @@ _DTYPES = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32"
 
 
 def canonical_json(value: Any) -> str:
-    """Sorted, compact, strict JSON: the bytes a binding's SHA-256 is taken over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+    """Sorted, compact, strict JSON (paths and other objects as text): the bytes a binding's SHA-256 is taken over."""
+    return hashing_canonical_json(value, default=str)
 
 
 def suspect_binding(identity: Mapping[str, Any] | None) -> dict[str, Any] | None:

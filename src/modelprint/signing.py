@@ -19,7 +19,6 @@ This module is a leaf: it imports only the standard library, ``cryptography`` an
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import InputError, IntegrityError
+from .hashing import canonical_json as hashing_canonical_json
 
 ALGORITHM = "ed25519"
 SET_CONTEXT = b"modelprint fingerprint-set v1\n"
@@ -190,7 +190,7 @@ def canonical_json(value: Any) -> bytes:
         InputError: the value holds NaN or infinity, or something JSON cannot represent.
     """
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return hashing_canonical_json(value).encode("utf-8")
     except (ValueError, TypeError) as exc:
         raise InputError(f"the record is not strict JSON and cannot be signed ({exc})") from None
 
