@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from modelprint.evaluate import OWNER_ROLES, EvaluationConfig, run_evaluation
+from modelprint.protocol.evaluation import OWNER_ROLES, EvaluationConfig, run_evaluation
 from modelprint.fingerprints import SaliencyFingerprint
 from modelprint.fingerprints.saliency import BB_SCORES
 

@@ -1,6 +1,6 @@
 """How the saliency fingerprint's black-box score holds up behind imperfect and adversarial prediction APIs. Not a test.
 
-Every suspect is served over the Open Inference Protocol on loopback (``modelprint.serve``) and verified through
+Every suspect is served over the Open Inference Protocol on loopback (``modelprint.serving.server``) and verified through
 ``BlackBox.http``, as a thief's API would be:
 
 - plain server: the reference score of each suspect;
@@ -29,7 +29,7 @@ import torch
 from modelprint import BlackBox, FingerprintSet, load_data, load_model, scheme_for
 from modelprint.detectors import FeatureSqueezing, fgsm
 from modelprint.errors import CapabilityError
-from modelprint.serve import DetectorGuard, GaussianNoise, Rounding, ServedModel, ServerThread, TopLabel, create_app
+from modelprint.serving.server import DetectorGuard, GaussianNoise, Rounding, ServedModel, ServerThread, TopLabel, create_app
 
 SIGMAS = [0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 DECIMALS = [6, 5, 4, 3, 2, 1]

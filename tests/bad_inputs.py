@@ -66,11 +66,11 @@ CASE_SECONDS = 60
 def _run_cli(argv: list[str]) -> Outcome:
     import signal
 
-    import modelprint.serve
+    import modelprint.serving.server
     from modelprint.cli import main
 
     err, out = io.StringIO(), io.StringIO()
-    serve, modelprint.serve.serve = modelprint.serve.serve, _accepted
+    serve, modelprint.serving.server.serve = modelprint.serving.server.serve, _accepted
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_SECONDS)
     try:
@@ -86,7 +86,7 @@ def _run_cli(argv: list[str]) -> Outcome:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-        modelprint.serve.serve = serve
+        modelprint.serving.server.serve = serve
     lines = [line for line in err.getvalue().splitlines() if line.strip()]
     one_line = len(lines) == 1 and lines[0].startswith("modelprint: error: ")
     message = lines[-1] if lines else "(nothing on stderr)"

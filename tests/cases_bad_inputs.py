@@ -192,14 +192,14 @@ CASES: list[Case] = [
 def _api_cases() -> list[Case]:
     from modelprint.access import BlackBox, WhiteBox
     from modelprint.data import check_images, load_data
-    from modelprint.evidence import read_null_scores
+    from modelprint.evidence.record import read_null_scores
     from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint
     from modelprint.journal import QueryJournal
     from modelprint.models import build_model, load_model
-    from modelprint.remote import OipClient
+    from modelprint.serving.client import OipClient
     from modelprint.tasks import Classification
     from modelprint.train import TrainConfig
-    from modelprint.verification import verify_suspect
+    from modelprint.evidence.verification import verify_suspect
 
     def gen(ws, images, labels):
         SaliencyFingerprint(n=2, steps=1).generate(ws.model, images, labels)

@@ -22,9 +22,9 @@ from modelprint.errors import IntegrityError, ModelprintError
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint, scheme_for
 from modelprint.fingerprints.base import DIGEST_KEY, FINGERPRINT_META_KEY, _content_digest
 from modelprint.models import build_model, save_model
-from modelprint.records import check_record_file
+from modelprint.evidence.check import check_record_file
 from modelprint.signing import load_private_key, new_key_files, public_hex
-from modelprint.verification import verify_suspect
+from modelprint.evidence.verification import verify_suspect
 
 N = 4
 

@@ -14,14 +14,14 @@ import torch
 
 from modelprint.access import BlackBox
 from modelprint.errors import InputError, QueryBudgetExceeded, RemoteError
-from modelprint.evidence import file_identity, write_record
+from modelprint.evidence.record import file_identity, write_record
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint
 from modelprint.models import build_model, save_model
-from modelprint.remote import OipClient
-from modelprint.serve import ServedModel, ServerThread, create_app
+from modelprint.serving.client import OipClient
+from modelprint.serving.server import ServedModel, ServerThread, create_app
 from modelprint.tasks import Classification
 from modelprint.urls import redact_text, redact_url
-from modelprint.verification import verify_suspect
+from modelprint.evidence.verification import verify_suspect
 
 from conftest import free_ports, run_cli
 

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from modelprint.errors import InputError
-from modelprint.evidence import file_identity
+from modelprint.evidence.record import file_identity
 from modelprint.fingerprints import SaliencyFingerprint
 from modelprint.hashing import file_sha256
 from modelprint.models import MODEL_META_KEY, build_model, load_model, save_model

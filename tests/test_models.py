@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 
 from modelprint.errors import InputError
 from modelprint.models import MODEL_META_KEY, build_model, clone_model, load_model, read_spec, save_model, state_sha256
-from modelprint.saliency import GradCAM, find_cam_layer
+from modelprint.gradcam import GradCAM, find_cam_layer
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from captum.attr import LayerGradCam
 from modelprint.errors import InputError
 from modelprint.fingerprints import SaliencyFingerprint
 from modelprint.models import build_model
-from modelprint.saliency import GradCAM, find_cam_layer, normalise_maps
+from modelprint.gradcam import GradCAM, find_cam_layer, normalise_maps
 from modelprint.tasks import Classification
 
 from conftest import TinyCNN

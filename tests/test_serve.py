@@ -14,12 +14,12 @@ import torch
 
 from modelprint.access import BlackBox, WhiteBox
 from modelprint.errors import CapabilityError, InputError, IntegrityError, QueryBudgetExceeded, RemoteError
-from modelprint.evidence import read_null_scores
+from modelprint.evidence.record import read_null_scores
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint
 from modelprint.journal import QueryJournal
 from modelprint.models import build_model, save_model
-from modelprint.remote import OipClient
-from modelprint.serve import GaussianNoise, Rounding, ServedModel, ServerThread, TopLabel, create_app
+from modelprint.serving.client import OipClient
+from modelprint.serving.server import GaussianNoise, Rounding, ServedModel, ServerThread, TopLabel, create_app
 from modelprint.tasks import Classification
 
 from conftest import free_ports, run_cli
@@ -194,7 +194,7 @@ def test_unreachable_server_is_one_clear_error():
 _DYING_SERVER = """
 import os, sys, torch
 from modelprint.models import load_model
-from modelprint.serve import ServedModel, create_app, serve
+from modelprint.serving.server import ServedModel, create_app, serve
 from modelprint.tasks import Classification
 model = load_model(sys.argv[1])
 served = ServedModel("suspect", model, Classification(), (3, 32, 32))

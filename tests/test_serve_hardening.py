@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from modelprint.models import build_model
-from modelprint.serve import ServedModel, ServerThread, create_app
-from modelprint.serve_limits import ServerLimits
-from modelprint.serve_parse import scan_json
+from modelprint.serving.server import ServedModel, ServerThread, create_app
+from modelprint.serving.limits import ServerLimits
+from modelprint.serving.parse import scan_json
 from modelprint.tasks import Classification
 
 from conftest import run_cli

@@ -10,19 +10,20 @@ The core API::
     result = scheme.verify(WhiteBox(load_model("suspect.safetensors")), fingerprints)
 """
 
-__version__ = "0.1.0"  # before the imports: submodules read it
+from ._version import __version__
 
 from .access import BlackBox, WhiteBox
 from .data import ImageDataset, load_data
 from .errors import CapabilityError, InputError, IntegrityError, ModelprintError, QueryBudgetExceeded
 from .fingerprints import FingerprintSet, SaliencyFingerprint, VerificationResult, scheme_for
 from .models import ImageModel, build_model, load_model, save_model
-from .saliency import GradCAM, find_cam_layer
+from .gradcam import GradCAM, find_cam_layer
 from .tasks import Classification, Regression, Similarity
-from .verification import Verification, verify_suspect
+from .evidence.verification import Verification, verify_suspect
 
 
 __all__ = [
+    "__version__",
     "BlackBox",
     "CapabilityError",
     "Classification",

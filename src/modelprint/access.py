@@ -24,7 +24,7 @@ from .tasks import Task
 from .urls import redact_url
 
 if TYPE_CHECKING:
-    from .remote import OipClient
+    from .serving.client import OipClient
 
 WHITE_BOX = "white-box"
 BLACK_BOX = "black-box"
@@ -94,7 +94,7 @@ class BlackBox(Access):
 
     Args:
         predict_fn: maps a batch of images in [0, 1] (N x C x H x W) to the API's outputs (N x ...). One with an
-            ``on_send`` attribute (:class:`~modelprint.remote.OipClient`) is made to report every attempt it sends,
+            ``on_send`` attribute (:class:`~modelprint.serving.client.OipClient`) is made to report every attempt it sends,
             retries included; any other is counted once per call.
         budget: the most images this verification may use: answers taken from the journal plus images sent on the
             wire by this object (every attempt, retries and the probe included). A call that would exceed it raises
@@ -171,7 +171,7 @@ class BlackBox(Access):
         return f"the black-box suspect {where}" if where else "this black-box suspect"
 
     def close(self) -> None:
-        """Release the journal's lock, when the verification is done (:func:`~modelprint.verification.verify_suspect`
+        """Release the journal's lock, when the verification is done (:func:`~modelprint.evidence.verification.verify_suspect`
         does it; so does leaving a ``with`` block): another run may then take the journal."""
         if self.journal is not None:
             self.journal.close()
@@ -227,15 +227,15 @@ class BlackBox(Access):
             budget: most images that may ever be answered for this verification.
             batch_size: images per request.
             journal: query log and resume journal (a path or :class:`~modelprint.journal.QueryJournal`).
-            client: a ready :class:`~modelprint.remote.OipClient` (``client_options`` are ignored then).
+            client: a ready :class:`~modelprint.serving.client.OipClient` (``client_options`` are ignored then).
             fingerprints_sha256, new_journal, probe_tolerance: see the constructor.
             **client_options: timeout, deadline, max_answer_bytes, retries, backoff, rate_limit, output, headers: see
-                :class:`~modelprint.remote.OipClient`.
+                :class:`~modelprint.serving.client.OipClient`.
 
         Returns:
             The black-box access; ``identity`` holds the URL (without credentials), model name and the server's metadata.
         """
-        from .remote import OipClient
+        from .serving.client import OipClient
 
         client = client or OipClient(url, model_name, **client_options)
         return cls(

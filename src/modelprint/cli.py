@@ -196,7 +196,7 @@ def verify(
     sign: Optional[Path] = typer.Option(None, help="Sign the evidence record with this private key (check it with 'modelprint records check')."),
 ) -> None:
     """Verify a suspect, a model file or a model behind a prediction server, and write an evidence record."""
-    from .verification import verify_suspect
+    from .evidence.verification import verify_suspect
 
     done = verify_suspect(
         fingerprints, task=task.value if task else None, suspect=suspect, url=url, model_name=model_name, mode=mode.value if mode else None, budget=budget,
@@ -237,7 +237,7 @@ def serve(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Serve a model file over the Open Inference Protocol v2 REST (what a thief's prediction API speaks)."""
-    from .serve_limits import ServerLimits, is_loopback
+    from .serving.limits import ServerLimits, is_loopback
 
     from . import checks
 
@@ -252,7 +252,7 @@ def serve(
         print(f"modelprint: warning: --host {host} is not a loopback address: the server has no authentication, "
               "anyone who reaches it can query the model", file=sys.stderr)
     from .models import load_model
-    from .serve import DetectorGuard, GaussianNoise, Rounding, ServedModel, TopLabel, serve as run_server
+    from .serving.server import DetectorGuard, GaussianNoise, Rounding, ServedModel, TopLabel, serve as run_server
 
     network = load_model(model, device=device)
     filters: list = []
@@ -350,7 +350,7 @@ def evaluate(
     checks.number(width, "--width", minimum=1, integer=True)
     import numpy as np
 
-    from .evaluate import EvaluationConfig, run_evaluation
+    from .protocol.evaluation import EvaluationConfig, run_evaluation
     from .fingerprints import SaliencyFingerprint
     from .report import write_report
 

@@ -41,7 +41,7 @@ def records_check(
     suspect: Optional[Path] = typer.Option(None, help="Also check that this model file is the suspect the record names."),
 ) -> None:
     """Check that a record is signed by the owner's key and unchanged (and, given them, that it names these files)."""
-    from .records import check_record_file
+    from .evidence.check import check_record_file
 
     done = check_record_file(record, trusted_key, fingerprints=fingerprints, suspect=suspect)
     for line in done.checked:

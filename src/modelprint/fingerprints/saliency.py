@@ -24,7 +24,7 @@ from ..data import check_images
 from ..errors import InputError
 from ..metrics import psnr
 from ..models import ImageModel, device_of, state_sha256
-from ..saliency import GradCAM, find_cam_layer, normalise_maps, resolve_layer
+from ..gradcam import GradCAM, find_cam_layer, normalise_maps, resolve_layer
 from ..tasks import Classification, Task
 from .base import FingerprintScheme, FingerprintSet, VerificationResult
 from .checks import Layout

@@ -14,16 +14,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .access import BLACK_BOX, PROBE_TOLERANCE, WHITE_BOX, BlackBox, WhiteBox, http_identity
-from .checks import device as check_device
-from .checks import number, output_file, output_folder
-from .errors import InputError
-from .evidence import file_identity, read_null_scores, verification_record, write_record
-from .fingerprints import FingerprintSet, VerificationResult, scheme_for
-from .journal_lines import canonical_json
-from .models import load_model
-from .signing import Ed25519PrivateKey, Ed25519PublicKey, load_private_key, sign_record
-from .urls import redact_url
+from ..access import BLACK_BOX, PROBE_TOLERANCE, WHITE_BOX, BlackBox, WhiteBox, http_identity
+from ..checks import device as check_device
+from ..checks import number, output_file, output_folder
+from ..errors import InputError
+from .record import file_identity, read_null_scores, verification_record, write_record
+from ..fingerprints import FingerprintSet, VerificationResult, scheme_for
+from ..journal_lines import canonical_json
+from ..models import load_model
+from ..signing import Ed25519PrivateKey, Ed25519PublicKey, load_private_key, sign_record
+from ..urls import redact_url
 
 
 @dataclass
@@ -105,7 +105,7 @@ def verify_suspect(
         sign: the private key (PEM file) that signs the evidence record (a ``signature`` block, see
             :func:`~modelprint.signing.sign_record`).
         **client_options: for a URL: timeout, deadline, max_answer_bytes, retries, backoff, rate_limit, output,
-            headers, transport (:class:`~modelprint.remote.OipClient`).
+            headers, transport (:class:`~modelprint.serving.client.OipClient`).
 
     Raises:
         InputError: bad arguments or output paths (checked before anything is loaded or sent), or a journal of
@@ -143,7 +143,7 @@ def verify_suspect(
     client = None
     try:
         if url:
-            from .remote import OipClient
+            from ..serving.client import OipClient
 
             client = OipClient(url, model_name, **client_options)  # type: ignore[arg-type]
             identity = http_identity(client)

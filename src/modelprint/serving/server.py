@@ -4,7 +4,7 @@
 inference) and the statistics extension (request and image counts, which tests and benches read). Malformed
 requests get the protocol's error answer, ``{"error": "..."}`` with status 400 (413 for an oversized body, 408 for a
 body that does not arrive in time, 404 for an unknown model); nothing a client sends crashes the server or keeps its
-memory: the limits (body size, JSON nesting, batch size, deadlines) are :class:`~modelprint.serve_limits.ServerLimits`.
+memory: the limits (body size, JSON nesting, batch size, deadlines) are :class:`~modelprint.serving.limits.ServerLimits`.
 
 Output filters make the server behave like an imperfect or adversarial API: noisy or rounded outputs, top-1 labels
 only, or a Feature Squeezing detector that answers random outputs to the inputs it flags. They exist to measure how
@@ -27,17 +27,17 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
-from .checks import number
-from .models import ImageModel, device_of
-from .serve_limits import BadRequest, HeadLimit, ServerLimits, deadline_protocol, forget_traceback, read_body
-from .serve_parse import parse_infer_request
-from .tasks import Task, task_from_config
+from .._version import __version__
+from ..checks import number
+from ..models import ImageModel, device_of
+from .limits import BadRequest, HeadLimit, ServerLimits, deadline_protocol, forget_traceback, read_body
+from .parse import parse_infer_request
+from ..tasks import Task, task_from_config
 
 if TYPE_CHECKING:
     import uvicorn
 
-    from .detectors import FeatureSqueezing
+    from ..detectors import FeatureSqueezing
 
 #: The name of the one input tensor, and of the output per task.
 INPUT_NAME = "images"

@@ -19,19 +19,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .access import BLACK_BOX, WHITE_BOX, WhiteBox
-from .data import DataSplits, load_data
-from .detectors import DeepSVDD, FeatureSqueezing
-from .errors import InputError
-from .fingerprints import FingerprintSet, SaliencyFingerprint
-from .fingerprints.saliency import OWNER_MODELS
-from .metrics import aruc, pair_scores, roc_auc, ru_curves, ssim, tar_at_far, tpr_at_fpr
-from .models import ImageModel, load_model, save_model
-from .saliency import GradCAM, normalise_maps
-from .tasks import Task, task_named
-from .train import TrainConfig, metric_name, predict, train_new_model
-from .zoo.build import build_zoo
-from .zoo.spec import NEGATIVE, POSITIVE, PRESETS, SuspectSpec, ZooSpec
+from ..access import BLACK_BOX, WHITE_BOX, WhiteBox
+from ..data import DataSplits, load_data
+from ..detectors import DeepSVDD, FeatureSqueezing
+from ..errors import InputError
+from ..fingerprints import FingerprintSet, SaliencyFingerprint
+from ..fingerprints.saliency import OWNER_MODELS
+from ..metrics import aruc, pair_scores, roc_auc, ru_curves, ssim, tar_at_far, tpr_at_fpr
+from ..models import ImageModel, load_model, save_model
+from ..gradcam import GradCAM, normalise_maps
+from ..tasks import Task, task_named
+from ..train import TrainConfig, metric_name, predict, train_new_model
+from ..zoo.build import build_zoo
+from ..zoo.spec import NEGATIVE, POSITIVE, PRESETS, SuspectSpec, ZooSpec
 
 MODES = {"white_box": WHITE_BOX, "black_box": BLACK_BOX}
 

@@ -1,7 +1,7 @@
 """Limits that keep the inference server's memory and time bounded, whatever a client sends.
 
 :class:`ServerLimits` holds them. A request body is read with a size cap and a deadline (:func:`read_body`), then
-scanned and parsed by :mod:`modelprint.serve_parse`; every refusal is a :class:`BadRequest`, and the handlers drop its
+scanned and parsed by :mod:`modelprint.serving.parse`; every refusal is a :class:`BadRequest`, and the handlers drop its
 traceback (:func:`forget_traceback`) so that no frame holding a body outlives the answer. :func:`deadline_protocol`
 cuts connections whose request head does not arrive in time. Nothing here imports torch, so the command line can
 check limits before it loads a model.
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import InputError
+from ..errors import InputError
 
 if TYPE_CHECKING:
     from starlette.requests import Request

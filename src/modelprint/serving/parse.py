@@ -2,7 +2,7 @@
 
 :func:`scan_json` bounds what :func:`json.loads` would build (nesting, arrays and objects, values, number lengths)
 from the raw bytes; :func:`parse_infer_request` then parses and checks the request. Every refusal is a
-:class:`~modelprint.serve_limits.BadRequest` *returned*, not raised: no traceback keeps a frame that holds the body,
+:class:`~modelprint.serving.limits.BadRequest` *returned*, not raised: no traceback keeps a frame that holds the body,
 so a refused body is freed as soon as the parser returns.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .serve_limits import MIB, TRIM_AFTER_BYTES, BadRequest, ServerLimits, release_memory
+from .limits import MIB, TRIM_AFTER_BYTES, BadRequest, ServerLimits, release_memory
 
 #: Commas allowed beyond the values of the largest batch (names, shape, parameters).
 _COMMA_SLACK = 4096

@@ -24,8 +24,8 @@ import httpx
 import numpy as np
 import torch
 
-from .errors import RemoteError
-from .urls import redact_text, redact_url
+from ..errors import RemoteError
+from ..urls import redact_text, redact_url
 
 #: Open Inference Protocol datatypes the client reads back, and the torch dtype they become.
 _DATATYPES = {

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, IntegrityError
-from .signing import PublicKeySource, check_message, check_record, load_public_key, set_message
+from ..errors import InputError, IntegrityError
+from ..signing import PublicKeySource, check_message, check_record, load_public_key, set_message
 
 
 @dataclass
@@ -88,14 +88,14 @@ def check_record_file(
         done.set_signed = True
         done.checked.append(f"fingerprint set {digest[:16]}... signed by the same key")
     if fingerprints is not None:
-        from .fingerprints import FingerprintSet
+        from ..fingerprints import FingerprintSet
 
         actual = FingerprintSet.load(fingerprints).sha256()
         if actual != digest:
             raise IntegrityError(f"{path}: the record names fingerprint set {str(digest)[:16]}..., {fingerprints} is {actual[:16]}...")
         done.checked.append(f"{fingerprints} is the fingerprint set it names")
     if suspect is not None:
-        from .hashing import file_sha256
+        from ..hashing import file_sha256
 
         claimed = record.get("suspect", {}).get("sha256") if isinstance(record.get("suspect"), dict) else None
         try:

@@ -20,13 +20,13 @@ from typing import Any, Sequence
 
 import torch
 
-from . import __version__
-from .access import BlackBox
-from .errors import InputError
-from .fingerprints.base import FingerprintSet, VerificationResult
-from .hashing import file_sha256
-from .metrics import verdict as calibrated_verdict
-from .urls import redact_url
+from .._version import __version__
+from ..access import BlackBox
+from ..errors import InputError
+from ..fingerprints.base import FingerprintSet, VerificationResult
+from ..hashing import file_sha256
+from ..metrics import verdict as calibrated_verdict
+from ..urls import redact_url
 
 RECORD_VERSION = 1
 
