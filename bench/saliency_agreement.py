@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from modelprint.access import WHITE_BOX, WhiteBox
-from modelprint.fingerprints.base import FingerprintSet
+from modelprint.fingerprints.sets import FingerprintSet
 from modelprint.fingerprints.saliency import SaliencyFingerprint, rows_read_by
 from modelprint.models import load_model
 

@@ -20,7 +20,7 @@ from conftest import run_cli, write_npz_folder
 from modelprint.access import BlackBox
 from modelprint.errors import IntegrityError, ModelprintError
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint, scheme_for
-from modelprint.fingerprints.base import DIGEST_KEY, FINGERPRINT_META_KEY, _content_digest
+from modelprint.fingerprints.sets import DIGEST_KEY, FINGERPRINT_META_KEY, _content_digest
 from modelprint.models import build_model, save_model
 from modelprint.evidence.check import check_record_file
 from modelprint.signing import load_private_key, new_key_files, public_hex

@@ -231,3 +231,26 @@ def test_pool_selection_keeps_the_samples_with_the_largest_conferrability_margin
         _generate(scheme, digits_target, digits, surrogates=[surrogate])
     with pytest.raises(InputError, match="pool must be >= 1"):
         SaliencyFingerprint(pool=0.5)
+
+
+def test_the_record_of_a_two_group_set_has_the_thresholds_of_the_rows_its_mode_read(digits, digits_target, reference, tmp_path):
+    """A set with one group per mode and per-sample thresholds: each mode's record holds exactly its N values and
+    the N thresholds they were compared with (before, 2N thresholds with NaN in the other group's rows)."""
+    import json
+    import math
+
+    from modelprint.evidence.record import verification_record, write_record
+
+    scheme = SaliencyFingerprint(n=N, steps=3, seed=1, wb_threshold="per_sample", bb_threshold="per_sample",
+                                 black_box_settings={"bb_score": "log"})
+    joined = _generate(scheme, digits_target, digits, calibration=[reference])
+    stored = {mode: joined.tensors[f"t_{mode}"] for mode in ("white_box", "black_box")}
+    for mode, rows in (("white-box", slice(0, N)), ("black-box", slice(N, 2 * N))):
+        result = scheme_for(joined).verify(WhiteBox(reference), joined, mode=mode)
+        record = verification_record(result, joined, suspect={"kind": "test"})
+        values, thresholds = record["values"], record["thresholds"]["values"]
+        assert len(values) == len(thresholds) == N and record["thresholds"]["rule"] == "per_sample"
+        assert thresholds == pytest.approx(stored[mode.replace("-", "_")][rows].tolist())
+        assert not any(math.isnan(t) for t in thresholds)
+        assert record["matching_score"] == pytest.approx(sum(v >= t for v, t in zip(values, thresholds)) / N)
+        json.loads(write_record(record, tmp_path / f"{mode}.json").read_text(), parse_constant=lambda c: pytest.fail(c))

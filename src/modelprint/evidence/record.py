@@ -101,8 +101,6 @@ def verification_record(
     """
     if isinstance(suspect.get("url"), str):  # credentials never go into a record meant for third parties
         suspect = {**suspect, "url": redact_url(suspect["url"])}
-    mode_key = result.mode.replace("-", "_")
-    per_sample = fingerprints.tensors.get(f"t_{mode_key}")
     if null_scores:
         decision: dict[str, Any] = calibrated_verdict(result.matching_score, null_scores, alpha=alpha).to_dict()
     else:
@@ -121,9 +119,9 @@ def verification_record(
         },
         "suspect": suspect,
         "mode": result.mode,
-        "thresholds": {
-            "rule": "per_sample" if per_sample is not None else "one",
-            "values": per_sample.tolist() if per_sample is not None else [result.threshold],
+        "thresholds": {  # exactly one per value: the rows this mode read, each with the threshold it was compared with
+            "rule": "one" if len(set(result.thresholds or [])) <= 1 else "per_sample",
+            "values": result.thresholds,
         },
         "values": result.values,
         "matching_score": result.matching_score,

@@ -1,6 +1,13 @@
-"""Fingerprint schemes: each one file, all behind :class:`FingerprintScheme`."""
+"""Fingerprint schemes: each one file, all behind :class:`FingerprintScheme`, found by name in :data:`SCHEMES`.
 
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, scheme_for
+Adding a scheme: write its file (a keyword-only dataclass of settings subclassing :class:`FingerprintScheme`, with
+``name``, ``modes``, ``needs`` and its ``generate``/``verify``) and import it below so that it registers.
+"""
+
+from .base import OWNER_ROLES, SCHEMES, FingerprintScheme, FingerprintSet, VerificationResult, scheme_for, scheme_named, top1_labels
 from .saliency import SaliencyFingerprint
 
-__all__ = ["FingerprintScheme", "FingerprintSet", "SaliencyFingerprint", "VerificationResult", "scheme_for"]
+__all__ = [
+    "OWNER_ROLES", "SCHEMES", "FingerprintScheme", "FingerprintSet", "SaliencyFingerprint", "VerificationResult",
+    "scheme_for", "scheme_named", "top1_labels",
+]

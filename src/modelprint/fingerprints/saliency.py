@@ -12,7 +12,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -172,6 +172,11 @@ class SaliencyFingerprint(FingerprintScheme):
 
     name: ClassVar[str] = "saliency"
     modes: ClassVar[tuple[str, ...]] = (WHITE_BOX, BLACK_BOX)
+    # eq. 6 measures how far masking moves F_c: a top-1 label cannot show that
+    needs: ClassVar[Mapping[str, str]] = {WHITE_BOX: WHITE_BOX, BLACK_BOX: SCORES}
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "similarity")
+    configurations: ClassVar[Mapping[str, Mapping[str, Any]]] = CONFIGURATIONS
+    owner_models: ClassVar[Mapping[str, Mapping[str, int]]] = {"owner": OWNER_MODELS}
 
     n: int = 100
     pattern: tuple[tuple[int, int], ...] = ((0, 0),)
@@ -299,18 +304,6 @@ class SaliencyFingerprint(FingerprintScheme):
     def paper(cls, **overrides: Any) -> "SaliencyFingerprint":
         """The paper-faithful configuration (see :data:`PAPER`), with optional overrides."""
         return cls.named("paper", **overrides)
-
-    @classmethod
-    def named(cls, name: str, **overrides: Any) -> "SaliencyFingerprint":
-        """A named configuration (:data:`CONFIGURATIONS`: ``"default"``, ``"paper"`` or ``"owner"``), with optional
-        overrides.
-
-        Raises:
-            InputError: for an unknown name.
-        """
-        if name not in CONFIGURATIONS:
-            raise InputError(f"fingerprint configuration must be one of {', '.join(CONFIGURATIONS)}, got {name!r}")
-        return cls(**{**CONFIGURATIONS[name], **overrides})
 
     @classmethod
     def check_layout(cls, layout: Layout, task: str) -> int:
@@ -797,12 +790,7 @@ class SaliencyFingerprint(FingerprintScheme):
         """
         if fingerprints.scheme != self.name:
             raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
-        mode = mode or (WHITE_BOX if WHITE_BOX in access.capabilities else BLACK_BOX)
-        if mode not in self.modes:
-            raise InputError(f"mode must be one of {self.modes}, got {mode!r}")
-        access.require(mode, who=f"saliency fingerprint {mode} verification")
-        if mode == BLACK_BOX:  # eq. 6 measures how far masking moves F_c: a top-1 label cannot show that
-            access.require(SCORES, who="saliency fingerprint black-box verification")
+        mode = self.require(access, mode)
         start = time.perf_counter()
         task = fingerprints.task_adapter()
         fingerprints = rows_read_by(fingerprints, mode)
@@ -817,15 +805,17 @@ class SaliencyFingerprint(FingerprintScheme):
             values = self._black_box_values(box, fingerprints)
             threshold = self._threshold(fingerprints, "black_box", self.t_bb)
             queries = box.queries - before
+        per_sample = torch.as_tensor(threshold).float().expand(len(values))  # one number, or one per sample read
         return VerificationResult(
             scheme=self.name,
             mode=mode,
-            matching_score=float((values >= threshold).float().mean()),  # threshold: one number, or one per sample
+            matching_score=float((values >= per_sample).float().mean()),
             n_samples=len(values),
             queries=queries,
-            threshold=float(torch.as_tensor(threshold).float().mean()),
+            threshold=float(per_sample.mean()),
             values=values.tolist(),
             elapsed_s=time.perf_counter() - start,
+            thresholds=per_sample.tolist(),
         )
 
     @staticmethod
