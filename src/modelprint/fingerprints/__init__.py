@@ -4,10 +4,10 @@ Adding a scheme: write its file (a keyword-only dataclass of settings subclassin
 ``name``, ``modes``, ``needs`` and its ``generate``/``verify``) and import it below so that it registers.
 """
 
-from .base import OWNER_ROLES, SCHEMES, FingerprintScheme, FingerprintSet, VerificationResult, scheme_for, scheme_named, top1_labels
+from .base import OWNER_ROLES, SCHEMES, FingerprintScheme, FingerprintSet, VerificationResult, scheme_for, scheme_named, target_identity, top1_labels
 from .saliency import SaliencyFingerprint
 
 __all__ = [
     "OWNER_ROLES", "SCHEMES", "FingerprintScheme", "FingerprintSet", "SaliencyFingerprint", "VerificationResult",
-    "scheme_for", "scheme_named", "top1_labels",
+    "scheme_for", "scheme_named", "target_identity", "top1_labels",
 ]

@@ -273,3 +273,14 @@ def top1_labels(access: Access, images: torch.Tensor) -> torch.Tensor:
         answers = access.predict(images)
         return answers.long().view(-1) if LABELS in access.capabilities else answers.argmax(dim=1).long()
     raise InputError(f"top-1 labels need a white-box or black-box access, got {type(access).__name__}")
+
+
+def target_identity(model: torch.nn.Module) -> dict[str, Any]:
+    """What a fingerprint set records of its target: the weights' SHA-256, the class and, for a modelprint model,
+    its architecture and input size."""
+    from ..models import ImageModel, state_sha256
+
+    identity: dict[str, Any] = {"sha256": state_sha256(model), "class": type(model).__name__}
+    if isinstance(model, ImageModel):
+        identity.update(arch=model.spec.arch, arch_kwargs=model.spec.arch_kwargs, input_size=list(model.spec.input_size))
+    return identity

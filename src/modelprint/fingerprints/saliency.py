@@ -26,7 +26,7 @@ from ..metrics import psnr
 from ..models import ImageModel, device_of, state_sha256
 from ..gradcam import GradCAM, find_cam_layer, normalise_maps, resolve_layer
 from ..tasks import Classification, Task
-from .base import FingerprintScheme, FingerprintSet, VerificationResult
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, target_identity
 from .checks import Layout
 from .saliency_checks import check_saliency_layout, check_saliency_values
 
@@ -467,7 +467,7 @@ class SaliencyFingerprint(FingerprintScheme):
             config={**self.settings(), "layer": layer, "tolerance": tolerance, **helper_hashes},
             task=task.to_config(),
             tensors=tensors,
-            target=_identity(model),
+            target=target_identity(model),
         )
         if self.selects:
             fingerprints, selection_stats = self._select(fingerprints, task, model, surrogates, references)
@@ -947,10 +947,3 @@ def _suspect_layer(model: torch.nn.Module, stored: str | None, example: torch.Te
     if stored and stored in dict(model.named_modules()):
         return stored
     return find_cam_layer(model, example)
-
-
-def _identity(model: torch.nn.Module) -> dict[str, Any]:
-    identity: dict[str, Any] = {"sha256": state_sha256(model), "class": type(model).__name__}
-    if isinstance(model, ImageModel):
-        identity.update(arch=model.spec.arch, arch_kwargs=model.spec.arch_kwargs, input_size=list(model.spec.input_size))
-    return identity
