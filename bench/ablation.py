@@ -22,7 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from modelprint.protocol.evaluation import OWNER_ROLES, EvaluationConfig, run_evaluation
+from modelprint.fingerprints import OWNER_ROLES
+from modelprint.protocol import EvaluationConfig, run_evaluation
 from modelprint.fingerprints import SaliencyFingerprint
 from modelprint.fingerprints.saliency import BB_SCORES
 

@@ -11,7 +11,7 @@ Every suspect is served over the Open Inference Protocol on loopback (``modelpri
   above the highest negative (where verification breaks);
 - labels-only server: the message the scheme gives.
 
-    python bench/adversarial_servers.py --fingerprints runs/paper/fingerprints-0.safetensors \\
+    python bench/adversarial_servers.py --fingerprints runs/paper/saliency/fingerprints-0.safetensors \\
         --positive runs/paper/target.safetensors runs/paper/zoo/suspects/ftal.safetensors \\
         --negative runs/paper/zoo/suspects/independent_0.safetensors runs/paper/zoo/suspects/independent_1.safetensors \\
         --data ../shared/data/cifar10_test_32 --out bench/out/adversarial_servers.json

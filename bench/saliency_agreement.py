@@ -41,7 +41,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     report = json.loads((args.run / "report.json").read_text())
-    white_box_rows = rows_read_by(FingerprintSet.load(args.run / "fingerprints-0.safetensors"), WHITE_BOX)
+    white_box_rows = rows_read_by(FingerprintSet.load(args.run / "saliency" / "fingerprints-0.safetensors"), WHITE_BOX)
     images = {  # the same rows, read on the fingerprints and on the natural images they were made from
         "natural": replace(white_box_rows, tensors={**white_box_rows.tensors, "samples": white_box_rows.tensors["originals"]}),
         "fingerprints": white_box_rows,

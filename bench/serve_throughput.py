@@ -4,7 +4,7 @@ Starts ``modelprint serve`` as its own process (as a user would), then times ``B
 images at several request sizes, a whole black-box verification of a fingerprint set (2N images), and, for
 reference, the same model answering in-process without HTTP.
 
-    python bench/serve_throughput.py --model runs/paper/target.safetensors --fingerprints runs/paper/fingerprints-0.safetensors
+    python bench/serve_throughput.py --model runs/paper/target.safetensors --fingerprints runs/paper/saliency/fingerprints-0.safetensors
 
 Run it alone: another heavy process on the same cores makes the figures meaningless.
 """

@@ -111,11 +111,3 @@ def test_model_of_another_architecture(workdir, capsys):
 def test_bad_pattern(workdir, capsys):
     code, _, err = run(["generate", "--model", str(workdir / "model.safetensors"), "--data", str(workdir / "data"), "--pattern", "a;b", "--out", str(workdir / "o")], capsys)
     one_line_error(code, err, "--pattern")
-
-
-def test_the_named_configurations_the_cli_offers_are_the_schemes():
-    from modelprint.cli import Configuration, Preset
-    from modelprint.fingerprints.saliency import CONFIGURATIONS
-
-    assert {c.value for c in Configuration} == set(CONFIGURATIONS)
-    assert {p.value for p in Preset} <= set(CONFIGURATIONS)  # generate trains no helper models: no "owner"

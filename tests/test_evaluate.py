@@ -97,6 +97,48 @@ def test_owner_models_are_built_and_used(world):
     assert {k: report["owner_models"][k] for k in ("references", "surrogates", "calibration")} == {"references": 1, "surrogates": 0, "calibration": 1}
     assert report["owner_models"]["build_seconds"] > 0
     assert sorted(p.name for p in (out / "owner" / "suspects").glob("*.safetensors")) == ["calibration_0.safetensors", "reference_0.safetensors"]
-    fingerprints = FingerprintSet.load(out / "fingerprints-0.safetensors")
+    fingerprints = FingerprintSet.load(out / "saliency" / "fingerprints-0.safetensors")
     assert fingerprints.tensors["t_white_box"].shape == (6,) and fingerprints.tensors["t_black_box"].shape == (6,)
     assert len(fingerprints.config["reference_sha256"]) == 1 and len(fingerprints.config["calibration_sha256"]) == 1
+
+
+def test_owner_models_then_generate_make_the_set_the_evaluation_makes(world, capsys):
+    """`modelprint owner-models` + `generate --scheme saliency --set ... --owner-models DIR` give exactly the set that
+    the evaluation made with the same helper models and seed; a folder for another target, or one missing a role
+    the configuration reads, is refused in one line before anything is generated."""
+    import torch
+
+    from conftest import run_cli as run_cli_captured
+
+    base, argv = world
+    out = base / "run_owner"  # made by test_owner_models_are_built_and_used with 1 reference and 1 calibration model
+    if not (out / "saliency" / "fingerprints-0.safetensors").is_file():
+        test_owner_models_are_built_and_used(world)
+    data, target = argv[argv.index("--data") + 1], str(base / "run" / "target.safetensors")
+    helpers = base / "helpers"
+    code, _, err = run_cli_captured(["owner-models", "--target", target, "--data", data, "--out", str(helpers),
+                                     "--references", "1", "--surrogates", "0", "--calibration", "1", "--epochs", "3"], capsys)
+    assert code == 0, err
+    settings = ["--set", "beta=1", "--set", "wb_threshold=per_sample", "--set", "bb_threshold=per_sample"]
+    made = base / "generated.safetensors"
+    code, _, err = run_cli_captured(["generate", "--model", target, "--data", data, "--scheme", "saliency", *settings, "--n", "6",
+                                     "--seed", "0", "--owner-models", str(helpers), "--out", str(made)], capsys)
+    assert code == 0, err
+    generated, evaluated = FingerprintSet.load(made), FingerprintSet.load(out / "saliency" / "fingerprints-0.safetensors")
+    assert generated.config == evaluated.config and generated.thresholds == evaluated.thresholds
+    assert set(generated.tensors) == set(evaluated.tensors)
+    assert all(torch.equal(generated.tensors[k], evaluated.tensors[k]) for k in generated.tensors)
+    # The same settings without the folder, or with a folder missing the calibration model: one line, nothing written.
+    code, _, err = run_cli_captured(["generate", "--model", target, "--data", data, *settings, "--out", str(base / "x.safetensors")], capsys)
+    assert code == 2 and "modelprint owner-models" in err and len(err.strip().splitlines()) == 1
+    fewer = base / "fewer"
+    run_cli_captured(["owner-models", "--target", target, "--data", data, "--out", str(fewer), "--references", "1", "--surrogates", "0",
+                      "--calibration", "0", "--epochs", "3"], capsys)
+    code, _, err = run_cli_captured(["generate", "--model", target, "--data", data, *settings, "--owner-models", str(fewer),
+                                     "--out", str(base / "x.safetensors")], capsys)
+    assert code == 2 and "calibration: 0 of 1" in err and not (base / "x.safetensors").exists()
+    other = base / "other-target.safetensors"
+    run_cli_captured(["train", "--data", data, "--arch", "resnet18", "--width", "4", "--epochs", "1", "--seed", "9", "--out", str(other)], capsys)
+    code, _, err = run_cli_captured(["generate", "--model", str(other), "--data", data, *settings, "--owner-models", str(helpers),
+                                     "--out", str(base / "x.safetensors")], capsys)
+    assert code == 2 and "made for target" in err

@@ -8,7 +8,8 @@ import torch
 
 from modelprint.access import WhiteBox
 from modelprint.errors import InputError
-from modelprint.protocol.evaluation import OWNER_TASK_SETTINGS, EvaluationConfig
+from modelprint.fingerprints.saliency import OWNER_TASK_SETTINGS
+from modelprint.protocol import EvaluationConfig
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint, scheme_for
 from modelprint.fingerprints.saliency import OWNER_MODELS
 from modelprint.models import build_model

@@ -18,7 +18,7 @@ FLOORS: list[set[str]] = [
     {"fingerprints", "evidence.record", "evidence.check"},
     {"evidence.verification", "evidence", "protocol", "demo"},
     {"report"},
-    {"cli", "cli_signing", "__init__", "__main__", "serving"},
+    {"cli", "cli_common", "cli_protocol", "cli_serving", "cli_signing", "__init__", "__main__", "serving"},
 ]
 
 
@@ -101,7 +101,7 @@ def test_no_import_circle():
 
 
 def test_the_core_never_imports_the_command_line_or_the_report():
-    top = {"cli", "cli_signing", "report", "__init__", "__main__"}
+    top = {"cli", "cli_common", "cli_protocol", "cli_serving", "cli_signing", "report", "__init__", "__main__"}
     offenders = [f"{a} imports {b}" for a, targets in _graph().items() if a not in top for b in targets if b in top]
     assert not offenders
 
@@ -112,4 +112,4 @@ def test_files_stay_near_400_lines():
 
 
 #: Files still over the limit, each to be split (issue 18 splits the saliency scheme by concern); none may be added.
-KNOWN_LONG = {"fingerprints/saliency.py", "protocol/evaluation.py"}
+KNOWN_LONG = {"fingerprints/saliency.py"}

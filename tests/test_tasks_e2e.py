@@ -141,13 +141,13 @@ def test_each_task_runs_the_whole_protocol_from_the_command_line(tmp_path, task,
         assert 0.0 <= report["aruc"][mode]["mean"] <= 1.0
     stealth = report["stealth"]
     assert stealth["acc"]["mean"] == 1.0 and stealth["output_change_max"]["mean"] <= stealth["tolerance"]["mean"] + 1e-6
-    fingerprints = FingerprintSet.load(out / "fingerprints-0.safetensors")
+    fingerprints = FingerprintSet.load(out / "saliency" / "fingerprints-0.safetensors")
     assert fingerprints.task["name"] == task and ("pairs" in fingerprints.tensors) == (task == "similarity")
     if task == "similarity":
         assert set(report["task"]["target_tar_at_far"]) == {"0.01", "0.1"}
     assert f"task: {task}" in printed and "outputs kept within tolerance" in printed
     # Verification of a zoo suspect in black-box mode counts the pair images' queries (N more).
-    code, printed, _ = run_cli(["verify", "--fingerprints", str(out / "fingerprints-0.safetensors"), "--suspect",
+    code, printed, _ = run_cli(["verify", "--fingerprints", str(out / "saliency" / "fingerprints-0.safetensors"), "--suspect",
                                 str(out / "zoo" / "suspects" / "tuned.safetensors"), "--mode", "black-box", "--task", task,
                                 "--records", str(tmp_path / "records"), "--json"], capsys)
     assert code == 0

@@ -7,55 +7,21 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .cli_common import TASK_HELP, Mode, SimilarityMetric, TaskName, console, parse_assignments, stdout
+from .cli_protocol import evaluate, owner_models
+from .cli_serving import serve
 from .cli_signing import keys_app, records_app
 from .errors import InputError, ModelprintError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prove that a suspect model was stolen from yours.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(records_app, name="records")
-console = Console(stderr=True)  # progress and notes
-stdout = Console(soft_wrap=True)  # results
-
-
-class Mode(str, Enum):
-    white_box = "white-box"
-    black_box = "black-box"
-
-
-class TaskName(str, Enum):
-    classification = "classification"
-    regression = "regression"
-    similarity = "similarity"
-
-
-class SimilarityMetric(str, Enum):
-    l2 = "l2"
-    cosine = "cosine"
-
-
-TASK_HELP = "classification (class labels), regression (float labels: a value) or similarity (identity labels: an embedding trained with ArcFace)."
-
-
-class Preset(str, Enum):
-    default = "default"
-    paper = "paper"
-
-
-class Configuration(str, Enum):
-    """Named fingerprint configurations of an evaluation: the names of SaliencyFingerprint.named, written out here
-    so that the CLI starts without importing torch (a test keeps the two equal)."""
-
-    default = "default"
-    owner = "owner"
-    paper = "paper"
 
 
 def _parse_pattern(text: str | None) -> tuple[tuple[int, int], ...] | None:
@@ -117,54 +83,43 @@ def generate(
     model: Path = typer.Option(..., help="The target model file."),
     out: Path = typer.Option(..., help="Fingerprint file to write (.safetensors)."),
     data: str = typer.Option("digits", help="Data whose training split supplies the candidate images."),
+    scheme: str = typer.Option("saliency", help="The fingerprint scheme: saliency, ipguard or conferae (every registered scheme)."),
+    configuration: str = typer.Option("default", "--configuration", "--preset", help="The scheme's named configuration (saliency: default, paper or owner; 'owner' reads helper models: --owner-models)."),
+    setting: list[str] = typer.Option([], "--set", help="A setting on top of the configuration, SETTING=VALUE (JSON value), repeatable."),
+    owner_models_dir: Optional[Path] = typer.Option(None, "--owner-models", help="The owner's helper models made by 'modelprint owner-models', for a configuration that reads them."),
     task: Optional[TaskName] = typer.Option(None, help="The target's task [default: the one its model file records]."),
     similarity: SimilarityMetric = typer.Option(SimilarityMetric.l2, help="F_c of the similarity task: l2 distance (eq. 7) or cosine similarity (eq. 8) to the pair image."),
-    tolerance: Optional[float] = typer.Option(None, help="How far a regression or similarity output may move (output units) [default: t_bb / 2]."),
-    preset: Preset = typer.Option(Preset.default, help="'default' (no helper models) or 'paper' (the paper taken literally)."),
     n: int = typer.Option(100, min=1, help="Number of fingerprint samples."),
-    xi: float = typer.Option(0.1, help="Perturbation budget on [0, 1] pixels."),
-    norm: str = typer.Option("linf", help="linf or l2."),
-    lam: float = typer.Option(1.0, help="Weight of the prediction-keeping loss."),
-    steps: int = typer.Option(50, min=0),
-    pattern: Optional[str] = typer.Option(None, help="Cells of P on the saliency grid, 'row,col;row,col' (default top-left)."),
     seed: int = typer.Option(0),
+    tolerance: Optional[float] = typer.Option(None, help="Saliency: how far a regression or similarity output may move (output units) [default: t_bb / 2]."),
+    xi: Optional[float] = typer.Option(None, help="Saliency: perturbation budget [default: the configuration's]."),
+    norm: Optional[str] = typer.Option(None, help="Saliency: linf or l2 [default: the configuration's]."),
+    lam: Optional[float] = typer.Option(None, help="Saliency: weight of the prediction-keeping loss."),
+    steps: Optional[int] = typer.Option(None, min=0, help="Optimisation steps [default: the configuration's]."),
+    pattern: Optional[str] = typer.Option(None, help="Saliency: cells of P on the saliency grid, 'row,col;row,col' (default top-left)."),
     device: str = typer.Option("cpu"),
     sign: Optional[Path] = typer.Option(None, help="Sign the set with this private key (from 'keys new'): verifiers pin the public key with --trusted-key."),
 ) -> None:
-    """Generate saliency-map fingerprints of a target model."""
+    """Generate fingerprints of a target model with any registered scheme."""
     from . import checks
 
     checks.output_file(out)
     checks.device(device)
     if tolerance is not None:
         checks.number(tolerance, "--tolerance", above=0)
-    from .data import load_data
-    from .fingerprints import SaliencyFingerprint
-    from .models import load_model
+    settings = parse_assignments(setting)
+    named = dict(tolerance=tolerance, xi=xi, norm=norm, lam=lam, steps=steps, pattern=_parse_pattern(pattern))
+    settings.update({k: v for k, v in named.items() if v is not None}, n=n, seed=seed)
+    from .protocol.generate import describe, generate_set
     from .signing import load_private_key
-    from .tasks import task_named
 
     signing_key = load_private_key(sign) if sign is not None else None  # a bad key fails before any work
-    target = load_model(model, device=device)
-    task_name = _task_of(target.spec.task, task, what=f"the model {model}")
-    adapter = task_named(task_name, similarity=similarity.value)
-    splits = load_data(data, channels=target.spec.channels, size=target.spec.input_size[0])
-    candidates, pairs = adapter.candidates(splits.train)
-    settings = dict(n=n, xi=xi, norm=norm, lam=lam, steps=steps, seed=seed, tolerance=tolerance)
-    cells = _parse_pattern(pattern)
-    if cells:
-        settings["pattern"] = cells
-    scheme = SaliencyFingerprint.named(preset.value, **settings)
-    fingerprints = scheme.generate(target, candidates.images, candidates.labels, adapter, pairs=pairs, progress=True)
+    fingerprints = generate_set(model, data=data, scheme=scheme, configuration=configuration, settings=settings,
+                                task=task.value if task else None, similarity=similarity.value, owner_models_dir=owner_models_dir, device=device)
     if signing_key is not None:
         fingerprints.sign(signing_key)
     fingerprints.save(out)
-    stats = fingerprints.stats
-    console.print(
-        f"{len(fingerprints)} fingerprints in {stats['generation_s']:.1f} s, PSNR {stats['psnr_db_mean']:.1f} dB, "
-        f"t_wb {fingerprints.thresholds['white_box']:.3f}, t_bb {fingerprints.thresholds['black_box']:.4f}"
-        + (f", tolerance {fingerprints.config['tolerance']:.4f}" if fingerprints.config.get("tolerance") else "") + f" -> {out}"
-    )
+    console.print(describe(fingerprints, out))
 
 
 @app.command()
@@ -222,59 +177,6 @@ def verify(
 
 
 @app.command()
-def serve(
-    model: Path = typer.Option(..., help="The model file to serve."),
-    name: Optional[str] = typer.Option(None, help="Model name in the URLs [default: the file's stem]."),
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback by default)."),
-    port: int = typer.Option(8000, min=0, max=65535),
-    max_body_mb: float = typer.Option(64.0, help="Largest request body accepted, in MiB."),
-    docs: bool = typer.Option(False, "--docs", help="Also serve /docs, /redoc and /openapi.json (/docs loads a script from a CDN)."),
-    noise: Optional[float] = typer.Option(None, help="Imperfect API: add Gaussian noise of this std to every output."),
-    round_to: Optional[int] = typer.Option(None, "--round", help="Imperfect API: round outputs to this many decimals."),
-    labels_only: bool = typer.Option(False, help="Imperfect API: answer the top-1 label only."),
-    guard_data: Optional[str] = typer.Option(None, help="Guarded API: a Feature Squeezing detector fitted on this data's test images answers random outputs to the inputs it flags."),
-    guard_fpr: float = typer.Option(0.05, help="The guard's false-positive rate on clean images."),
-    device: str = typer.Option("cpu"),
-) -> None:
-    """Serve a model file over the Open Inference Protocol v2 REST (what a thief's prediction API speaks)."""
-    from .serving.limits import ServerLimits, is_loopback
-
-    from . import checks
-
-    limits = ServerLimits.with_body_mib(max_body_mb)  # a bad --max-body-mb is refused before the model is loaded
-    checks.device(device)
-    if noise is not None:
-        checks.number(noise, "--noise", minimum=0)
-    if round_to is not None:
-        checks.number(round_to, "--round", minimum=0, integer=True)
-    checks.number(guard_fpr, "--guard-fpr", above=0, below=1)
-    if not is_loopback(host):
-        print(f"modelprint: warning: --host {host} is not a loopback address: the server has no authentication, "
-              "anyone who reaches it can query the model", file=sys.stderr)
-    from .models import load_model
-    from .serving.server import DetectorGuard, GaussianNoise, Rounding, ServedModel, TopLabel, serve as run_server
-
-    network = load_model(model, device=device)
-    filters: list = []
-    if guard_data is not None:
-        from .data import load_data
-        from .detectors import FeatureSqueezing
-
-        spec = network.spec
-        clean = load_data(guard_data, channels=spec.channels, size=spec.input_size[0]).test.images
-        filters.append(DetectorGuard(detector=FeatureSqueezing(fpr=guard_fpr).fit(network, clean), model=network))
-    if noise is not None:
-        filters.append(GaussianNoise(sigma=noise))
-    if round_to is not None:
-        filters.append(Rounding(decimals=round_to))
-    if labels_only:
-        filters.append(TopLabel())
-    served = ServedModel.of(network, name or model.stem, filters=filters)
-    console.print(f"serving {model} as {served.name!r} on http://{host}:{port}/v2/models/{served.name} (Ctrl+C stops)")
-    run_server(served, host=host, port=port, limits=limits, docs=docs)
-
-
-@app.command()
 def demo(
     out: Path = typer.Option(Path("modelprint-demo"), help="Folder for models, fingerprints and summary.json."),
     epochs: int = typer.Option(8, min=1, help="Training epochs of the target and the independent models."),
@@ -301,107 +203,6 @@ def demo(
     stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary written to {out / 'summary.json'}")
 
 
-class ZooPreset(str, Enum):
-    quick = "quick"
-    paper = "paper"
-
-
-class Executor(str, Enum):
-    inprocess = "inprocess"
-    pool = "pool"
-    ray = "ray"
-
-
-@app.command()
-def evaluate(
-    out: Path = typer.Option(..., help="Output folder (reused: a killed run resumes)."),
-    data: str = typer.Option("digits", help="Data spec, as for 'train'."),
-    task: TaskName = typer.Option(TaskName.classification, help=TASK_HELP),
-    similarity: SimilarityMetric = typer.Option(SimilarityMetric.l2, help="F_c of the similarity task: l2 distance (eq. 7) or cosine similarity (eq. 8)."),
-    arch: str = typer.Option("resnet18"),
-    width: int = typer.Option(16),
-    epochs: Optional[int] = typer.Option(
-        None, min=1, help="Epochs of the target, the negatives, the distilled copies and the owner's helper models [default: 15]."
-    ),
-    preset: ZooPreset = typer.Option(ZooPreset.quick, help="Zoo preset: quick (every transform kind) or paper (20 + 20)."),
-    zoo: Optional[Path] = typer.Option(None, help="A custom zoo spec (JSON or YAML) instead of the preset."),
-    repeats: int = typer.Option(1, min=1, help="Fingerprint sets drawn (seeds 0..R-1)."),
-    n: int = typer.Option(100, min=1),
-    scheme: Optional[Configuration] = typer.Option(
-        None,
-        help="Fingerprint configuration: owner (the best measured; the run trains the owner's helper models), default (no helper models) "
-        "or paper (the paper taken literally) [default: owner for the paper preset, default otherwise].",
-    ),
-    setting: list[str] = typer.Option([], "--set", help="A fingerprint setting on top of --scheme, SETTING=VALUE (JSON value), repeatable."),
-    references: Optional[int] = typer.Option(None, min=0, help="Owner's independently trained reference models (for the scheme's beta/occlusion/pool) [default: 8 for --scheme owner, else 0]."),
-    surrogates: Optional[int] = typer.Option(None, min=0, help="Owner's distilled surrogate copies (for the scheme's gamma/occlusion/pool) [default: 4 for --scheme owner, else 0]."),
-    calibration: Optional[int] = typer.Option(None, min=0, help="Owner's independently trained models for 'calibration' thresholds (kept out of the objective) [default: 4 for --scheme owner, else 0]."),
-    executor: Executor = typer.Option(Executor.pool, help="Where the zoo is built: a local process pool (default), this process, or Ray."),
-    workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
-    ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
-    target: Optional[Path] = typer.Option(None, help="An existing target model instead of training one."),
-    device: str = typer.Option("cpu"),
-) -> None:
-    """Run the paper's evaluation protocol and write report.json, report.html and plots."""
-    from . import checks
-
-    checks.output_folder(out)
-    checks.device(device)
-    checks.number(width, "--width", minimum=1, integer=True)
-    import numpy as np
-
-    from .protocol.evaluation import EvaluationConfig, run_evaluation
-    from .fingerprints import SaliencyFingerprint
-    from .report import write_report
-
-    settings = SaliencyFingerprint.parse_settings(setting)
-    SaliencyFingerprint.named(scheme.value if scheme else "default", **{"n": n, **settings})  # bad settings: one line, before any training
-    if target is not None and not target.is_file():
-        raise InputError(f"--target {target}: no such model file")
-    config = EvaluationConfig(
-        data=data, task=task.value, similarity=similarity.value, arch=arch, width=width, epochs=epochs, preset=preset.value, zoo=str(zoo) if zoo else None,
-        repeats=repeats, n=n, scheme={**({"preset": scheme.value} if scheme else {}), **settings}, references=references, surrogates=surrogates, calibration=calibration,
-        executor=executor.value, workers=workers,
-        ray_address=ray_address, target=str(target) if target else None, device=device,
-    )
-    report = run_evaluation(config, out, log=lambda line: console.print(line))
-    html_path = write_report(report, out)
-    table = Table(title=f"Evaluation on {data}: {report['counts']['positives']} positives, {report['counts']['negatives']} negatives")
-    for column in ("figure", "white-box", "black-box"):
-        table.add_column(column)
-    for name, key in (("ARUC", "aruc"), ("ROC AUC", "auc"), ("TPR at 1% FPR", "tpr_at_1pct_fpr")):
-        table.add_row(name, *[_mean_std_text(report[key][mode]) for mode in ("white_box", "black_box")])
-    stdout.print(table)
-    stealth, task_info = report["stealth"], report["task"]
-    thresholds = report["thresholds"]
-    stdout.print(
-        f"task: {task_info['name']}; target test {task_info['metric_name']} {report['target']['test_metric']:.4f}; "
-        f"t_wb {np.mean([t['white_box'] for t in thresholds]):.4f}, t_bb {np.mean([t['black_box'] for t in thresholds]):.4f} (mean over repeats)"
-    )
-    if "tolerance" in stealth:
-        stdout.print(
-            f"outputs kept within tolerance {_mean_std_text(stealth['tolerance'])}: largest change {_mean_std_text(stealth['output_change_max'])}"
-        )
-    stdout.print(
-        "stealth: kept " + _mean_std_text(stealth["acc"]) + ", PSNR " + _mean_std_text(stealth["psnr_db"]) + " dB, SSIM "
-        + _mean_std_text(stealth["ssim"]) + ", detected by Feature Squeezing " + _mean_std_text(stealth["dr_feature_squeezing"])
-        + ", by Deep SVDD " + _mean_std_text(stealth["dr_deepsvdd"])
-    )
-    stdout.print("timings: " + ", ".join(f"{k} {v:.0f}" for k, v in report["timings_s"].items()))
-    stdout.print(f"report: {out / 'report.json'}, {html_path}")
-
-
-def _task_of(recorded: str, asked: "TaskName | None", *, what: str) -> str:
-    """The task to use: the recorded one, which ``--task`` may name but not contradict."""
-    if asked is not None and asked.value != recorded:
-        raise InputError(f"--task {asked.value}, but {what} is for {recorded}")
-    return recorded
-
-
-def _mean_std_text(value: dict | None) -> str:
-    return "n/a" if value is None else f"{value['mean']:.3f} ± {value['std']:.3f}"
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: a bad input of any kind ends with one line on stderr and exit code 2."""
     from typer._click import exceptions as click_errors
@@ -426,6 +227,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)
+
+
+app.command()(serve)
+app.command()(evaluate)
+app.command("owner-models")(owner_models)
 
 
 if __name__ == "__main__":

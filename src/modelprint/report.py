@@ -1,4 +1,4 @@
-"""Plots and a self-contained HTML report from the report data of :func:`modelprint.protocol.evaluation.run_evaluation`."""
+"""Plots and a self-contained HTML report from the report data of :func:`modelprint.protocol.run_evaluation`."""
 
 from __future__ import annotations
 

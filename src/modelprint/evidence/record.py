@@ -48,8 +48,9 @@ def read_null_scores(path: str | os.PathLike, *, mode: str, fingerprints_sha256:
 
     Args:
         path: a JSON list of scores, an object with a ``scores`` list, or the ``verification-K.json`` of a
-            ``modelprint evaluate`` run (its negatives' scores are read, with the kinds from ``report.json`` beside
-            it; the run must have used this very fingerprint set).
+            ``modelprint evaluate`` run, ``OUT/<scheme>/verification-K.json`` (its negatives' scores are read, with
+            the kinds from the run's ``report.json``, one folder up or beside it; the run must have used this very
+            fingerprint set).
         mode: ``"white-box"`` or ``"black-box"``: which scores of an evaluation to read.
         fingerprints_sha256: the set being verified.
 
@@ -61,7 +62,8 @@ def read_null_scores(path: str | os.PathLike, *, mode: str, fingerprints_sha256:
     if isinstance(data, dict) and "fingerprints_sha256" in data and "suspects" in data:
         if data["fingerprints_sha256"] != fingerprints_sha256:
             raise InputError(f"{path}: its scores were measured with another fingerprint set; null scores must come from the same set")
-        report = _read_json(path.parent / "report.json", "the evaluation report beside it")
+        beside = next((f / "report.json" for f in (path.parent, path.parent.parent) if (f / "report.json").is_file()), path.parent / "report.json")
+        report = _read_json(beside, "the evaluation report (beside it, or one folder up)")
         kinds = {s["name"]: s["kind"] for s in report.get("suspects", [])}
         key = "ms_" + mode.replace("-", "_")
         scores = [entry[key] for name, entry in data["suspects"].items() if kinds.get(name) == "negative" and key in entry]

@@ -86,6 +86,18 @@ class FingerprintScheme(ABC):
     #: The owner's helper models each named configuration reads, by role (:data:`OWNER_ROLES`): how many the owner
     #: trains for it. A configuration not named here reads none.
     owner_models: ClassVar[Mapping[str, Mapping[str, int]]] = {}
+    #: Per named configuration and task, settings that configuration takes for that task (under the ones a caller
+    #: names): the same idea often needs another budget or score on another task.
+    task_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
+
+    @classmethod
+    def configured(cls, name: str = "default", task: str = "classification", **overrides: Any) -> "FingerprintScheme":
+        """:meth:`named`, with the configuration's settings for ``task`` under ``overrides``."""
+        return cls.named(name, **{**cls.task_settings.get(name, {}).get(task, {}), **overrides})
+
+    def reads(self) -> tuple[str, ...]:
+        """The owner's helper models (roles of :data:`OWNER_ROLES`) these settings read; none by default."""
+        return ()
 
     @classmethod
     def named(cls, name: str = "default", **overrides: Any) -> "FingerprintScheme":

@@ -51,6 +51,16 @@ OWNER_MODELS = {"references": 8, "surrogates": 4, "calibration": 4}
 #: Named configurations: the class defaults (no helper models), the paper's taken literally, and the owner's.
 CONFIGURATIONS = {"default": {}, "paper": PAPER, "owner": OWNER}
 
+#: What the ``"owner"`` configuration changes for tasks other than classification (settings a run names itself win).
+#: Both score black-box changes on the output itself (``bb_score="log"`` needs a probability) and take twice
+#: classification's L2 budget per value (12 on 64x64x3 UTKFace images, 6 on 32x32x3 FaceScrub ones: PSNR about
+#: 24.5 dB), a tenth of the keep weight, and pools ranked by the smaller of the target's and the surrogates' value
+#: (``select_anchor``). Measured on the paper zoos: docs/tasks.md.
+OWNER_TASK_SETTINGS: dict[str, dict[str, Any]] = {
+    "regression": {"bb_score": "abs", "xi": 12.0, "lam": 0.1, "select_anchor": "target_and_surrogates"},
+    "similarity": {"bb_score": "abs", "xi": 6.0, "lam": 0.1, "select_anchor": "target_and_surrogates"},
+}
+
 #: How the ``mode`` tensor of a set made with ``black_box_settings`` marks the samples each verification reads.
 MODE_CODE = {WHITE_BOX: 1, BLACK_BOX: 2}
 
@@ -177,6 +187,7 @@ class SaliencyFingerprint(FingerprintScheme):
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "similarity")
     configurations: ClassVar[Mapping[str, Mapping[str, Any]]] = CONFIGURATIONS
     owner_models: ClassVar[Mapping[str, Mapping[str, int]]] = {"owner": OWNER_MODELS}
+    task_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {"owner": OWNER_TASK_SETTINGS}
 
     n: int = 100
     pattern: tuple[tuple[int, int], ...] = ((0, 0),)
@@ -278,6 +289,11 @@ class SaliencyFingerprint(FingerprintScheme):
     def uses_calibration(self) -> bool:
         """Whether a threshold is read on calibration models (which :meth:`generate` then needs)."""
         return any(g.wb_threshold in CALIBRATED or g.bb_threshold in CALIBRATED for g in self._groups())
+
+    def reads(self) -> tuple[str, ...]:
+        """The owner's helper models these settings read, by role."""
+        used = (("references", self.uses_references), ("surrogates", self.uses_surrogates), ("calibration", self.uses_calibration))
+        return tuple(role for role, use in used if use)
 
     @property
     def uses_references(self) -> bool:
@@ -534,7 +550,7 @@ class SaliencyFingerprint(FingerprintScheme):
         }
         return joined
 
-    def check_helpers(self, references: int, surrogates: int, calibration: int) -> None:
+    def check_helpers(self, references: int = 0, surrogates: int = 0, calibration: int = 0) -> None:
         """Fail early when a setting has no helper models to act on, or helper models are given that nothing would
         use. Takes the numbers of the owner's reference, surrogate and calibration models, so that
         :meth:`generate` and an evaluation that has yet to train them check the same rules.

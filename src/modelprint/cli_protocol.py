@@ -1,0 +1,125 @@
+"""The ``modelprint evaluate`` and ``modelprint owner-models`` commands: the protocol, and the owner's helper models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .cli_common import TASK_HELP, Executor, SimilarityMetric, TaskName, ZooPreset, console, mean_std_text, parse_assignments, parse_names, stdout
+from .errors import InputError
+
+
+def evaluate(
+    out: Path = typer.Option(..., help="Output folder (reused: a killed run resumes)."),
+    data: str = typer.Option("digits", help="Data spec, as for 'train'."),
+    task: TaskName = typer.Option(TaskName.classification, help=TASK_HELP),
+    similarity: SimilarityMetric = typer.Option(SimilarityMetric.l2, help="F_c of the similarity task: l2 distance (eq. 7) or cosine similarity (eq. 8)."),
+    arch: str = typer.Option("resnet18"),
+    width: int = typer.Option(16),
+    epochs: Optional[int] = typer.Option(
+        None, min=1, help="Epochs of the target, the negatives, the distilled copies and the owner's helper models [default: 15]."
+    ),
+    preset: ZooPreset = typer.Option(ZooPreset.quick, help="Zoo preset: quick (every transform kind) or paper (20 + 20)."),
+    zoo: Optional[Path] = typer.Option(None, help="A custom zoo spec (JSON or YAML) instead of the preset."),
+    repeats: int = typer.Option(1, min=1, help="Fingerprint sets drawn per scheme (seeds 0..R-1)."),
+    n: int = typer.Option(100, min=1),
+    schemes: Optional[str] = typer.Option(None, help="Schemes compared on the same target, zoo and helper models, comma-separated (e.g. saliency,ipguard,conferae) [default: saliency]; the first is the headline."),
+    configuration: Optional[str] = typer.Option(
+        None, "--configuration", "--scheme",
+        help="The first scheme's named configuration (saliency: owner, the best measured, which trains the owner's helper models; default, no helper "
+        "models; paper, the paper taken literally) [default: owner for the paper preset where a scheme has it, default otherwise].",
+    ),
+    setting: list[str] = typer.Option([], "--set", help="A setting of the first scheme on top of its configuration, SETTING=VALUE (JSON value), repeatable."),
+    references: Optional[int] = typer.Option(None, min=0, help="Owner's independently trained reference models [default: the most any compared configuration reads]."),
+    surrogates: Optional[int] = typer.Option(None, min=0, help="Owner's distilled surrogate copies [default: the most any compared configuration reads]."),
+    calibration: Optional[int] = typer.Option(None, min=0, help="Owner's independently trained calibration models [default: the most any compared configuration reads]."),
+    executor: Executor = typer.Option(Executor.pool, help="Where the zoo is built: a local process pool (default), this process, or Ray."),
+    workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
+    ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
+    target: Optional[Path] = typer.Option(None, help="An existing target model instead of training one."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Run the paper's evaluation protocol for one or more schemes and write report.json, report.html and plots."""
+    from . import checks
+
+    checks.output_folder(out)
+    checks.device(device)
+    checks.number(width, "--width", minimum=1, integer=True)
+    if target is not None and not target.is_file():
+        raise InputError(f"--target {target}: no such model file")
+    from .protocol import EvaluationConfig, run_evaluation
+    from .report import write_report
+
+    settings = parse_assignments(setting)
+    config = EvaluationConfig(  # checks every scheme's settings and helper models before any training
+        data=data, task=task.value, similarity=similarity.value, arch=arch, width=width, epochs=epochs, preset=preset.value, zoo=str(zoo) if zoo else None,
+        repeats=repeats, n=n, schemes=parse_names(schemes, "--schemes") if schemes else None,
+        scheme={**({"preset": configuration} if configuration else {}), **settings}, references=references, surrogates=surrogates, calibration=calibration,
+        executor=executor.value, workers=workers, ray_address=ray_address, target=str(target) if target else None, device=device,
+    )
+    report = run_evaluation(config, out, log=lambda line: console.print(line))
+    html_path = write_report(report, out)
+    stdout.print(comparison_table(report, title=f"Evaluation on {data}: {report['counts']['positives']} positives, {report['counts']['negatives']} negatives"))
+    task_info = report["task"]
+    stdout.print(f"task: {task_info['name']}; target test {task_info['metric_name']} {report['target']['test_metric']:.4f}")
+    for name, block in report["schemes"].items():
+        stealth = block["stealth"]
+        shown = [(label, key) for label, key in (("kept", "acc"), ("PSNR dB", "psnr_db"), ("SSIM", "ssim"), ("Feature Squeezing", "dr_feature_squeezing"),
+                                                 ("Deep SVDD", "dr_deepsvdd"), ("largest output change", "output_change_max")) if key in stealth]
+        stdout.print(f"{name} stealth: " + ", ".join(f"{label} {mean_std_text(stealth[key])}" for label, key in shown))
+    stdout.print("timings: " + ", ".join(f"{k} {v:.0f}" for k, v in report["timings_s"].items()))
+    stdout.print(f"report: {out / 'report.json'}, {html_path}")
+
+
+def comparison_table(report: dict, *, title: str) -> Table:
+    """One row per scheme: ARUC, ROC AUC and TPR at 1% FPR per mode, black-box queries per verification, seconds per set."""
+    table = Table(title=title)
+    for column in ("scheme", "ARUC wb", "ARUC bb", "AUC wb", "AUC bb", "TPR@1% wb", "TPR@1% bb", "queries bb", "gen s"):
+        table.add_column(column, justify="left" if column == "scheme" else "right")
+    for name, block in report["schemes"].items():
+        cells = [mean_std_text(block[key][mode]) for key in ("aruc", "auc", "tpr_at_1pct_fpr") for mode in ("white_box", "black_box")]
+        queries = block["queries"].get("black_box")
+        table.add_row(name, *[cells[i] for i in (0, 1, 2, 3, 4, 5)], "n/a" if queries is None else f"{queries:.0f}", f"{block['generation_s']['mean']:.0f}")
+    return table
+
+
+def owner_models(
+    target: Path = typer.Option(..., help="The target model file the helper models are made for."),
+    out: Path = typer.Option(..., help="Folder of the helper models and their manifest (reused: a killed run resumes)."),
+    data: str = typer.Option("digits", help="Data the target was trained on (the helper models train on it too)."),
+    scheme: str = typer.Option("saliency", help="Make what this scheme's configuration reads ..."),
+    configuration: str = typer.Option("owner", help="... in this named configuration (saliency owner: 8 references, 4 surrogates, 4 calibration)."),
+    references: Optional[int] = typer.Option(None, min=0, help="Independently trained reference models [default: what the configuration reads]."),
+    surrogates: Optional[int] = typer.Option(None, min=0, help="Distilled surrogate copies of the target [default: what the configuration reads]."),
+    calibration: Optional[int] = typer.Option(None, min=0, help="Independently trained calibration models [default: what the configuration reads]."),
+    epochs: int = typer.Option(15, min=1, help="Training epochs of each (as the target's)."),
+    executor: Executor = typer.Option(Executor.pool, help="A local process pool (default), this process, or Ray."),
+    workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
+    ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Train the owner's helper models (references, surrogates, calibration models) that a configuration reads."""
+    from . import checks
+
+    checks.output_folder(out)
+    checks.device(device)
+    if not target.is_file():
+        raise InputError(f"--target {target}: no such model file")
+    from .fingerprints import SCHEMES
+    from .protocol.owner import build_owner_models
+
+    if scheme not in SCHEMES:
+        raise InputError(f"unknown fingerprint scheme {scheme!r}; registered: {', '.join(sorted(SCHEMES))}")
+    if configuration not in SCHEMES[scheme].configurations:
+        raise InputError(f"the {scheme} scheme has no configuration {configuration!r} ({', '.join(SCHEMES[scheme].configurations)})")
+    reads = SCHEMES[scheme].owner_models.get(configuration, {})
+    given = {"references": references, "surrogates": surrogates, "calibration": calibration}
+    counts = {role: reads.get(role, 0) if value is None else value for role, value in given.items()}
+    if not any(counts.values()):
+        raise InputError(f"the {scheme} {configuration!r} configuration reads no helper models; name counts with --references/--surrogates/--calibration")
+    manifest = build_owner_models(counts, target, data, out, epochs=epochs, executor=executor.value, workers=workers, ray_address=ray_address, device=device)
+    seconds = sum(r["build_seconds"] for r in manifest["suspects"])  # type: ignore[index]
+    stdout.print(", ".join(f"{v} {k}" for k, v in counts.items()) + f" in {out} ({seconds:.0f} s of training; manifest.json lists them)")

@@ -1,0 +1,114 @@
+"""Make one fingerprint set of a target model file, with any registered scheme and configuration: what
+``modelprint generate`` does, so that scripts get the same checks of the owner's helper models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..data import load_data
+from ..errors import InputError
+from ..fingerprints import DEFAULT_SCHEME, SCHEMES, FingerprintScheme, FingerprintSet
+from ..models import ImageModel, load_model
+from ..tasks import task_named
+from . import owner as owner_models
+
+
+def scheme_for_generation(name: str, configuration: str, task: str, settings: dict[str, Any]) -> FingerprintScheme:
+    """Scheme ``name`` in ``configuration`` (with its settings for ``task``) and ``settings`` on top.
+
+    Raises:
+        InputError: an unknown scheme, configuration or setting, or a task the scheme does not protect.
+    """
+    if name not in SCHEMES:
+        raise InputError(f"unknown fingerprint scheme {name!r}; registered: {', '.join(sorted(SCHEMES))}")
+    cls = SCHEMES[name]
+    if task not in cls.tasks:
+        raise InputError(f"the {name} scheme protects {', '.join(cls.tasks)} models, not {task}")
+    known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise InputError(f"the {name} scheme has no setting {', '.join(unknown)} (it has {', '.join(sorted(known))})")
+    return cls.configured(configuration, task, **settings)
+
+
+def helpers_for(scheme: FingerprintScheme, configuration: str, folder: str | os.PathLike | None, target: ImageModel, data: str,
+                *, device: str = "cpu") -> dict[str, list[ImageModel]]:
+    """The owner's helper models ``scheme`` reads, from a folder made by ``modelprint owner-models``.
+
+    Raises:
+        InputError: the scheme reads helper models and no folder is given; a folder is given and it reads none; or
+            the folder was made for another target or data, or holds fewer models than the configuration needs.
+    """
+    reads = scheme.reads()
+    if not reads:
+        if folder is not None:
+            raise InputError(f"the {scheme.name} {configuration!r} configuration reads no helper models: drop --owner-models")
+        return {}
+    if folder is None:
+        raise InputError(
+            f"the {scheme.name} {configuration!r} configuration reads the owner's helper models ({', '.join(reads)}): make them with "
+            "'modelprint owner-models --target MODEL --data DATA --out DIR' and give --owner-models DIR"
+        )
+    manifest = owner_models.read_manifest(folder)
+    wanted = type(scheme).owner_models.get(configuration, {})
+    owner_models.check_manifest(manifest, target_sha256=target.spec.info["sha256"], data=data,
+                                needed={role: wanted.get(role, 1) for role in reads}, where=str(folder))
+    return owner_models.load_helpers(manifest, roles=reads, device=device)
+
+
+def generate_set(
+    model: str | os.PathLike,
+    *,
+    data: str = "digits",
+    scheme: str = DEFAULT_SCHEME,
+    configuration: str = "default",
+    settings: dict[str, Any] | None = None,
+    task: str | None = None,
+    similarity: str = "l2",
+    owner_models_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> FingerprintSet:
+    """Fingerprints of the target in ``model``, made from the training split of ``data``.
+
+    Args:
+        model: the target's model file.
+        data: data whose training split supplies the candidate images.
+        scheme: a registered scheme's name.
+        configuration: one of the scheme's named configurations.
+        settings: settings on top of the configuration (``n``, ``seed``, ...).
+        task: the target's task, which the model file records (given, it must agree).
+        similarity: F_c of the similarity task.
+        owner_models_dir: the owner's helper models, for a configuration that reads them.
+        device: torch device.
+        progress: show progress bars.
+
+    Returns:
+        The set (not yet saved).
+    """
+    target = load_model(model, device=device)
+    recorded = target.spec.task
+    if task is not None and task != recorded:
+        raise InputError(f"--task {task}, but the model {model} is for {recorded}")
+    maker = scheme_for_generation(scheme, configuration, recorded, dict(settings or {}))
+    helpers = helpers_for(maker, configuration, owner_models_dir, target, data, device=device)
+    adapter = task_named(recorded, similarity=similarity)
+    splits = load_data(data, channels=target.spec.channels, size=target.spec.input_size[0])
+    candidates, pairs = adapter.candidates(splits.train)
+    fingerprints = maker.generate(target, candidates.images, candidates.labels, adapter, pairs=pairs, progress=progress, **helpers)
+    fingerprints.stats["scheme_repr"] = repr(maker)
+    return fingerprints
+
+
+def describe(fingerprints: FingerprintSet, out: Path | None = None) -> str:
+    """One line about a set: samples, time, PSNR and thresholds."""
+    stats = fingerprints.stats
+    parts = [f"{len(fingerprints)} {fingerprints.scheme} fingerprints in {stats.get('generation_s', 0.0):.1f} s"]
+    if isinstance(stats.get("psnr_db_mean"), (int, float)):
+        parts.append(f"PSNR {stats['psnr_db_mean']:.1f} dB")
+    parts += [f"t_{k.replace('white_box', 'wb').replace('black_box', 'bb')} {v:.4g}" for k, v in fingerprints.thresholds.items()]
+    if fingerprints.config.get("tolerance"):
+        parts.append(f"tolerance {fingerprints.config['tolerance']:.4f}")
+    return ", ".join(parts) + (f" -> {out}" if out else "")

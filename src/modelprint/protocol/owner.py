@@ -1,0 +1,109 @@
+"""The owner's helper models: a step of its own, shared by ``modelprint owner-models``, ``generate`` and ``evaluate``.
+
+Some schemes read models the owner trains besides the target: independently trained *references* (what an
+innocent model looks like), distilled *surrogates* (what a stolen copy looks like) and independently trained
+*calibration* models (for thresholds, kept out of any objective). They are built like zoo suspects, by the zoo
+code (cached by recipe, resumable, on any executor), in their own folder with a manifest, from seeds that no zoo
+preset uses, and are never part of an evaluation zoo.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from ..fingerprints import OWNER_ROLES
+from ..models import ImageModel, load_model
+from ..zoo.build import build_zoo
+from ..zoo.spec import NEGATIVE, POSITIVE, SuspectSpec, ZooSpec
+
+#: Per role (the keyword of ``generate`` that takes them): the prefix of the models' names, their kind, how they
+#: are made and the first seed (zoo presets use seeds below 5000).
+ROLES: dict[str, tuple[str, str, str, int]] = {
+    "references": ("reference", NEGATIVE, "independent", 5000),
+    "surrogates": ("surrogate", POSITIVE, "distill", 6000),
+    "calibration": ("calibration", NEGATIVE, "independent", 7000),
+}
+assert set(ROLES) == set(OWNER_ROLES)
+
+
+def owner_spec(counts: dict[str, int], *, epochs: int) -> ZooSpec | None:
+    """The helper models as a zoo spec (None when there are none).
+
+    Args:
+        counts: how many of each role.
+        epochs: training epochs of each (as the target's).
+    """
+    helpers = [
+        SuspectSpec(f"{prefix}_{i}", kind, transform, {"epochs": epochs}, first_seed + i)
+        for role, (prefix, kind, transform, first_seed) in ROLES.items()
+        for i in range(counts.get(role, 0))
+    ]
+    return ZooSpec(tuple(helpers)) if helpers else None
+
+
+def build_owner_models(
+    counts: dict[str, int], target_path: str | Path, data: str, out: str | Path, *, epochs: int, progress: bool = True, **executor: Any
+) -> dict[str, Any] | None:
+    """Train (or reuse) the helper models in ``out``; the manifest (see :func:`~modelprint.zoo.build.build_zoo`),
+    or None when none are asked for.
+
+    ``executor`` goes to :func:`~modelprint.zoo.build.build_zoo` (``executor``, ``workers``, ``ray_address``, ``device``).
+    """
+    spec = owner_spec(counts, epochs=epochs)
+    if spec is None:
+        return None
+    return build_zoo(spec, target_path, data, Path(out), progress=progress, **executor)
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest of a helper-model folder made by :func:`build_owner_models`.
+
+    Raises:
+        InputError: no such folder, or no manifest in it.
+    """
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{folder}: not a folder of the owner's helper models (no manifest.json; make one with 'modelprint owner-models')")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: unreadable manifest ({exc})") from None
+
+
+def load_helpers(manifest: dict[str, Any], *, roles: tuple[str, ...] = OWNER_ROLES, device: str | torch.device = "cpu") -> dict[str, list[ImageModel]]:
+    """The helper models of a manifest, by role (only ``roles``), each list in seed order."""
+    role_of_prefix = {prefix: role for role, (prefix, *_) in ROLES.items()}
+    helpers: dict[str, list[ImageModel]] = {role: [] for role in roles}
+    for record in manifest.get("suspects", []):
+        role = role_of_prefix.get(record["name"].rpartition("_")[0])  # reference_0 -> references
+        if role in helpers:
+            helpers[role].append(load_model(record["path"], device=device))
+    return helpers
+
+
+def check_manifest(manifest: dict[str, Any], *, target_sha256: str, data: str, needed: dict[str, int], where: str) -> None:
+    """Refuse a helper folder made for another target or data, or holding fewer models of a role than needed.
+
+    Raises:
+        InputError: in one line, naming the folder and what does not fit.
+    """
+    made_for = manifest.get("target", {}).get("sha256")
+    if made_for != target_sha256:
+        raise InputError(f"{where}: its helper models were made for target {str(made_for)[:12]}..., not this one ({target_sha256[:12]}...)")
+    if manifest.get("data") not in (None, data):
+        raise InputError(f"{where}: its helper models were trained on {manifest.get('data')!r}, not {data!r}")
+    have = {role: 0 for role in ROLES}
+    role_of_prefix = {prefix: role for role, (prefix, *_) in ROLES.items()}
+    for record in manifest.get("suspects", []):
+        role = role_of_prefix.get(record["name"].rpartition("_")[0])
+        if role:
+            have[role] += 1
+    short = {role: (have[role], count) for role, count in needed.items() if have.get(role, 0) < count}
+    if short:
+        text = ", ".join(f"{role}: {got} of {count}" for role, (got, count) in short.items())
+        raise InputError(f"{where}: too few helper models for this configuration ({text}); make them with 'modelprint owner-models'")
