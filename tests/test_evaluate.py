@@ -142,3 +142,22 @@ def test_owner_models_then_generate_make_the_set_the_evaluation_makes(world, cap
     code, _, err = run_cli_captured(["generate", "--model", str(other), "--data", data, *settings, "--owner-models", str(helpers),
                                      "--out", str(base / "x.safetensors")], capsys)
     assert code == 2 and "made for target" in err
+
+
+def test_several_schemes_meet_the_same_zoo(world):
+    """--schemes saliency,ipguard on a finished run: the zoo and the saliency sets are reused, each scheme gets its
+    block (its own queries per verification), the headline is the first, and report.html compares them."""
+    base, argv = world
+    run_cli([*argv, "--schemes", "saliency,ipguard"])
+    run = base / "run"
+    report = json.loads((run / "report.json").read_text())
+    assert list(report["schemes"]) == ["saliency", "ipguard"] and report["scheme_name"] == "saliency"
+    assert report["timings_s"]["zoo_s"] < 5  # reused
+    saliency, ipguard = report["schemes"]["saliency"], report["schemes"]["ipguard"]
+    assert saliency["aruc"] == report["aruc"]  # the headline is the first scheme's block
+    assert saliency["queries"]["black_box"] == 2 * 6 and ipguard["queries"]["black_box"] == 6
+    assert ipguard["target_scores"]["ms_black_box"]["mean"] == 1.0  # labelled by the target itself
+    assert set(ipguard["per_transform"]) == set(saliency["per_transform"])
+    assert (run / "ipguard" / "fingerprints-1.safetensors").is_file() and (run / "curves-schemes.png").is_file()
+    assert all(set(s["schemes"]) == {"saliency", "ipguard"} for s in report["suspects"])
+    assert "Schemes compared" in (run / "report.html").read_text()

@@ -8,6 +8,7 @@ must not train for minutes only to find that it cannot write its result.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -152,3 +153,23 @@ def setting_types(settings: Any) -> None:
             raise InputError(f"{owner}: setting {spec.name} must be {expected}, got {value!r}")
         if numeric and not math.isfinite(value):
             raise InputError(f"{owner}: setting {spec.name} must be a finite number, got {value}")
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """``["beta=1", "layer=net.layer3"]`` -> ``{"beta": 1, "layer": "net.layer3"}``: a value is read as JSON when it
+    parses (numbers, booleans, lists, null), else as a string. The scheme then checks the names
+    and types.
+
+    Raises:
+        InputError: an assignment without ``=``.
+    """
+    settings: dict[str, Any] = {}
+    for text in assignments:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {text!r}: expected SETTING=VALUE")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip()] = value
+    return settings

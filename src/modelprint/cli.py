@@ -13,7 +13,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli_common import TASK_HELP, Mode, SimilarityMetric, TaskName, console, parse_assignments, stdout
+from .checks import parse_assignments
+from .cli_common import TASK_HELP, Mode, SimilarityMetric, TaskName, console, stdout
 from .cli_protocol import evaluate, owner_models
 from .cli_serving import serve
 from .cli_signing import keys_app, records_app

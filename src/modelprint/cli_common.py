@@ -1,11 +1,8 @@
-"""What the command-line modules share: the consoles, the choices offered, and small parsers. Imports nothing heavy,
-so that ``modelprint --help`` starts without torch."""
+"""What the command-line modules share: the consoles, the choices offered, and small parsers."""
 
 from __future__ import annotations
 
-import json
 from enum import Enum
-from typing import Any
 
 from rich.console import Console
 
@@ -43,25 +40,6 @@ class Executor(str, Enum):
     inprocess = "inprocess"
     pool = "pool"
     ray = "ray"
-
-
-def parse_assignments(assignments: list[str]) -> dict[str, Any]:
-    """``["beta=1", "layer=net.layer3"]`` -> ``{"beta": 1, "layer": "net.layer3"}``: a value is read as JSON when it
-    parses (numbers, booleans, lists, null), else as a string. The scheme then checks the names and types.
-
-    Raises:
-        InputError: an assignment without ``=``.
-    """
-    settings: dict[str, Any] = {}
-    for text in assignments:
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--set {text!r}: expected SETTING=VALUE")
-        try:
-            settings[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key.strip()] = value
-    return settings
 
 
 def parse_names(text: str, what: str) -> tuple[str, ...]:

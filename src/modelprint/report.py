@@ -38,6 +38,48 @@ def plot_curves(report: dict[str, Any]):
     return fig
 
 
+def plot_scheme_curves(report: dict[str, Any]):
+    """R(rho) and U(rho) per scheme (rows) and mode (columns), first repeat: where each scheme separates."""
+    blocks = report["schemes"]
+    fig, axes = plt.subplots(len(blocks), 2, figsize=(9, 2.6 * len(blocks)), sharey=True, squeeze=False)
+    for row, (name, block) in zip(axes, blocks.items()):
+        for ax, (mode, title) in zip(row, MODE_TITLES.items()):
+            curve = block["curves"].get(mode)
+            if curve:
+                rho, r, u = (np.array(curve[k]) for k in ("rho", "robustness", "uniqueness"))
+                ax.plot(rho, r, color="tab:red", label="robustness R")
+                ax.plot(rho, u, color="tab:blue", label="uniqueness U")
+                ax.fill_between(rho, np.minimum(r, u), alpha=0.2, color="gray")
+                ax.set_title(f"{name}, {title}: ARUC {block['aruc'][mode]['mean']:.3f}", fontsize=10)
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("share of suspects")
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("threshold rho on the matching score")
+    fig.tight_layout()
+    return fig
+
+
+def comparison_tables(report: dict[str, Any]) -> str:
+    """The comparison of schemes: separation, cost and stealth per scheme, and the mean score per transform."""
+    blocks = report["schemes"]
+    modes = list(MODE_TITLES)
+    rows = []
+    for name, block in blocks.items():
+        stealth = block["stealth"]
+        rows.append([name, *[block[key][m] for key in ("aruc", "auc", "tpr_at_1pct_fpr") for m in modes],
+                     block["queries"].get("black_box"), block["generation_s"],
+                     *[stealth.get(k) for k in ("psnr_db", "dr_feature_squeezing", "dr_deepsvdd")]])
+    header = ["scheme", *[f"{label} {MODE_TITLES[m]}" for label in ("ARUC", "ROC AUC", "TPR@1%FPR") for m in modes],
+              "queries black-box", "generation s", "PSNR dB", "Feature Squeezing", "Deep SVDD"]
+    transforms = list(next(iter(blocks.values()))["per_transform"])
+    per_transform = _table(
+        ["transform", *[f"{name} {MODE_TITLES[m]}" for name in blocks for m in modes]],
+        [[t, *[blocks[name]["per_transform"][t].get(f"ms_{m}") for name in blocks for m in modes]] for t in transforms],
+    )
+    return f"<h2>Schemes compared</h2>{_table(header, rows)}<h3>Mean matching score per transform</h3>{per_transform}"
+
+
 def plot_scores(report: dict[str, Any]):
     """Matching scores of every suspect, positives against negatives, per mode."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
@@ -92,6 +134,8 @@ def _png(fig, path: Path) -> str:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, dict) and "mean" in value:
         return f"{value['mean']:.3f} ± {value['std']:.3f}"
     if isinstance(value, float):
@@ -134,6 +178,9 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
     if report["curves"]:
         images["Robustness and uniqueness"] = _png(plot_curves(report), out / "curves.png")
         images["Matching scores of positives and negatives"] = _png(plot_scores(report), out / "scores.png")
+    compared = len(report.get("schemes", {})) > 1
+    if compared:
+        images["Robustness and uniqueness per scheme"] = _png(plot_scheme_curves(report), out / "curves-schemes.png")
     gallery_file = out / "gallery.npz"
     if gallery_file.is_file():
         with np.load(gallery_file) as arrays:
@@ -173,7 +220,8 @@ code{{font-size:12px}}</style></head><body>
 {report['counts']['repeats']} repeat(s). Scheme: <code>{html.escape(str(report.get('scheme')))}</code></p>
 <p>The target's own matching score: white-box {_fmt(report.get('target_scores', {}).get('ms_white_box'))},
 black-box {_fmt(report.get('target_scores', {}).get('ms_black_box'))}.{_owner_models(report)}</p>
-<h2>Separation</h2>{headline}
+{comparison_tables(report) if compared else ""}
+<h2>Separation{html.escape(f" ({report.get('scheme_name')})" if compared else "")}</h2>{headline}
 <p>Thresholds per repeat: {html.escape(', '.join(f"t_wb {t['white_box']:.4g}, t_bb {t['black_box']:.4g}" for t in report['thresholds']))}</p>
 <h2>Stealth</h2>{stealth}
 {figures}

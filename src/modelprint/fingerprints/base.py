@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 
 from ..access import LABELS, Access
+from ..checks import parse_assignments
 from ..errors import IntegrityError, InputError
 from ..tasks import Task
 from . import checks
@@ -219,16 +220,11 @@ class FingerprintScheme(ABC):
             InputError: for a malformed assignment or an unknown setting.
         """
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        settings: dict[str, Any] = {}
         for text in assignments:
-            key, sep, value = text.partition("=")
-            if not sep or key.strip() not in known:
+            key = text.partition("=")[0].strip()
+            if "=" not in text or key not in known:
                 raise InputError(f"{text!r}: expected SETTING=VALUE with SETTING one of {', '.join(sorted(known))}")
-            try:
-                settings[key.strip()] = json.loads(value)
-            except json.JSONDecodeError:
-                settings[key.strip()] = value
-        return settings
+        return parse_assignments(assignments)
 
 
 

@@ -110,6 +110,7 @@ class EvaluationConfig:
         # Recorded resolved (the report shows what was used): the configuration's settings for the task, under the run's.
         settings = {"preset": configuration, **first.task_settings.get(configuration, {}).get(self.task, {}), **settings}
         object.__setattr__(self, "scheme", settings)
+        object.__setattr__(self, "_asked", tuple(role for role in OWNER_ROLES if getattr(self, role) is not None))
         for role in OWNER_ROLES:
             if getattr(self, role) is None:
                 object.__setattr__(self, role, max(self._reads(name).get(role, 0) for name in names))
@@ -146,11 +147,11 @@ class EvaluationConfig:
             raise InputError(f"{name} settings: {exc}") from None
 
     def helper_counts(self, name: str) -> dict[str, int]:
-        """The helper models scheme ``name`` receives: every role its settings read; for the first scheme also
-        the roles the run was asked for explicitly (so that models nothing would use are reported)."""
-        scheme = self.fingerprint_scheme(0, name)
-        counts = self.owner_counts()
-        return {role: counts[role] for role in OWNER_ROLES if role in scheme.reads() or (name == self.schemes[0] and counts[role] and not self._reads(name))}  # type: ignore[index]
+        """The helper models scheme ``name`` receives: every role its settings read; for the first scheme also the
+        roles the run was asked for explicitly (``references=`` ...), so that models nothing would use are reported."""
+        reads, counts = self.fingerprint_scheme(0, name).reads(), self.owner_counts()
+        asked = self._asked if name == self.schemes[0] else ()  # type: ignore[attr-defined,index]
+        return {role: counts[role] for role in OWNER_ROLES if role in reads or (role in asked and counts[role])}
 
     def owner_counts(self) -> dict[str, int]:
         """How many helper models of each role the run trains."""

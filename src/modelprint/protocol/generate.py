@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def scheme_for_generation(name: str, configuration: str, task: str, settings: di
     cls = SCHEMES[name]
     if task not in cls.tasks:
         raise InputError(f"the {name} scheme protects {', '.join(cls.tasks)} models, not {task}")
-    known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(settings) - known)
     if unknown:
         raise InputError(f"the {name} scheme has no setting {', '.join(unknown)} (it has {', '.join(sorted(known))})")
