@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
 
 from modelprint.access import BlackBox, WhiteBox
 from modelprint.errors import CapabilityError, InputError

@@ -10,6 +10,7 @@ so that the protocol, the command line and the evidence records drive any of the
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Mapping
@@ -292,3 +293,47 @@ def target_identity(model: torch.nn.Module) -> dict[str, Any]:
     if isinstance(model, ImageModel):
         identity.update(arch=model.spec.arch, arch_kwargs=model.spec.arch_kwargs, input_size=list(model.spec.input_size))
     return identity
+
+
+def check_input_shape(model: torch.nn.Module, images: torch.Tensor) -> None:
+    """One line when a modelprint model expects images of another shape than ``images`` (N x C x H x W)."""
+    from ..models import ImageModel
+
+    if isinstance(model, ImageModel):
+        expected = (model.spec.channels, *model.spec.input_size)
+        if tuple(images.shape[1:]) != tuple(expected):
+            raise InputError(f"images are {'x'.join(map(str, images.shape[1:]))} but the model expects {'x'.join(map(str, expected))}")
+
+
+def label_agreement(scheme: FingerprintScheme, access: Access, fingerprints: FingerprintSet, mode: str) -> VerificationResult:
+    """The read-out of schemes whose samples carry the target's label: the share of samples on which the suspect's
+    top-1 label is the stored one (values 1.0 or 0.0, each against the threshold 0.5). White-box mode reads the
+    labels from the weights (0 queries), black-box mode through any access, labels-only included (N queries).
+
+    Args:
+        scheme: the verifying scheme (its name goes into the result).
+        access: the suspect; ``mode`` already checked against it (:meth:`FingerprintScheme.require`).
+        fingerprints: a set with ``samples`` and ``labels``.
+        mode: ``"white-box"`` or ``"black-box"``.
+    """
+    from ..access import WHITE_BOX, BlackBox, WhiteBox
+
+    began = time.perf_counter()
+    samples = fingerprints.samples
+    if mode == WHITE_BOX:
+        assert isinstance(access, WhiteBox)
+        check_input_shape(access.model, samples)
+        answers, queries = top1_labels(access, samples), 0
+    else:
+        box = access if isinstance(access, BlackBox) else access.black_box(fingerprints.task_adapter())  # type: ignore[attr-defined]
+        before = box.queries
+        answers = top1_labels(box, samples)
+        queries = box.queries - before
+    if answers.numel() != len(samples):
+        raise InputError(f"the suspect answered {answers.numel()} labels for {len(samples)} fingerprint samples")
+    values = (answers.view(-1) == fingerprints.labels.long().cpu()).float()
+    threshold = float(fingerprints.thresholds[mode.replace("-", "_")])
+    return VerificationResult(
+        scheme=scheme.name, mode=mode, matching_score=float((values >= threshold).float().mean()), n_samples=len(values),
+        queries=queries, threshold=threshold, values=values.tolist(), elapsed_s=time.perf_counter() - began,
+    )

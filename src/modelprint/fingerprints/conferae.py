@@ -22,15 +22,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access, BlackBox, WhiteBox
+from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access
 from ..checks import setting_types
 from ..data import check_images
 from ..errors import InputError
 from ..metrics import psnr
-from ..models import ImageModel, device_of, state_sha256
+from ..models import device_of, state_sha256
 from ..tasks import Classification, Task
 from . import checks
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, target_identity, top1_labels
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, label_agreement, target_identity
 from .checks import Layout
 from .optimise import ProjectedGradient
 
@@ -179,7 +179,7 @@ class ConferAE(FingerprintScheme):
         check_images(images, what="candidate images")
         if len(labels) != len(images):
             raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
-        _check_input_shape(model, images)
+        check_input_shape(model, images)
         for member in (model, *references, *surrogates):
             member.eval()
         device = device_of(model)
@@ -284,34 +284,7 @@ class ConferAE(FingerprintScheme):
         """
         if fingerprints.scheme != self.name:
             raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
-        mode = self.require(access, mode)
-        start = time.perf_counter()
-        samples = fingerprints.samples
-        queries = 0
-        if mode == WHITE_BOX:
-            assert isinstance(access, WhiteBox)
-            _check_input_shape(access.model, samples)
-            answers = top1_labels(access, samples)
-        else:
-            box = access if isinstance(access, BlackBox) else access.black_box(fingerprints.task_adapter())  # type: ignore[attr-defined]
-            before = box.queries
-            answers = top1_labels(box, samples)
-            queries = box.queries - before
-        if answers.shape != fingerprints.labels.shape:
-            raise InputError(f"the suspect answered {answers.numel()} labels for {len(samples)} fingerprint samples")
-        values = (answers == fingerprints.labels.long()).float()
-        threshold = float(fingerprints.thresholds[mode.replace("-", "_")])
-        return VerificationResult(
-            scheme=self.name,
-            mode=mode,
-            matching_score=float((values >= threshold).float().mean()),
-            n_samples=len(values),
-            queries=queries,
-            threshold=threshold,
-            values=values.tolist(),
-            elapsed_s=time.perf_counter() - start,
-            thresholds=[threshold] * len(values),
-        )
+        return label_agreement(self, access, fingerprints, self.require(access, mode))
 
     # ------------------------------------------------------------------------------------------------ set checks
     @classmethod
@@ -386,14 +359,3 @@ def _correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, order
                 raise InputError(f"labels must be classes 0..{outputs.shape[1] - 1} of the target")
             keep += idx[(outputs.argmax(dim=1).cpu() == labels[idx])].tolist()
     return keep
-
-
-def _check_input_shape(model: nn.Module, images: torch.Tensor) -> None:
-    """One line when a modelprint model expects other images than these."""
-    if isinstance(model, ImageModel):
-        spec = model.spec
-        if images.shape[1] != spec.channels or tuple(images.shape[-2:]) != tuple(spec.input_size):
-            raise InputError(
-                f"images are {images.shape[1]}x{images.shape[2]}x{images.shape[3]} but the model expects "
-                f"{spec.channels}x{spec.input_size[0]}x{spec.input_size[1]}"
-            )

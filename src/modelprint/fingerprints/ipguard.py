@@ -19,15 +19,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access, BlackBox, WhiteBox
+from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access
 from ..checks import setting_types
 from ..data import check_images
 from ..errors import IntegrityError, InputError
 from ..metrics import psnr
-from ..models import ImageModel, device_of
+from ..models import device_of
 from ..tasks import Classification, Task
 from . import checks
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, target_identity, top1_labels
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, label_agreement, target_identity
 from .optimise import Loss, ProjectedGradient
 
 #: How the target class j is chosen (see :attr:`IPGuard.target_class`).
@@ -199,7 +199,7 @@ class IPGuard(FingerprintScheme):
             raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
         model = model.eval()
         device = device_of(model)
-        _check_input_shape(model, images)
+        check_input_shape(model, images)
         with torch.no_grad():
             probe = model(images[:1].to(device))
         if probe.ndim != 2 or probe.shape[1] < 2:
@@ -284,30 +284,7 @@ class IPGuard(FingerprintScheme):
         """
         if fingerprints.scheme != self.name:
             raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
-        mode = self.require(access, mode)
-        began = time.perf_counter()
-        samples = fingerprints.samples
-        if mode == WHITE_BOX:
-            assert isinstance(access, WhiteBox)
-            _check_input_shape(access.model, samples)
-            answers, queries = top1_labels(access, samples), 0
-        else:
-            box = access if isinstance(access, BlackBox) else access.black_box(fingerprints.task_adapter())  # type: ignore[attr-defined]
-            before = box.queries
-            answers = top1_labels(box, samples)
-            queries = box.queries - before
-        values = (answers.view(-1) == fingerprints.labels.long().cpu()).float()
-        threshold = float(fingerprints.thresholds[mode.replace("-", "_")])
-        return VerificationResult(
-            scheme=self.name,
-            mode=mode,
-            matching_score=float((values >= threshold).float().mean()),
-            n_samples=len(values),
-            queries=queries,
-            threshold=threshold,
-            values=values.tolist(),
-            elapsed_s=time.perf_counter() - began,
-        )
+        return label_agreement(self, access, fingerprints, self.require(access, mode))
 
     @classmethod
     def check_layout(cls, layout: checks.Layout, task: str) -> int:
@@ -325,11 +302,3 @@ class IPGuard(FingerprintScheme):
             if not 0 < value <= 1:
                 raise IntegrityError(f"the {key} threshold must lie in (0, 1] (per-sample values are 0 or 1), got {value!r}")
         return scheme  # type: ignore[return-value]
-
-
-def _check_input_shape(model: torch.nn.Module, images: torch.Tensor) -> None:
-    """One line when a modelprint model expects images of another shape."""
-    if isinstance(model, ImageModel):
-        expected = (model.spec.channels, *model.spec.input_size)
-        if tuple(images.shape[1:]) != tuple(expected):
-            raise InputError(f"images are {'x'.join(map(str, images.shape[1:]))} but the model expects {'x'.join(map(str, expected))}")

@@ -26,7 +26,7 @@ from ..metrics import psnr
 from ..models import ImageModel, device_of, state_sha256
 from ..gradcam import GradCAM, find_cam_layer, normalise_maps, resolve_layer
 from ..tasks import Classification, Task
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, target_identity
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, target_identity
 from .checks import Layout
 from .saliency_checks import check_saliency_layout, check_saliency_values
 
@@ -428,7 +428,7 @@ class SaliencyFingerprint(FingerprintScheme):
         model = model.eval()
         device = device_of(model)
         check_images(images, what="candidate images")
-        _check_input_shape(model, images)
+        check_input_shape(model, images)
         if len(labels) != len(images):
             raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
         if task.needs_pairs and (pairs is None or len(pairs) != len(images)):
@@ -855,7 +855,7 @@ class SaliencyFingerprint(FingerprintScheme):
         model, task, config = access.model, fingerprints.task_adapter(), fingerprints.config
         device = device_of(model)
         samples = fingerprints.samples
-        _check_input_shape(model, samples)
+        check_input_shape(model, samples)
         if isinstance(model, ImageModel) and model.spec.num_outputs > 0:
             _check_outputs(task, (model.spec.num_outputs,), fingerprints, "the suspect model")
         grid = tuple(fingerprints.tensors["pattern"].shape)
@@ -927,16 +927,6 @@ def _settings_items(settings: Any) -> tuple[tuple[str, Any], ...]:
 
 def _hashable(value: Any) -> Any:
     return tuple(_hashable(v) for v in value) if isinstance(value, list | tuple) else value
-
-
-def _check_input_shape(model: torch.nn.Module, images: torch.Tensor) -> None:
-    if isinstance(model, ImageModel):
-        spec = model.spec
-        if images.shape[1] != spec.channels or tuple(images.shape[-2:]) != tuple(spec.input_size):
-            raise InputError(
-                f"images are {images.shape[1]}x{images.shape[2]}x{images.shape[3]} but the model expects "
-                f"{spec.channels}x{spec.input_size[0]}x{spec.input_size[1]}"
-            )
 
 
 def _check_outputs(task: Task, shape: tuple[int, ...], fingerprints: FingerprintSet, who: str) -> None:
