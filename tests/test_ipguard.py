@@ -163,7 +163,7 @@ def test_bad_settings_are_refused_in_one_line(settings, words):
 
 def test_bad_inputs_are_refused(setting):
     _, target, _, images, labels, _ = setting
-    assert repr(IPGuard(k=2)) == "IPGuard(n=100, k=2.0, lr=0.01, steps=1000, target_class='least_likely', seed=0, batch_size=100)"
+    assert repr(IPGuard(k=2)) == "IPGuard(n=100, k=2.0, lr=0.001, steps=1000, target_class='least_likely', seed=0, batch_size=100)"
     with pytest.raises(InputError, match="reads no helper models"):
         IPGuard(n=2).generate(target, images, labels, references=[target])
     with pytest.raises(InputError, match="protects classifiers"):
