@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "modelprint"
 #: package; a name that is a package stands for every module in it.
 FLOORS: list[set[str]] = [
     {"_version", "errors"},
-    {"checks", "hashing", "urls", "signing", "data", "models", "model_checks", "tasks", "metrics", "journal_lines",
+    {"checks", "hashing", "urls", "signing", "data", "architectures", "models", "model_checks", "tasks", "metrics", "journal_lines",
      "journal", "gradcam", "train", "detectors", "serving.client", "serving.limits", "serving.parse"},
     {"access", "serving.server", "zoo"},
     {"fingerprints", "evidence.record", "evidence.check"},

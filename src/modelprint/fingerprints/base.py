@@ -13,7 +13,7 @@ import json
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
@@ -231,6 +231,16 @@ class FingerprintScheme(ABC):
 
 #: The owner's helper models a scheme may read, by the keyword of ``generate`` that takes them.
 OWNER_ROLES = ("references", "surrogates", "calibration")
+#: The key under which a set's config records the weights' SHA-256 of the helper models of each role.
+HELPER_KEYS = {"references": "reference_sha256", "surrogates": "surrogate_sha256", "calibration": "calibration_sha256"}
+
+
+def helper_hashes(**helpers: Sequence[torch.nn.Module]) -> dict[str, list[str]]:
+    """``{"reference_sha256": [...], ...}`` for the helper models given by role: what a set records of them, and
+    what an evaluation compares to reuse a set."""
+    from ..models import state_sha256
+
+    return {HELPER_KEYS[role]: [state_sha256(m) for m in models] for role, models in helpers.items()}
 
 
 def scheme_named(name: str, configuration: str = "default", **overrides: Any) -> FingerprintScheme:

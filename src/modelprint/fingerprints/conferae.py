@@ -27,10 +27,10 @@ from ..checks import setting_types
 from ..data import check_images
 from ..errors import InputError
 from ..metrics import psnr
-from ..models import device_of, state_sha256
+from ..models import device_of
 from ..tasks import Classification, Task
 from . import checks
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, label_agreement, target_identity
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, helper_hashes, label_agreement, target_identity
 from .checks import Layout
 from .optimise import ProjectedGradient
 
@@ -221,7 +221,7 @@ class ConferAE(FingerprintScheme):
         quality = psnr(originals, samples)
         return FingerprintSet(
             scheme=self.name,
-            config={**self.settings(), "reference_sha256": [state_sha256(m) for m in references], "surrogate_sha256": [state_sha256(m) for m in surrogates]},
+            config={**self.settings(), **helper_hashes(references=references, surrogates=surrogates)},
             task=task.to_config(),
             tensors=tensors,
             thresholds={"white_box": THRESHOLD, "black_box": THRESHOLD},

@@ -23,10 +23,10 @@ from ..checks import setting_types
 from ..data import check_images
 from ..errors import InputError
 from ..metrics import psnr
-from ..models import ImageModel, device_of, state_sha256
+from ..models import ImageModel, device_of
 from ..gradcam import GradCAM, find_cam_layer, normalise_maps, resolve_layer
 from ..tasks import Classification, Task
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, target_identity
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, helper_hashes, target_identity
 from .checks import Layout
 from .saliency_checks import check_saliency_layout, check_saliency_values
 
@@ -473,14 +473,9 @@ class SaliencyFingerprint(FingerprintScheme):
         tensors = {"samples": samples, "originals": images[index].cpu(), "labels": labels[index].cpu(), "pattern": pattern.cpu()}
         if pairs is not None:
             tensors["pairs"] = pairs[index].cpu()
-        helper_hashes = {
-            "reference_sha256": [state_sha256(m) for m in references],
-            "surrogate_sha256": [state_sha256(m) for m in surrogates],
-            "calibration_sha256": [state_sha256(m) for m in calibration],
-        }
         fingerprints = FingerprintSet(
             scheme=self.name,
-            config={**self.settings(), "layer": layer, "tolerance": tolerance, **helper_hashes},
+            config={**self.settings(), "layer": layer, "tolerance": tolerance, **helper_hashes(references=references, surrogates=surrogates, calibration=calibration)},
             task=task.to_config(),
             tensors=tensors,
             target=target_identity(model),

@@ -23,9 +23,10 @@ from ..access import WhiteBox
 from ..data import DataSplits, load_data
 from ..detectors import DeepSVDD, FeatureSqueezing
 from ..fingerprints import FingerprintScheme, FingerprintSet
+from ..fingerprints.base import helper_hashes
 from ..gradcam import GradCAM, normalise_maps
 from ..metrics import pair_scores, ssim, tar_at_far
-from ..models import ImageModel, load_model, save_model, state_sha256
+from ..models import ImageModel, load_model, save_model
 from ..tasks import Task
 from ..train import TrainConfig, metric_name, predict, train_new_model
 from ..zoo.build import build_zoo
@@ -61,7 +62,7 @@ def _target(config: EvaluationConfig, data: DataSplits, out: Path, progress: boo
 def generate_or_reuse(scheme: FingerprintScheme, target: ImageModel, task: Task, data: DataSplits, path: Path,
                       helpers: dict[str, list[ImageModel]], progress: bool) -> FingerprintSet:
     """Generate a set, or reuse the one at ``path`` if the same settings made it for the same target and helpers."""
-    hashes = {f"{owner_models.ROLES[role][0]}_sha256": [state_sha256(m) for m in models] for role, models in helpers.items()}
+    hashes = helper_hashes(**helpers)
     if path.is_file():
         existing = FingerprintSet.load(path)
         same_helpers = all(existing.config.get(key, []) == value for key, value in hashes.items())
