@@ -177,3 +177,23 @@ def test_a_saved_set_loads_and_verifies_the_same(made, helpers, tmp_path):
 
     with pytest.raises(IntegrityError, match="conferrability"):
         ConferAE.validate(tampered)
+
+
+def test_labels_only_server_gives_the_in_process_score(made, helpers):
+    """Through `serve --labels-only` (top-1 labels on the wire) the scores and values of the independent reference
+    and the distilled surrogate are those of the models in process, with N queries each."""
+    from modelprint.serving.server import ServedModel, ServerThread, TopLabel, create_app
+
+    scheme, fingerprints = made
+    seen = set()
+    for suspect in helpers:
+        local = scheme.verify(WhiteBox(suspect), fingerprints)
+        served = ServedModel("suspect", suspect, Classification(), tuple(fingerprints.samples.shape[1:]), [TopLabel()])
+        with ServerThread(create_app(served)) as server:
+            box = BlackBox.http(server.url, "suspect", batch_size=4)
+            assert "labels" in box.capabilities and "scores" not in box.capabilities
+            remote = scheme.verify(box, fingerprints)
+        assert (remote.matching_score, remote.values) == (local.matching_score, local.values)
+        assert remote.queries == len(fingerprints) == served.inference_count
+        seen |= set(local.values)
+    assert seen == {0.0, 1.0}  # agreements and disagreements: a wrong read-out would change a score

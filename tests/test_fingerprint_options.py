@@ -1,6 +1,7 @@
 """The optional terms of saliency-fingerprint generation (references, surrogates, occlusion) and the black-box
 score variants: each acts in the direction it claims, on a small digits target and small helper models."""
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -255,3 +256,37 @@ def test_the_record_of_a_two_group_set_has_the_thresholds_of_the_rows_its_mode_r
         assert not any(math.isnan(t) for t in thresholds)
         assert record["matching_score"] == pytest.approx(sum(v >= t for v, t in zip(values, thresholds)) / N)
         json.loads(write_record(record, tmp_path / f"{mode}.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+
+
+def test_an_l2_budget_per_value_resolves_to_the_radius_of_the_image_size():
+    """``xi_rms`` is the root-mean-square change per value: radius xi_rms * sqrt(C * H * W). The regression and
+    similarity owner settings give back the radii they were measured with (12 on 64x64x3, 6 on 32x32x3)."""
+    scheme = SaliencyFingerprint(norm="l2", xi_rms=0.1)
+    assert scheme.radius(torch.zeros(2, 1, 32, 32)).xi == pytest.approx(0.1 * 32)  # sqrt(1024) = 32
+    assert scheme.radius(torch.zeros(2, 1, 32, 32)).xi_rms is None
+    rms = OWNER_TASK_SETTINGS["regression"]["xi_rms"]
+    owner = SaliencyFingerprint.named("owner", xi_rms=rms)
+    assert owner.radius(torch.zeros(1, 3, 64, 64)).xi == pytest.approx(12.0, abs=1e-9)
+    assert owner.radius(torch.zeros(1, 3, 32, 32)).xi == pytest.approx(6.0, abs=1e-9)
+    assert SaliencyFingerprint(norm="l2").radius(torch.zeros(1, 3, 8, 8)).xi == 0.1  # without xi_rms: xi itself
+    with pytest.raises(InputError, match="set norm='l2'"):
+        SaliencyFingerprint(xi_rms=0.1)
+
+
+def test_generation_with_a_budget_per_value_stays_inside_its_radius(digits, digits_target):
+    images = digits.train.images[:60]
+    scheme = SaliencyFingerprint(n=4, steps=3, norm="l2", xi_rms=0.05)
+    fingerprints = _generate(scheme, digits_target, digits)
+    radius = 0.05 * math.sqrt(images[0].numel())
+    change = (fingerprints.samples - fingerprints.tensors["originals"]).flatten(1).norm(dim=1)
+    assert fingerprints.config["xi"] == pytest.approx(radius) and fingerprints.config["xi_rms"] is None
+    assert 0.45 * radius <= float(change.max()) <= radius + 1e-5  # the random start alone lies at half the radius
+
+
+def test_each_task_has_a_default_configuration():
+    """``generate`` without a configuration makes the scheme's choice for the task: the helper-free default for
+    classification, the owner's configuration (which reads helper models) for regression and similarity."""
+    assert SaliencyFingerprint.default_configuration("classification") == "default"
+    assert SaliencyFingerprint.default_configuration("regression") == "owner"
+    assert SaliencyFingerprint.default_configuration("similarity") == "owner"
+    assert SaliencyFingerprint.configured("owner", "regression").reads() == ("references", "surrogates", "calibration")

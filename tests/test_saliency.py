@@ -6,6 +6,7 @@ from captum.attr import LayerGradCam
 
 from modelprint.errors import InputError
 from modelprint.fingerprints import SaliencyFingerprint
+from modelprint.fingerprints.saliency import objective
 from modelprint.models import build_model
 from modelprint.gradcam import GradCAM, find_cam_layer, normalise_maps
 from modelprint.tasks import Classification
@@ -42,7 +43,7 @@ def test_sam_loss_gradient_matches_finite_differences():
     def sam_loss(x):
         with GradCAM(model, "features") as cam:
             maps, _ = cam(x, lambda out: task.score(out, labels), create_graph=True)
-        return scheme._sam_loss(maps, pattern).sum()
+        return objective.sam_loss(maps, pattern, scheme.sam_norm).sum()
 
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(sam_loss(x), x)

@@ -159,3 +159,19 @@ def test_task_flags_that_contradict_the_model_fail_with_one_line(tmp_path, capsy
     model_file = save_model(digits_target, tmp_path / "model.safetensors")
     code, _, err = run_cli(["generate", "--model", str(model_file), "--out", str(tmp_path / "f.safetensors"), "--task", "regression"], capsys)
     assert code == 2 and err.count("\n") == 1 and "--task regression, but the model" in err
+
+
+def test_generate_without_a_configuration_steers_a_regression_owner_to_the_helper_models(tmp_path, capsys):
+    """For regression the scheme's default is the owner's configuration: without helper models, one line that
+    names the command which makes them, exit 2, nothing written; naming --configuration default still works."""
+    data = _ages(tmp_path / "data", np.random.default_rng(0))
+    model = build_model("vgg11_bn", num_outputs=1, width=4, task="regression", output_shift=30.0, output_scale=15.0).eval()
+    model_file = save_model(model, tmp_path / "model.safetensors")
+    out = tmp_path / "f.safetensors"
+    code, _, err = run_cli(["generate", "--model", str(model_file), "--data", str(data), "--n", "3", "--out", str(out)], capsys)
+    assert code == 2 and err.count("\n") == 1 and not out.exists()
+    assert "'owner' configuration" in err and "modelprint owner-models --target" in err and "--configuration default" in err
+    code, _, err = run_cli(["generate", "--model", str(model_file), "--data", str(data), "--n", "3", "--steps", "2",
+                            "--configuration", "default", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert FingerprintSet.load(out).config["norm"] == "linf"  # the helper-free default, as named

@@ -85,7 +85,7 @@ def generate(
     out: Path = typer.Option(..., help="Fingerprint file to write (.safetensors)."),
     data: str = typer.Option("digits", help="Data whose training split supplies the candidate images."),
     scheme: str = typer.Option("saliency", help="The fingerprint scheme: saliency, ipguard or conferae (every registered scheme)."),
-    configuration: str = typer.Option("default", "--configuration", "--preset", help="The scheme's named configuration (saliency: default, paper or owner; 'owner' reads helper models: --owner-models)."),
+    configuration: Optional[str] = typer.Option(None, "--configuration", "--preset", help="The scheme's named configuration (saliency: default, paper or owner; 'owner' reads helper models: --owner-models) [default: the scheme's for the task; saliency: default for classification, owner for regression and similarity]."),
     setting: list[str] = typer.Option([], "--set", help="A setting on top of the configuration, SETTING=VALUE (JSON value), repeatable."),
     owner_models_dir: Optional[Path] = typer.Option(None, "--owner-models", help="The owner's helper models made by 'modelprint owner-models', for a configuration that reads them."),
     task: Optional[TaskName] = typer.Option(None, help="The target's task [default: the one its model file records]."),

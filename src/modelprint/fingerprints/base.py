@@ -91,6 +91,14 @@ class FingerprintScheme(ABC):
     #: Per named configuration and task, settings that configuration takes for that task (under the ones a caller
     #: names): the same idea often needs another budget or score on another task.
     task_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
+    #: Per task, the named configuration ``generate`` makes when the caller names none (``"default"`` when absent):
+    #: the one measured to separate a target from an independent model on that task.
+    task_defaults: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def default_configuration(cls, task: str) -> str:
+        """The configuration made for ``task`` when none is named (:attr:`task_defaults`)."""
+        return cls.task_defaults.get(task, "default")
 
     @classmethod
     def configured(cls, name: str = "default", task: str = "classification", **overrides: Any) -> "FingerprintScheme":

@@ -35,8 +35,12 @@ def scheme_for_generation(name: str, configuration: str, task: str, settings: di
 
 
 def helpers_for(scheme: FingerprintScheme, configuration: str, folder: str | os.PathLike | None, target: ImageModel, data: str,
-                *, device: str = "cpu") -> dict[str, list[ImageModel]]:
+                *, device: str = "cpu", chosen: bool = True) -> dict[str, list[ImageModel]]:
     """The owner's helper models ``scheme`` reads, from a folder made by ``modelprint owner-models``.
+
+    Args:
+        chosen: whether the caller named ``configuration`` (else it is the task's default, and a missing folder
+            gets a line that steers the user to make the helper models).
 
     Raises:
         InputError: the scheme reads helper models and no folder is given; a folder is given and it reads none; or
@@ -45,8 +49,18 @@ def helpers_for(scheme: FingerprintScheme, configuration: str, folder: str | os.
     reads = scheme.reads()
     if not reads:
         if folder is not None:
-            raise InputError(f"the {scheme.name} {configuration!r} configuration reads no helper models: drop --owner-models")
+            using = " or ".join(type(scheme).owner_models)
+            other = f", or name a configuration that reads them (--configuration {using})" if using else ""
+            raise InputError(f"the {scheme.name} {configuration!r} configuration reads no helper models: drop --owner-models{other}")
         return {}
+    if folder is None and not chosen:
+        task = target.spec.task
+        raise InputError(
+            f"for {task} models the {scheme.name} scheme makes its {configuration!r} configuration, which reads the owner's helper "
+            f"models ({', '.join(reads)}): make them with 'modelprint owner-models --target MODEL --data DATA --out DIR' and give "
+            "--owner-models DIR, or name --configuration default to make fingerprints without them (measured not to separate "
+            f"a {task} target from an independent model: docs/tasks.md)"
+        )
     if folder is None:
         raise InputError(
             f"the {scheme.name} {configuration!r} configuration reads the owner's helper models ({', '.join(reads)}): make them with "
@@ -64,7 +78,7 @@ def generate_set(
     *,
     data: str = "digits",
     scheme: str = DEFAULT_SCHEME,
-    configuration: str = "default",
+    configuration: str | None = None,
     settings: dict[str, Any] | None = None,
     task: str | None = None,
     similarity: str = "l2",
@@ -78,7 +92,9 @@ def generate_set(
         model: the target's model file.
         data: data whose training split supplies the candidate images.
         scheme: a registered scheme's name.
-        configuration: one of the scheme's named configurations.
+        configuration: one of the scheme's named configurations; when None, the one the scheme makes for the
+            target's task (:meth:`~modelprint.fingerprints.FingerprintScheme.default_configuration`), which may read
+            the owner's helper models.
         settings: settings on top of the configuration (``n``, ``seed``, ...).
         task: the target's task, which the model file records (given, it must agree).
         similarity: F_c of the similarity task.
@@ -93,8 +109,11 @@ def generate_set(
     recorded = target.spec.task
     if task is not None and task != recorded:
         raise InputError(f"--task {task}, but the model {model} is for {recorded}")
+    chosen = configuration is not None
+    if configuration is None:
+        configuration = SCHEMES[scheme].default_configuration(recorded) if scheme in SCHEMES else "default"
     maker = scheme_for_generation(scheme, configuration, recorded, dict(settings or {}))
-    helpers = helpers_for(maker, configuration, owner_models_dir, target, data, device=device)
+    helpers = helpers_for(maker, configuration, owner_models_dir, target, data, device=device, chosen=chosen)
     adapter = task_named(recorded, similarity=similarity)
     splits = load_data(data, channels=target.spec.channels, size=target.spec.input_size[0])
     candidates, pairs = adapter.candidates(splits.train)

@@ -1,6 +1,6 @@
 """What a saliency-map fingerprint set must hold for its verification to mean anything.
 
-Beyond the generic checks (:mod:`.checks`): the region P (``pattern``), the original images, the pair images of a
+Beyond the generic checks (:mod:`..checks`): the region P (``pattern``), the original images, the pair images of a
 similarity set, the ``mode`` codes of a set made with ``black_box_settings``, the per-sample thresholds on the rows
 each mode reads, and thresholds within the range of the values they are compared with (a white-box value is a mean
 of max-normalised saliency, in [0, 1]; a black-box change ``abs``/``log`` is >= 0). A threshold outside that range
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from ..errors import IntegrityError
-from .checks import Layout, check_finite, check_images, check_number, require
+from ...errors import IntegrityError
+from ..checks import Layout, check_finite, check_images, check_number, require
 
 if TYPE_CHECKING:
-    from .base import FingerprintSet
+    from ..base import FingerprintSet
 
 #: The tensors a saliency set may hold.
 KNOWN_TENSORS = ("samples", "labels", "originals", "pattern", "pairs", "mode", "t_white_box", "t_black_box")
