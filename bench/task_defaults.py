@@ -10,8 +10,8 @@ Every step's output is kept in OUT/CASE and reused when the script runs again:
     python bench/task_defaults.py --out runs/task_defaults --configuration default
     python bench/task_defaults.py --out runs/task_defaults --owner-models
 
-Cases: COIL-20 angle regression (VGG11-BN width 16, 30 epochs, N = 30) and Olivetti face similarity (MobileFaceNet
-width 32, 60 epochs, N = 30), from ``../shared/data``.
+Cases: CIFAR-10 classification (ResNet-18 width 16, 15 epochs), COIL-20 angle regression (VGG11-BN width 16, 30
+epochs) and Olivetti face similarity (MobileFaceNet width 32, 60 epochs), N = 30 each, from ``../shared/data``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 #: case -> (data folder, task, training arguments)
 CASES = {
+    "cifar10_classification": ("cifar10_test_32", "classification", ["--arch", "resnet18", "--width", "16", "--epochs", "15"]),
     "coil20_regression": ("coil20_angle_32", "regression", ["--arch", "vgg11_bn", "--width", "16", "--epochs", "30"]),
     "olivetti_similarity": ("olivetti_faces_64", "similarity", ["--arch", "mobilefacenet", "--width", "32", "--epochs", "60"]),
 }
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--configuration", default=None, help="a named configuration; the scheme's default for the task when omitted")
     parser.add_argument("--owner-models", action="store_true", help="make the owner's helper models and give them to generate")
     parser.add_argument("--n", type=int, default=30)
-    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     rows = {name: case(name, args.out, configuration=args.configuration, owner_models=args.owner_models, n=args.n)

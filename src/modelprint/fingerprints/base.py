@@ -323,6 +323,42 @@ def check_input_shape(model: torch.nn.Module, images: torch.Tensor) -> None:
             raise InputError(f"images are {'x'.join(map(str, images.shape[1:]))} but the model expects {'x'.join(map(str, expected))}")
 
 
+def right_candidates(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, *,
+                     classify: bool = True, limit: int | None = None) -> list[int]:
+    """Candidate indices, in ``order``, whose label the target predicts (every one with ``classify=False``): the
+    candidates a scheme may turn into fingerprints.
+
+    Args:
+        model: the target, on its device.
+        images: candidate images.
+        labels: their labels (classes when ``classify``).
+        order: the order to take them in.
+        classify: compare the top-1 class with the label; False for tasks whose outputs are values.
+        limit: stop after this many.
+
+    Raises:
+        InputError: the target's outputs are NaN or infinite, or (``classify``) are not class scores for the labels.
+    """
+    from ..models import device_of
+
+    device, kept = device_of(model), []
+    with torch.no_grad():
+        for begin in range(0, len(order), 256):
+            idx = order[begin : begin + 256]
+            outputs = model(images[idx].to(device))
+            if not bool(torch.isfinite(outputs).all()):
+                raise InputError("the target's outputs on the candidate images are NaN or infinite: its weights are broken, no fingerprint can be made")
+            if not classify:
+                kept += idx.tolist()
+            elif outputs.ndim != 2 or int(labels[idx].max()) >= outputs.shape[1] or int(labels[idx].min()) < 0:
+                raise InputError(f"labels must be classes 0..{outputs.shape[-1] - 1} of the target's class scores")
+            else:
+                kept += idx[outputs.argmax(dim=1).cpu() == labels[idx].long()].tolist()
+            if limit is not None and len(kept) >= limit:
+                return kept[:limit]
+    return kept
+
+
 def label_agreement(scheme: FingerprintScheme, access: Access, fingerprints: FingerprintSet, mode: str) -> VerificationResult:
     """The read-out of schemes whose samples carry the target's label: the share of samples on which the suspect's
     top-1 label is the stored one (values 1.0 or 0.0, each against the threshold 0.5). White-box mode reads the

@@ -30,7 +30,9 @@ from ..metrics import psnr
 from ..models import device_of
 from ..tasks import Classification, Task
 from . import checks
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, helper_hashes, label_agreement, target_identity
+from .base import (
+    FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, helper_hashes, label_agreement, right_candidates, target_identity,
+)
 from .checks import Layout
 from .optimise import ProjectedGradient
 
@@ -185,7 +187,7 @@ class ConferAE(FingerprintScheme):
         device = device_of(model)
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(images), generator=generator)
-        eligible = _correct(model, images, labels.long(), order, device)
+        eligible = right_candidates(model, images, labels.long(), order)
         limit = min(len(eligible), math.ceil(self.candidates * self.n - 1e-9))
         floor = math.ceil(self.min_fraction * self.n - 1e-9)
         optimiser = ProjectedGradient(steps=self.steps, lr=self.step_size, eps=self.eps, norm="linf", optimiser=self.optimiser)
@@ -344,18 +346,3 @@ def _dropped(models: Sequence[nn.Module], keep_p: float, generator: torch.Genera
 
 def _mean_probs(models: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     return torch.stack([F.softmax(m(x), dim=1) for m in models]).mean(dim=0)
-
-
-def _correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, device: torch.device) -> list[int]:
-    """Candidate indices, in ``order``, that the target classifies right."""
-    keep: list[int] = []
-    with torch.no_grad():
-        for start in range(0, len(order), 256):
-            idx = order[start : start + 256]
-            outputs = model(images[idx].to(device))
-            if outputs.ndim != 2 or not bool(torch.isfinite(outputs).all()):
-                raise InputError("the target's outputs on the candidate images are not finite class scores: no fingerprint can be made")
-            if int(labels[idx].max()) >= outputs.shape[1] or int(labels[idx].min()) < 0:
-                raise InputError(f"labels must be classes 0..{outputs.shape[1] - 1} of the target")
-            keep += idx[(outputs.argmax(dim=1).cpu() == labels[idx])].tolist()
-    return keep

@@ -27,7 +27,7 @@ from ..metrics import psnr
 from ..models import device_of
 from ..tasks import Classification, Task
 from . import checks
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, label_agreement, target_identity
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, label_agreement, right_candidates, target_identity
 from .optimise import Loss, ProjectedGradient
 
 #: How the target class j is chosen (see :attr:`IPGuard.target_class`).
@@ -207,7 +207,7 @@ class IPGuard(FingerprintScheme):
             raise InputError(f"the {self.name} scheme needs a classifier with 2 or more classes; the target answers shape {list(probe.shape[1:])}")
         task.check_labels(labels, probe.shape[1])
         generator = torch.Generator().manual_seed(self.seed)
-        chosen = self._candidates(model, images, labels, torch.randperm(len(images), generator=generator), device)
+        chosen = self._candidates(model, images, labels, torch.randperm(len(images), generator=generator))
 
         samples, sources, steps = [], [], []
         for begin in tqdm(range(0, self.n, self.batch_size), desc="ipguard", disable=not progress, leave=False):
@@ -248,19 +248,12 @@ class IPGuard(FingerprintScheme):
             },
         )
 
-    def _candidates(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, device: torch.device) -> torch.Tensor:
+    def _candidates(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
         """The first N candidate indices, in ``order``, that the target classifies right."""
-        kept: list[int] = []
-        with torch.no_grad():
-            for begin in range(0, len(order), 256):
-                idx = order[begin : begin + 256]
-                outputs = model(images[idx].to(device))
-                if not bool(torch.isfinite(outputs).all()):
-                    raise InputError("the target's outputs on the candidate images are NaN or infinite: its weights are broken, no fingerprint can be made")
-                kept += idx[(outputs.argmax(dim=1).cpu() == labels[idx].long())].tolist()
-                if len(kept) >= self.n:
-                    return torch.tensor(kept[: self.n])
-        raise InputError(f"only {len(kept)} candidate images are classified right by the target, {self.n} are needed")
+        kept = right_candidates(model, images, labels, order, limit=self.n)
+        if len(kept) < self.n:
+            raise InputError(f"only {len(kept)} candidate images are classified right by the target, {self.n} are needed")
+        return torch.tensor(kept)
 
     def _target_classes(self, logits: torch.Tensor, source: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """j per sample: the least likely class, or a seeded random class other than the source."""

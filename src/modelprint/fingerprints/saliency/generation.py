@@ -18,7 +18,7 @@ from ...gradcam import GradCAM, find_cam_layer, resolve_layer
 from ...metrics import psnr
 from ...models import device_of
 from ...tasks import Classification, Task
-from ..base import FingerprintSet, check_input_shape, helper_hashes, target_identity
+from ..base import FingerprintSet, check_input_shape, helper_hashes, right_candidates, target_identity
 from ..optimise import ProjectedGradient
 from .configurations import MODE_CODE
 from .objective import helper_loss, occlusion_value, pattern_mask, sam_loss
@@ -63,7 +63,7 @@ def generate_group(s: SaliencySettings, model: torch.nn.Module, images: torch.Te
         first = task.condition_on(model, labels[:1], rows_of(pairs, slice(0, 1)))
         grid = tuple(cam(images[:1].to(device), score_fn(s, task, first))[0].shape[1:])
         pattern = pattern_mask(s.pattern, grid).to(device)  # type: ignore[arg-type]
-        eligible = _eligible(model, task, images, labels, pairs, order, device)
+        eligible = right_candidates(model, images, labels, order, classify=isinstance(task, Classification))
         # A pool larger than the candidates that keep their prediction shrinks to them; n are always needed.
         needed = s.n if s.selects else s.made
         if len(eligible) < needed:
@@ -220,24 +220,6 @@ class _Batches:
         last = self.optimiser.run(self.optimiser.random_start(x, self.generator), loss, center=x)
         track(last.requires_grad_(True), create_graph=False)
         return best, found
-
-
-def _eligible(model, task: Task, images, labels, pairs, order, device) -> list[int]:
-    """Candidate indices, in ``order``, whose original prediction the target gets right (every one outside
-    classification)."""
-    keep: list[int] = []
-    with torch.no_grad():
-        for start in range(0, len(order), 256):
-            idx = order[start : start + 256]
-            outputs = model(images[idx].to(device))
-            if not bool(torch.isfinite(outputs).all()):
-                raise InputError("the target's outputs on the candidate images are NaN or infinite: its weights are broken, no fingerprint can be made")
-            if isinstance(task, Classification):
-                right = outputs.argmax(dim=1) == labels[idx].to(device).long()
-            else:
-                right = torch.ones(len(outputs), dtype=torch.bool, device=outputs.device)
-            keep += idx[right.cpu()].tolist()
-    return keep
 
 
 def _tolerance(s: SaliencySettings, model, task: Task, images, labels, pairs, eligible, pattern, device) -> tuple[float | None, float | None]:
