@@ -89,6 +89,8 @@ CASES: list[Case] = [
     cli("generate: --tolerance -1", *GEN, "--tolerance", "-1"),
     cli("generate: --tolerance nan", *GEN, "--tolerance", "nan"),
     cli("generate: --norm l3", *GEN, "--norm", "l3"),
+    cli("generate: --set xi_rms=0.1 with an L-inf ball", *GEN, "--set", "xi_rms=0.1"),
+    cli("generate: --set xi_rms=-1", *GEN, "--norm", "l2", "--set", "xi_rms=-1"),
     cli("generate: --steps -1", *_replace(GEN, "--steps", "-1")),
     cli("generate: --pattern a;b", *GEN, "--pattern", "a;b"),
     cli("generate: --pattern 1,2,3", *GEN, "--pattern", "1,2,3"),

@@ -53,7 +53,7 @@ def helpers_for(scheme: FingerprintScheme, configuration: str, folder: str | os.
             other = f", or name a configuration that reads them (--configuration {using})" if using else ""
             raise InputError(f"the {scheme.name} {configuration!r} configuration reads no helper models: drop --owner-models{other}")
         return {}
-    if folder is None and not chosen:
+    if folder is None and not chosen and configuration != "default":  # the task's default, not the scheme's
         task = target.spec.task
         raise InputError(
             f"for {task} models the {scheme.name} scheme makes its {configuration!r} configuration, which reads the owner's helper "
