@@ -78,14 +78,18 @@ def evaluate(
 
 
 def comparison_table(report: dict, *, title: str) -> Table:
-    """One row per scheme: ARUC, ROC AUC and TPR at 1% FPR per mode, black-box queries per verification, seconds per set."""
+    """One row per scheme: ARUC, ROC AUC and TPR at 1% FPR per mode, black-box queries per verification, seconds per
+    set, and the stealth of the samples (PSNR, SSIM, Feature Squeezing and Deep SVDD detection rates)."""
     table = Table(title=title)
-    for column in ("scheme", "ARUC wb", "ARUC bb", "AUC wb", "AUC bb", "TPR@1% wb", "TPR@1% bb", "queries bb", "gen s"):
+    columns = ("scheme", "ARUC wb", "ARUC bb", "AUC wb", "AUC bb", "TPR@1% wb", "TPR@1% bb", "queries bb", "gen s", "PSNR", "SSIM", "FS", "SVDD")
+    for column in columns:
         table.add_column(column, justify="left" if column == "scheme" else "right")
     for name, block in report["schemes"].items():
         cells = [mean_std_text(block[key][mode]) for key in ("aruc", "auc", "tpr_at_1pct_fpr") for mode in ("white_box", "black_box")]
         queries = block["queries"].get("black_box")
-        table.add_row(name, *[cells[i] for i in (0, 1, 2, 3, 4, 5)], "n/a" if queries is None else f"{queries:.0f}", f"{block['generation_s']['mean']:.0f}")
+        stealth = [block["stealth"].get(k) for k in ("psnr_db", "ssim", "dr_feature_squeezing", "dr_deepsvdd")]
+        table.add_row(name, *cells, "n/a" if queries is None else f"{queries:.0f}", f"{block['generation_s']['mean']:.0f}",
+                      *["n/a" if figure is None else f"{figure['mean']:.{1 if i == 0 else 2}f}" for i, figure in enumerate(stealth)])
     return table
 
 

@@ -69,9 +69,9 @@ def comparison_tables(report: dict[str, Any]) -> str:
         stealth = block["stealth"]
         rows.append([name, *[block[key][m] for key in ("aruc", "auc", "tpr_at_1pct_fpr") for m in modes],
                      block["queries"].get("black_box"), block["generation_s"],
-                     *[stealth.get(k) for k in ("psnr_db", "dr_feature_squeezing", "dr_deepsvdd")]])
+                     *[stealth.get(k) for k in ("psnr_db", "ssim", "dr_feature_squeezing", "dr_deepsvdd")]])
     header = ["scheme", *[f"{label} {MODE_TITLES[m]}" for label in ("ARUC", "ROC AUC", "TPR@1%FPR") for m in modes],
-              "queries black-box", "generation s", "PSNR dB", "Feature Squeezing", "Deep SVDD"]
+              "queries black-box", "generation s", "PSNR dB", "SSIM", "Feature Squeezing", "Deep SVDD"]
     transforms = list(next(iter(blocks.values()))["per_transform"])
     per_transform = _table(
         ["transform", *[f"{name} {MODE_TITLES[m]}" for name in blocks for m in modes]],
