@@ -84,7 +84,7 @@ def generate(
     model: Path = typer.Option(..., help="The target model file."),
     out: Path = typer.Option(..., help="Fingerprint file to write (.safetensors)."),
     data: str = typer.Option("digits", help="Data whose training split supplies the candidate images."),
-    scheme: str = typer.Option("saliency", help="The fingerprint scheme: saliency, ipguard or conferae (every registered scheme)."),
+    scheme: str = typer.Option("saliency", help="The fingerprint scheme, by its registered name (e.g. saliency, ipguard, conferae)."),
     configuration: Optional[str] = typer.Option(None, "--configuration", "--preset", help="The scheme's named configuration (saliency: default, paper or owner; 'owner' reads helper models: --owner-models) [default: the scheme's for the task; saliency: default for classification, owner for regression and similarity]."),
     setting: list[str] = typer.Option([], "--set", help="A setting on top of the configuration, SETTING=VALUE (JSON value), repeatable."),
     owner_models_dir: Optional[Path] = typer.Option(None, "--owner-models", help="The owner's helper models made by 'modelprint owner-models', for a configuration that reads them."),
