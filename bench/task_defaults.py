@@ -96,7 +96,11 @@ def main() -> None:
             t, i = row[f"target {mode}"], row[f"independent {mode}"]
             cells += [f"{t:.2f}", f"{i:.2f}", f"**{t - i:+.2f}**" if t - i >= 0.3 else f"{t - i:+.2f}"]
         print(f"| {name} | {row['configuration']} | " + " | ".join(cells) + " |")
-    (args.out / "task_defaults.json").write_text(json.dumps(rows, indent=1))
+    table = args.out / "task_defaults.json"  # rows of earlier invocations stay, a row of the same case and configuration is replaced
+    kept = [r for r in (json.loads(table.read_text()) if table.exists() else []) if isinstance(r, dict) and "case" in r]
+    new = [{"case": name, **row} for name, row in rows.items()]
+    done = {(r["case"], r["configuration"]) for r in new}
+    table.write_text(json.dumps([r for r in kept if (r["case"], r["configuration"]) not in done] + new, indent=1))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ class FingerprintScheme(ABC):
     #: names): the same idea often needs another budget or score on another task.
     task_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
     #: Per task, the named configuration ``generate`` makes when the caller names none (``"default"`` when absent):
-    #: the one measured to separate a target from an independent model on that task.
+    #: the one that separated a target from independent models best where measured on that task.
     task_defaults: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
