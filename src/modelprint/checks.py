@@ -155,6 +155,22 @@ def setting_types(settings: Any) -> None:
             raise InputError(f"{owner}: setting {spec.name} must be a finite number, got {value}")
 
 
+def rules(checks: list[tuple[bool, str]]) -> None:
+    """Raise the message of the first ``(holds, message)`` pair that does not hold (a settings class's ranges)."""
+    for holds, message in checks:
+        if not holds:
+            raise InputError(message)
+
+
+def floats_as_floats(settings: Any) -> None:
+    """Store whole numbers given for a frozen settings dataclass's ``float`` fields as floats, so that equal settings
+    print the same ``repr`` (how an evaluation recognises a set it made)."""
+    for name, spec in settings.__dataclass_fields__.items():
+        value = getattr(settings, name)
+        if spec.type in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(settings, name, float(value))
+
+
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     """``["beta=1", "layer=net.layer3"]`` -> ``{"beta": 1, "layer": "net.layer3"}``: a value is read as JSON when it
     parses (numbers, booleans, lists, null), else as a string. The scheme then checks the names

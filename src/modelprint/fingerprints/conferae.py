@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access
-from ..checks import setting_types
+from ..checks import floats_as_floats, rules, setting_types
 from ..data import check_images
 from ..errors import InputError
 from ..metrics import psnr
@@ -96,7 +96,7 @@ class ConferAE(FingerprintScheme):
 
     def __post_init__(self) -> None:
         setting_types(self)  # a type or a NaN/infinite number named in one line, before the ranges below
-        rules = [
+        checks: list[tuple[bool, str]] = [
             (self.n >= 1, f"n must be >= 1, got {self.n}"),
             (0 < self.eps <= 1, f"eps must lie in (0, 1], got {self.eps}"),
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
@@ -109,13 +109,8 @@ class ConferAE(FingerprintScheme):
             (0 < self.min_fraction <= 1, f"min_fraction must lie in (0, 1], got {self.min_fraction}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
         ]
-        for ok, message in rules:
-            if not ok:
-                raise InputError(message)
-        for name, spec in self.__dataclass_fields__.items():  # whole numbers as floats: equal settings, equal repr
-            value = getattr(self, name)
-            if spec.type in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, name, float(value))
+        rules(checks)
+        floats_as_floats(self)
 
     @property
     def step_size(self) -> float:

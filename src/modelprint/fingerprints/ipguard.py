@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access
-from ..checks import setting_types
+from ..checks import floats_as_floats, rules, setting_types
 from ..data import check_images
 from ..errors import IntegrityError, InputError
 from ..metrics import psnr
@@ -144,7 +144,7 @@ class IPGuard(FingerprintScheme):
 
     def __post_init__(self) -> None:
         setting_types(self)
-        rules = [
+        checks: list[tuple[bool, str]] = [
             (self.n >= 1, f"n must be >= 1, got {self.n}"),
             (self.k > 0, f"k must be > 0 (a logit margin), got {self.k}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
@@ -152,11 +152,8 @@ class IPGuard(FingerprintScheme):
             (self.target_class in TARGET_CLASSES, f"target_class must be one of {', '.join(TARGET_CLASSES)}, got {self.target_class!r}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
         ]
-        for ok, message in rules:
-            if not ok:
-                raise InputError(message)
-        for name in ("k", "lr"):  # whole numbers stored as floats: equal settings print the same repr
-            object.__setattr__(self, name, float(getattr(self, name)))
+        rules(checks)
+        floats_as_floats(self)
 
     # ------------------------------------------------------------------------------------------------ generation
     def generate(

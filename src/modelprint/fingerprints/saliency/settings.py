@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 
 from ...access import BLACK_BOX, SCORES, WHITE_BOX
-from ...checks import setting_types
+from ...checks import floats_as_floats, rules, setting_types
 from ...errors import InputError
 from ..base import FingerprintScheme
 from .configurations import (
@@ -140,7 +140,7 @@ class SaliencySettings(FingerprintScheme):
 
     def __post_init__(self) -> None:
         setting_types(self)  # a type or a NaN/infinite number named in one line, before the ranges below
-        checks = [
+        checks: list[tuple[bool, str]] = [
             (self.n >= 1, f"n must be >= 1, got {self.n}"),
             (self.xi > 0, f"xi must be > 0, got {self.xi}"),
             (self.xi_rms is None or self.xi_rms > 0, f"xi_rms must be > 0, got {self.xi_rms}"),
@@ -172,16 +172,11 @@ class SaliencySettings(FingerprintScheme):
                 "threshold_anchor='surrogates' moves a 'calibration' or 'per_sample' threshold: set wb_threshold or bb_threshold to one",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+        rules(checks)
         # Accept lists (from JSON or the CLI) but store hashable tuples, and whole numbers for float settings as
         # floats: equal settings then print the same repr, which is how an evaluation recognises a set it made.
         object.__setattr__(self, "pattern", tuple((int(r), int(c)) for r, c in self.pattern))
-        for name, spec in self.__dataclass_fields__.items():
-            value = getattr(self, name)
-            if spec.type in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, name, float(value))
+        floats_as_floats(self)
         if self.black_box_settings is not None:
             object.__setattr__(self, "black_box_settings", _settings_items(self.black_box_settings))
             self.black_box_scheme  # builds (and so checks) the black-box group's settings
