@@ -134,11 +134,12 @@ def gallery(fingerprints: FingerprintSet, models: dict[str, ImageModel], count: 
     task = fingerprints.task_adapter()
     arrays = {"originals": fingerprints.tensors["originals"][:count].numpy(), "samples": samples.numpy(), "pattern": fingerprints.tensors["pattern"].numpy()}
     logit = bool(fingerprints.config.get("cam_logit", True))
+    direction = fingerprints.tensors.get("direction", torch.ones(len(fingerprints)))[:count]  # which way each sample is read
     for name, model in models.items():
         layer = fingerprints.config.get("layer")
         cond = task.condition_on(model, labels, pairs)
         with GradCAM(model, layer if layer in dict(model.named_modules()) else None) as cam:
-            maps, _ = cam(samples, lambda o: task.score(o, cond, logit=logit))
+            maps, _ = cam(samples, lambda o: task.score(o, cond, logit=logit) * direction.to(o.device))
         arrays[f"cam_{name}"] = normalise_maps(maps.detach(), "max").numpy()
     return arrays
 

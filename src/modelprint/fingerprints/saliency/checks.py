@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..base import FingerprintSet
 
 #: The tensors a saliency set may hold.
-KNOWN_TENSORS = ("samples", "labels", "originals", "pattern", "pairs", "mode", "t_white_box", "t_black_box")
+KNOWN_TENSORS = ("samples", "labels", "originals", "pattern", "pairs", "mode", "direction", "t_white_box", "t_black_box")
 
 
 def check_saliency_layout(layout: Layout, n: int, task: str) -> None:
@@ -43,7 +43,7 @@ def check_saliency_layout(layout: Layout, n: int, task: str) -> None:
         require(layout, "pairs", kind="float", shape=image, why="the pair images a similarity set compares with")
     if "mode" in layout:
         require(layout, "mode", kind="integer", ndim=1, rows=n)
-    for name in ("t_white_box", "t_black_box"):
+    for name in ("direction", "t_white_box", "t_black_box"):
         if name in layout:
             require(layout, name, kind="float", ndim=1, rows=n)
 
@@ -59,6 +59,8 @@ def check_saliency_values(fingerprints: "FingerprintSet", mode_code: Mapping[str
     check_images(tensors["originals"], "originals")
     if "pairs" in tensors:
         check_images(tensors["pairs"], "pairs")
+    if "direction" in tensors and not bool(tensors["direction"].abs().eq(1).all()):
+        raise IntegrityError("tensor 'direction' must hold only +1 and -1 (which way Grad-CAM reads each sample)")
     pattern = tensors["pattern"]
     check_finite(pattern, "pattern")
     if not bool(((pattern == 0) | (pattern == 1)).all()):

@@ -22,7 +22,7 @@ from ..base import FingerprintSet, check_input_shape, helper_hashes, right_candi
 from ..optimise import ProjectedGradient
 from .configurations import MODE_CODE
 from .objective import helper_loss, occlusion_value, pattern_mask, sam_loss
-from .readout import rows_of
+from .readout import cam_score, rows_of
 from .selection import select
 from .thresholds import derive_thresholds
 from .settings import SaliencySettings
@@ -61,7 +61,7 @@ def generate_group(s: SaliencySettings, model: torch.nn.Module, images: torch.Te
             for helper in group
         ]
         first = task.condition_on(model, labels[:1], rows_of(pairs, slice(0, 1)))
-        grid = tuple(cam(images[:1].to(device), score_fn(s, task, first))[0].shape[1:])
+        grid = tuple(cam(images[:1].to(device), cam_score(task, first, logit=s.cam_logit))[0].shape[1:])
         pattern = pattern_mask(s.pattern, grid).to(device)  # type: ignore[arg-type]
         eligible = right_candidates(model, images, labels, order, classify=isinstance(task, Classification))
         # A pool larger than the candidates that keep their prediction shrinks to them; n are always needed.
@@ -77,9 +77,11 @@ def generate_group(s: SaliencySettings, model: torch.nn.Module, images: torch.Te
         raise InputError(f"only {len(accepted)} of {made} fingerprints kept the target's prediction; give more candidates or a larger xi")
     stats["pool_size"] = len(accepted)
     accepted.sort(key=lambda item: item[0])  # candidate order: deterministic
-    index = torch.tensor([i for i, _ in accepted])
-    samples = torch.stack([x for _, x in accepted]).cpu()
+    index = torch.tensor([i for i, _, _ in accepted])
+    samples = torch.stack([x for _, x, _ in accepted]).cpu()
     tensors = {"samples": samples, "originals": images[index].cpu(), "labels": labels[index].cpu(), "pattern": pattern.cpu()}
+    if s.cam_direction == "dominant":
+        tensors["direction"] = torch.tensor([d for _, _, d in accepted], dtype=torch.float32)
     if pairs is not None:
         tensors["pairs"] = pairs[index].cpu()
     fingerprints = FingerprintSet(
@@ -121,6 +123,8 @@ def join_groups(white: FingerprintSet, black: FingerprintSet, black_box_settings
     for key in ("samples", "originals", "labels", "pairs"):
         if key in white.tensors:
             tensors[key] = torch.cat([white.tensors[key], black.tensors[key]])
+    if any("direction" in g.tensors for g in made):  # a group read the output itself: +1
+        tensors["direction"] = torch.cat([g.tensors.get("direction", torch.ones(len(g))) for g in made])
     # A mode's per-sample thresholds come from its own group; the other group's rows are never read by that mode.
     for key, owner in (("t_white_box", white), ("t_black_box", black)):
         if key in owner.tensors:
@@ -145,11 +149,6 @@ def join_groups(white: FingerprintSet, black: FingerprintSet, black_box_settings
     return joined
 
 
-def score_fn(s: SaliencySettings, task: Task, condition: torch.Tensor):
-    """F_c of the samples conditioned on ``condition``, as Grad-CAM reads it (the logit or the probability)."""
-    return lambda outputs: task.score(outputs, condition, logit=s.cam_logit)
-
-
 class _Batches:
     """Optimises candidates batch by batch, re-optimising (lambda doubled) or replacing those whose prediction changed."""
 
@@ -159,10 +158,14 @@ class _Batches:
         alpha = s.step_size if s.step_size is not None else 2.5 * s.xi / max(s.steps, 1)
         self.optimiser = ProjectedGradient(steps=s.steps, lr=alpha, eps=s.xi, norm=s.norm, optimiser="sign" if s.norm == "linf" else "normalised")
 
-    def run(self, model, images, labels, pairs, eligible, device, progress, made) -> tuple[list[tuple[int, torch.Tensor]], dict[str, int]]:
-        """Optimise candidates in order until ``made`` fingerprints kept the target's output (or none are left)."""
+    def run(self, model, images, labels, pairs, eligible, device, progress, made) -> tuple[list[tuple[int, torch.Tensor, float]], dict[str, int]]:
+        """Optimise candidates in order until ``made`` fingerprints kept the target's output (or none are left).
+
+        Returns:
+            (candidate index, fingerprint, direction) per kept fingerprint, and counts of the work done.
+        """
         queue = [(i, 0) for i in eligible]  # (candidate index, attempt)
-        accepted: list[tuple[int, torch.Tensor]] = []
+        accepted: list[tuple[int, torch.Tensor, float]] = []
         reoptimised = replaced = tried = 0
         with tqdm(total=made, desc="fingerprints", disable=not progress, leave=False) as bar:
             while queue and len(accepted) < made:
@@ -172,10 +175,12 @@ class _Batches:
                 lam = torch.tensor([self.s.lam * 2.0**attempt for _, attempt in batch], device=device)
                 cond = self.task.condition_on(model, labels[idx], rows_of(pairs, idx))
                 tried += len(batch)
-                best, kept = self.optimise(images[idx].to(device), cond, lam)
+                x = images[idx].to(device)
+                direction = self.direction(x, cond)
+                best, kept = self.optimise(x, cond, lam, direction)
                 for j, (i, attempt) in enumerate(batch):
                     if kept[j]:
-                        accepted.append((i, best[j].detach()))
+                        accepted.append((i, best[j].detach(), 1.0 if direction is None else float(direction[j])))
                     elif attempt < self.s.retries:
                         queue.insert(0, (i, attempt + 1))
                         reoptimised += 1
@@ -184,14 +189,23 @@ class _Batches:
                 bar.update(int(kept.sum()))
         return accepted, {"candidates_optimised": tried, "reoptimised": reoptimised, "replaced": replaced}
 
-    def optimise(self, x: torch.Tensor, cond: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def direction(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor | None:
+        """Per sample, +1 or -1: which way round the target's Grad-CAM on ``x`` has more mass (``cam_direction=
+        "dominant"``); None when F_c is read as it is."""
+        if self.s.cam_direction == "value":
+            return None
+        up, _ = self.cam(x, cam_score(self.task, cond, logit=self.s.cam_logit))
+        down, _ = self.cam(x, cam_score(self.task, cond, logit=self.s.cam_logit, direction=-torch.ones(len(x))))
+        return torch.where(up.flatten(1).sum(1) >= down.flatten(1).sum(1), 1.0, -1.0).to(x.device)
+
+    def optimise(self, x: torch.Tensor, cond: torch.Tensor, lam: torch.Tensor, direction: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 4 (plus the helper and occlusion terms) for one batch on the projected-gradient optimiser, from a
         random start in the ball around ``x``; returns the prediction-keeping iterate with the lowest L_sam per
         sample and whether any iterate kept it."""
         s, task, cam, pattern = self.s, self.task, self.cam, self.pattern
         with torch.no_grad():
             original = cam.model(x)
-        scores = score_fn(s, task, cond)
+        scores = cam_score(task, cond, logit=s.cam_logit, direction=direction)
         best, best_loss = x.clone(), torch.full((len(x),), float("inf"), device=x.device)
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
 

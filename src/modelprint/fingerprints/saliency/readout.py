@@ -46,12 +46,21 @@ def saliency_maps(access: WhiteBox, fingerprints: FingerprintSet, *, batch_size:
             x = samples[start : start + batch_size].to(device)
             rows = slice(start, start + len(x))
             cond = task.condition_on(model, fingerprints.labels[rows], rows_of(fingerprints.tensors.get("pairs"), rows))
-            batch, _ = cam(x, lambda o: task.score(o, cond, logit=bool(config.get("cam_logit", True))))
+            direction = rows_of(fingerprints.tensors.get("direction"), rows)
+            batch, _ = cam(x, cam_score(task, cond, logit=bool(config.get("cam_logit", True)), direction=direction))
             if batch.shape[1:] != grid:
                 # A suspect of another architecture may have another grid: compare on the pattern's grid.
                 batch = F.interpolate(batch[:, None], size=grid, mode="bilinear", align_corners=False)[:, 0]
             maps.append(normalise_maps(batch.detach(), "max").cpu())
     return torch.cat(maps)
+
+
+def cam_score(task: Task, condition: torch.Tensor, *, logit: bool, direction: torch.Tensor | None = None):
+    """F_c as Grad-CAM reads it: the task's score of the outputs, times each sample's ``direction`` (+1 or -1;
+    see ``cam_direction``) when the set has one."""
+    if direction is None:
+        return lambda outputs: task.score(outputs, condition, logit=logit)
+    return lambda outputs: task.score(outputs, condition, logit=logit) * direction.to(outputs.device)
 
 
 def white_box_values(access: WhiteBox, fingerprints: FingerprintSet, *, batch_size: int = 100) -> torch.Tensor:

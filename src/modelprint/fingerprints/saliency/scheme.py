@@ -114,6 +114,8 @@ class SaliencyFingerprint(SaliencySettings):
         self.check_helpers(len(references), len(surrogates), len(calibration))
         if any(g.bb_score == "log" for g in self.groups()) and not isinstance(task, Classification):
             raise InputError(f"bb_score='log' needs a probability: use 'abs' or 'diff' for the {task.name} task")
+        if any(g.cam_direction != "value" for g in self.groups()) and isinstance(task, Classification):
+            raise InputError("cam_direction='dominant' reads an output either way round; classification reads the label's evidence: use 'value'")
 
     def verify(self, access: Access, fingerprints: FingerprintSet, *, mode: str | None = None) -> VerificationResult:
         """Matching score of a suspect (eq. 5 in white-box mode, eq. 6 in black-box mode).

@@ -18,7 +18,7 @@ from ...checks import floats_as_floats, rules, setting_types
 from ...errors import InputError
 from ..base import FingerprintScheme
 from .configurations import (
-    BB_SCORES, BB_THRESHOLDS, CALIBRATED, CONFIGURATIONS, OWNER_MODELS, OWNER_TASK_SETTINGS, SELECT_ANCHORS, SELECT_BY,
+    BB_SCORES, BB_THRESHOLDS, CALIBRATED, CAM_DIRECTIONS, CONFIGURATIONS, OWNER_MODELS, OWNER_TASK_SETTINGS, SELECT_ANCHORS, SELECT_BY,
     TASK_DEFAULTS, WB_THRESHOLDS,
 )
 
@@ -42,6 +42,12 @@ class SaliencySettings(FingerprintScheme):
         step_size: size of a step; default ``2.5 * xi / steps``.
         cam_logit: Grad-CAM of the class logit (True) or of its probability (False, the paper). The raw Grad-CAM
             of a probability is ~1e-4 and collapses when the softmax saturates, so the default reads the logit.
+        cam_direction: which way Grad-CAM reads F_c outside classification: ``"value"`` (the output itself, the
+            paper) or ``"dominant"`` (per sample, the output or its negative, whichever gives the target's Grad-CAM
+            more mass on the original image; stored in the set as the ``direction`` tensor, read by every model).
+            A regression output lowered by every feature channel has an all-zero Grad-CAM (the ReLU of eq. 2), on
+            which L_sam has no gradient and every suspect matches a zero threshold; reading it the other way round
+            gives the map those channels make. Classification reads the label's evidence: ``"value"`` only.
         sam_norm: normalisation of S inside L_sam: ``"none"`` (eq. 3 literally), ``"sum"`` (S / sum S: the share
             of saliency inside P) or ``"max"`` (S / max S, the normalisation that verification reads, eq. 5).
         keep: L_prd as ``"label"`` (cross-entropy to the label, the paper) or ``"output"`` (KL to the original
@@ -116,6 +122,7 @@ class SaliencySettings(FingerprintScheme):
     steps: int = 50
     step_size: float | None = None
     cam_logit: bool = True
+    cam_direction: str = "value"
     sam_norm: str = "max"
     keep: str = "output"
     layer: str | None = None
@@ -148,6 +155,7 @@ class SaliencySettings(FingerprintScheme):
             (self.norm in ("linf", "l2"), f"norm must be 'linf' or 'l2', got {self.norm!r}"),
             (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
             (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
+            (self.cam_direction in CAM_DIRECTIONS, f"cam_direction must be one of {', '.join(CAM_DIRECTIONS)}, got {self.cam_direction!r}"),
             (self.sam_norm in ("none", "sum", "max"), f"sam_norm must be 'none', 'sum' or 'max', got {self.sam_norm!r}"),
             (self.keep in ("label", "output"), f"keep must be 'label' or 'output', got {self.keep!r}"),
             (self.wb_threshold in WB_THRESHOLDS, f"wb_threshold must be one of {', '.join(WB_THRESHOLDS)}, got {self.wb_threshold!r}"),
