@@ -158,6 +158,21 @@ def test_several_schemes_meet_the_same_zoo(world):
     assert saliency["queries"]["black_box"] == 2 * 6 and ipguard["queries"]["black_box"] == 6
     assert ipguard["target_scores"]["ms_black_box"]["mean"] == 1.0  # labelled by the target itself
     assert set(ipguard["per_transform"]) == set(saliency["per_transform"])
-    assert (run / "ipguard" / "fingerprints-1.safetensors").is_file() and (run / "curves-schemes.png").is_file()
+    assert (run / "ipguard" / "fingerprints-1.safetensors").is_file() and all((run / f"compare-{m}.png").is_file() for m in ("white_box", "black_box"))
     assert all(set(s["schemes"]) == {"saliency", "ipguard"} for s in report["suspects"])
-    assert "Schemes compared" in (run / "report.html").read_text()
+    page = (run / "report.html").read_text()
+    assert "Schemes compared" in page and "ARUC white-box: " in page and "Per kind of suspect: " in page
+
+
+def test_tafa_and_ltrc_join_the_comparison(world):
+    """TAFA (3 score queries a pair) and LTRC (1 label query a sample) on the same finished run: their blocks, the
+    target matching its own sets, and stealth figures without PSNR (generated from noise, no originals)."""
+    base, argv = world
+    run_cli([*argv, "--schemes", "saliency,tafa,ltrc"])
+    report = json.loads((base / "run" / "report.json").read_text())
+    assert list(report["schemes"]) == ["saliency", "tafa", "ltrc"] and report["timings_s"]["zoo_s"] < 5
+    tafa, ltrc = report["schemes"]["tafa"], report["schemes"]["ltrc"]
+    assert tafa["queries"]["black_box"] == 3 * 6 and ltrc["queries"]["black_box"] == 6
+    for block in (tafa, ltrc):
+        assert block["target_scores"]["ms_white_box"]["mean"] == 1.0
+        assert "psnr_db" not in block["stealth"]

@@ -17,7 +17,7 @@ FLOORS: list[set[str]] = [
     {"access", "serving.server", "zoo"},
     {"fingerprints", "evidence.record", "evidence.check"},
     {"evidence.verification", "evidence", "protocol", "demo"},
-    {"report"},
+    {"report", "report_comparison"},
     {"cli", "cli_common", "cli_protocol", "cli_serving", "cli_signing", "__init__", "__main__", "serving"},
 ]
 

@@ -4,12 +4,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from captum.attr import LayerGradCam
 
+from modelprint.access import WhiteBox
 from modelprint.errors import InputError
 from modelprint.fingerprints import SaliencyFingerprint
 from modelprint.fingerprints.saliency import objective
+from modelprint.fingerprints.saliency.readout import white_box_values
 from modelprint.models import build_model
 from modelprint.gradcam import GradCAM, find_cam_layer, normalise_maps
-from modelprint.tasks import Classification
+from modelprint.tasks import Classification, Regression
 
 from conftest import TinyCNN
 
@@ -83,3 +85,73 @@ def test_normalise_maps():
     torch.testing.assert_close(normalise_maps(maps, "max")[0], torch.tensor([[1 / 3, 1.0], [0.0, 0.0]]))
     torch.testing.assert_close(normalise_maps(maps, "sum")[0], torch.tensor([[0.25, 0.75], [0.0, 0.0]]))
     assert normalise_maps(maps, "max")[1].abs().sum() == 0  # an empty map stays empty, no NaN
+
+
+class RedMinusGreen(nn.Module):
+    """y = mean(red) - mean(green): a 1x1 convolution that copies the two channels, global pooling and a linear head
+    with weights (+1, -1). Every position of an image redder than green raises y; of a greener one, lowers it."""
+
+    cam_layer = "features"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 2, 1, bias=False)
+        self.head = nn.Linear(2, 1, bias=False)
+        with torch.no_grad():
+            self.features.weight.zero_()
+            self.features.weight[0, 0] = 1.0
+            self.features.weight[1, 1] = 1.0
+            self.head.weight.copy_(torch.tensor([[1.0, -1.0]]))
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def _red_or_green(n: int = 40) -> torch.Tensor:
+    """Images whose red and green halves of the channel mean differ clearly, half of them redder."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, 8, 8, generator=g) * 0.3
+    redder = torch.arange(n) % 2 == 0
+    x[redder, 0] += 0.6
+    x[~redder, 1] += 0.6
+    return x
+
+
+def test_dominant_direction_is_the_sign_of_the_output_by_hand(tmp_path):
+    """Grad-CAM of y is ReLU(red - green) / 64: zero everywhere on an image greener at every pixel; read as -y it is
+    ReLU(green - red) / 64. The set stores sign(y) of each original, and the white-box value read with it is the
+    hand-computed share of P in that max-normalised map."""
+    model = RedMinusGreen().eval()
+    images = _red_or_green()
+    with torch.no_grad():
+        values = model(images)[:, 0]
+    scheme = SaliencyFingerprint(n=8, steps=2, seed=0, cam_direction="dominant", pattern=((0, 0), (0, 1)))
+    fingerprints = scheme.generate(model, images, values, Regression(tolerance=10.0))
+    originals = fingerprints.tensors["originals"]
+    with torch.no_grad():
+        expected = torch.where(model(originals)[:, 0] >= 0, 1.0, -1.0)
+    assert set(fingerprints.tensors["direction"].tolist()) == {1.0, -1.0}
+    assert torch.equal(fingerprints.tensors["direction"], expected)
+    fingerprints.save(tmp_path / "set.safetensors")
+    assert torch.equal(type(fingerprints).load(tmp_path / "set.safetensors").tensors["direction"], expected)
+
+    read = white_box_values(WhiteBox(model), fingerprints)
+    samples = fingerprints.samples
+    # The map is ReLU(sum_k w_k A_k) / 64 read with the sign: ReLU(d (red - green)), max-normalised, averaged on P.
+    cam = torch.relu(expected[:, None, None] * (samples[:, 0] - samples[:, 1]))
+    pattern = fingerprints.tensors["pattern"]
+    assert pattern.shape == (8, 8) and pattern.sum() == 2
+    by_hand = (cam / cam.flatten(1).max(1).values[:, None, None] * pattern).sum(dim=(1, 2)) / pattern.sum()
+    assert torch.allclose(read, by_hand, atol=1e-6)
+    assert (read > 0).all()
+
+    # The same set read the paper's way (F_c = y): the greener samples' maps vanish.
+    plain = type(fingerprints)(**{**fingerprints.__dict__, "tensors": {k: v for k, v in fingerprints.tensors.items() if k != "direction"}})
+    zero = white_box_values(WhiteBox(model), plain)[expected < 0]
+    assert torch.equal(zero, torch.zeros_like(zero))
+
+
+def test_dominant_direction_is_refused_for_classification(tiny_cnn):
+    scheme = SaliencyFingerprint(n=2, steps=1, cam_direction="dominant")
+    with pytest.raises(InputError, match="cam_direction='dominant'.*classification"):
+        scheme.generate(tiny_cnn, torch.rand(4, 3, 16, 16), torch.zeros(4, dtype=torch.long), Classification())

@@ -27,7 +27,7 @@ def evaluate(
     zoo: Optional[Path] = typer.Option(None, help="A custom zoo spec (JSON or YAML) instead of the preset."),
     repeats: int = typer.Option(1, min=1, help="Fingerprint sets drawn per scheme (seeds 0..R-1)."),
     n: int = typer.Option(100, min=1),
-    schemes: Optional[str] = typer.Option(None, help="Schemes compared on the same target, zoo and helper models, comma-separated (e.g. saliency,ipguard,conferae) [default: saliency]; the first is the headline."),
+    schemes: Optional[str] = typer.Option(None, help="Schemes compared on the same target, zoo and helper models, comma-separated (e.g. saliency,ipguard,conferae), or 'all' (every scheme that protects the task) [default: saliency]; the first is the headline."),
     configuration: Optional[str] = typer.Option(
         None, "--configuration", "--scheme",
         help="The first scheme's named configuration (saliency: owner, the best measured, which trains the owner's helper models; default, no helper "

@@ -14,7 +14,8 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-MODE_TITLES = {"white_box": "white-box", "black_box": "black-box"}
+from . import report_comparison as comparison  # noqa: E402
+from .report_comparison import MODE_TITLES  # noqa: E402
 
 
 def plot_curves(report: dict[str, Any]):
@@ -38,46 +39,13 @@ def plot_curves(report: dict[str, Any]):
     return fig
 
 
-def plot_scheme_curves(report: dict[str, Any]):
-    """R(rho) and U(rho) per scheme (rows) and mode (columns), first repeat: where each scheme separates."""
-    blocks = report["schemes"]
-    fig, axes = plt.subplots(len(blocks), 2, figsize=(9, 2.6 * len(blocks)), sharey=True, squeeze=False)
-    for row, (name, block) in zip(axes, blocks.items()):
-        for ax, (mode, title) in zip(row, MODE_TITLES.items()):
-            curve = block["curves"].get(mode)
-            if curve:
-                rho, r, u = (np.array(curve[k]) for k in ("rho", "robustness", "uniqueness"))
-                ax.plot(rho, r, color="tab:red", label="robustness R")
-                ax.plot(rho, u, color="tab:blue", label="uniqueness U")
-                ax.fill_between(rho, np.minimum(r, u), alpha=0.2, color="gray")
-                ax.set_title(f"{name}, {title}: ARUC {block['aruc'][mode]['mean']:.3f}", fontsize=10)
-            ax.grid(alpha=0.3)
-        row[0].set_ylabel("share of suspects")
-    axes[0][0].legend(loc="lower left", fontsize=8)
-    for ax in axes[-1]:
-        ax.set_xlabel("threshold rho on the matching score")
-    fig.tight_layout()
-    return fig
-
-
 def comparison_tables(report: dict[str, Any]) -> str:
-    """The comparison of schemes: separation, cost and stealth per scheme, and the mean score per transform."""
-    blocks = report["schemes"]
-    modes = list(MODE_TITLES)
-    rows = []
-    for name, block in blocks.items():
-        stealth = block["stealth"]
-        rows.append([name, *[block[key][m] for key in ("aruc", "auc", "tpr_at_1pct_fpr") for m in modes],
-                     block["queries"].get("black_box"), block["generation_s"],
-                     *[stealth.get(k) for k in ("psnr_db", "ssim", "dr_feature_squeezing", "dr_deepsvdd")]])
-    header = ["scheme", *[f"{label} {MODE_TITLES[m]}" for label in ("ARUC", "ROC AUC", "TPR@1%FPR") for m in modes],
-              "queries black-box", "generation s", "PSNR dB", "SSIM", "Feature Squeezing", "Deep SVDD"]
-    transforms = list(next(iter(blocks.values()))["per_transform"])
-    per_transform = _table(
-        ["transform", *[f"{name} {MODE_TITLES[m]}" for name in blocks for m in modes]],
-        [[t, *[blocks[name]["per_transform"][t].get(f"ms_{m}") for name in blocks for m in modes]] for t in transforms],
-    )
-    return f"<h2>Schemes compared</h2>{_table(header, rows)}<h3>Mean matching score per transform</h3>{per_transform}"
+    """The comparison of schemes: separation, cost and stealth per scheme, the mean score per transform, and which
+    scheme leads on which metric (:mod:`.report_comparison`)."""
+    header, table, per_header, per_rows = comparison.rows(report)
+    paragraphs = "".join(f"<p>{html.escape(text)}</p>" for text in comparison.leaders(report).split("\n\n"))
+    return (f"<h2>Schemes compared</h2>{_table(header, table)}{paragraphs}"
+            f"<h3>Mean matching score per transform</h3>{_table(per_header, per_rows)}")
 
 
 def plot_scores(report: dict[str, Any]):
@@ -180,7 +148,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
         images["Matching scores of positives and negatives"] = _png(plot_scores(report), out / "scores.png")
     compared = len(report.get("schemes", {})) > 1
     if compared:
-        images["Robustness and uniqueness per scheme"] = _png(plot_scheme_curves(report), out / "curves-schemes.png")
+        for mode, title in MODE_TITLES.items():
+            images[f"Schemes compared, {title}"] = _png(comparison.plot_mode(report, mode), out / f"compare-{mode}.png")
     gallery_file = out / "gallery.npz"
     if gallery_file.is_file():
         with np.load(gallery_file) as arrays:

@@ -44,7 +44,8 @@ class EvaluationConfig:
         repeats: fingerprint sets drawn per scheme (seeds 0 .. repeats-1).
         n: fingerprints per set.
         schemes: the registered schemes compared on the same target and zoo (default: the central one); the first
-            is the report's headline.
+            is the report's headline. ``("all",)``: every registered scheme that protects the task, the central
+            one first.
         scheme: settings of the first scheme, its configuration named by ``"preset"`` (``n`` and ``seed`` are set
             by the run); without a name, :data:`PRESET_CONFIGURATION`'s when the scheme has it, else ``"default"``.
             Every other scheme runs in that same rule's configuration. A configuration's settings for the task
@@ -93,6 +94,9 @@ class EvaluationConfig:
             raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         self.task_adapter()  # an unknown task or similarity metric fails now
         names = tuple(self.schemes or (DEFAULT_SCHEME,))
+        if names == ("all",):  # every registered scheme that protects the task, the central one first
+            names = tuple(sorted(SCHEMES, key=lambda name: (name != DEFAULT_SCHEME, name)))
+            names = tuple(name for name in names if self.task in SCHEMES[name].tasks)
         unknown = [name for name in names if name not in SCHEMES]
         if unknown or len(set(names)) != len(names):
             raise InputError(f"schemes must be distinct registered names ({', '.join(sorted(SCHEMES))}), got {', '.join(names)}")
