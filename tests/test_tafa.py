@@ -1,12 +1,14 @@
 """TAFA: the midpoint residual on a hand-built ReLU network, the pairs' bends, both modes and labels-only refusal."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn as nn
 
 from modelprint.access import BlackBox, WhiteBox
-from modelprint.errors import CapabilityError
-from modelprint.fingerprints import TAFA
+from modelprint.errors import CapabilityError, IntegrityError
+from modelprint.fingerprints import TAFA, FingerprintSet
 from modelprint.fingerprints.tafa import affine_outputs, bend, midpoint_residual
 from modelprint.tasks import Classification, Regression
 
@@ -94,3 +96,16 @@ def test_regression_reads_values_and_labels_only_is_refused_before_sending():
     with pytest.raises(CapabilityError, match="scores"):
         scheme.verify(labels_only, fingerprints, mode="black-box")
     assert sent == []
+
+
+def test_a_set_with_odd_pairs_is_refused_in_one_line(tmp_path):
+    target = _relu_cnn(0)
+    fingerprints = TAFA(n=3, bend=0.05).generate(target, torch.rand(3, 3, 8, 8), torch.zeros(3, dtype=torch.long))
+    fingerprints.save(tmp_path / "set.safetensors")
+    loaded = FingerprintSet.load(tmp_path / "set.safetensors")
+    assert torch.equal(loaded.tensors["bends"], fingerprints.tensors["bends"])
+    for key, value, word in (("partners", lambda t: t + 2, "partners"), ("bends", lambda t: t * float("nan"), "bends"),
+                             ("t_black_box", lambda t: -t - 1, "t_black_box"), ("bends", lambda t: t[:2], "bends")):
+        odd = replace(loaded, tensors={**loaded.tensors, key: value(loaded.tensors[key])})
+        with pytest.raises(IntegrityError, match=word):
+            TAFA.validate(odd)

@@ -128,7 +128,7 @@ class TAFA(FingerprintScheme):
         calibration: Sequence[torch.nn.Module] = (),
         progress: bool = False,
     ) -> FingerprintSet:
-        """Make N pairs on the target's linear regions.
+        """Make N pairs across the target's linear regions.
 
         Args:
             model: the target (any task), images in [0, 1].
@@ -143,7 +143,7 @@ class TAFA(FingerprintScheme):
             on x) and per-sample thresholds ``t_white_box`` = ``t_black_box``; stats of the segments.
 
         Raises:
-            InputError: bad images, too few of them, or a target that is not piecewise affine.
+            InputError: bad images, or fewer than N with ``start="images"``.
         """
         began = time.perf_counter()
         task = task or Classification()
@@ -162,14 +162,13 @@ class TAFA(FingerprintScheme):
             starts = torch.rand((self.n, *images.shape[1:]), generator=generator, dtype=torch.float64)
         directions = torch.randn(starts.shape, generator=generator, dtype=torch.float64)
 
-        parts: list[tuple[torch.Tensor, ...]] = []
+        parts: list[tuple[torch.Tensor, torch.Tensor]] = []
         for begin in tqdm(range(0, self.n, self.batch_size), desc=self.name, disable=not progress, leave=False):
             x = starts[begin : begin + self.batch_size].to(device)
             d = directions[begin : begin + self.batch_size].to(device)
             parts.append(self._pairs(exact, task, x, d))
-        samples, partners, bends = (torch.cat(p).cpu() for p in zip(*parts))
-        samples, partners = samples.float(), partners.float()
-        # What the set stores is what the target answers on the float32 pair (the search ran in float64).
+        samples, partners = (torch.cat(p).float().cpu() for p in zip(*parts))
+        # The set stores what the target answers on the float32 pair that verification sends (the search ran in float64).
         bends = bend(*(affine_outputs(task, o, deployed=False) for o in self._outputs(model, samples, partners))).float()
         threshold = bends.norm(dim=1) / 2
         with torch.no_grad():
@@ -187,15 +186,15 @@ class TAFA(FingerprintScheme):
             stats={
                 "pair_l2_mean": float(length.mean()),
                 "pair_l2_min": float(length.min()),
-                "bend_float64_mean": float(bends.norm(dim=1).mean()),
+                "bend_mean": float(bends.norm(dim=1).mean()),
                 "unbent_pairs": int((bends.norm(dim=1) == 0).sum()),
                 "generation_s": time.perf_counter() - began,
             },
         )
 
-    def _pairs(self, exact: torch.nn.Module, task: Task, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """x, x' and the target's bend vectors (float64) for starts ``x`` and directions ``d``: x' the nearest point
-        along ``d`` where the target bends by ``bend`` (or the edge of [0, 1], when it never does)."""
+    def _pairs(self, exact: torch.nn.Module, task: Task, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x and x' for starts ``x`` and directions ``d``: x' the point along ``d`` where the target (in float64)
+        bends by ``bend``, found by bisection (or the edge of [0, 1], when it never bends that much)."""
         d = torch.where(x < 0.5, d.abs(), -d.abs())  # each value moves toward the middle: the segment has room
         d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         room = torch.where(d > 0, (1 - x) / d, torch.where(d < 0, -x / d, torch.full_like(x, float("inf"))))
@@ -210,8 +209,7 @@ class TAFA(FingerprintScheme):
             mid = (low + high) / 2
             short = bent(mid) < self.bend
             low, high = torch.where(short, mid, low), torch.where(short, high, mid)
-        partner = x + d * high.view(-1, 1, 1, 1)
-        return x, partner, bend(*self._affine(exact, task, x, partner, (x + partner) / 2))
+        return x, (x + d * high.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
 
     @staticmethod
     def _affine(model: torch.nn.Module, task: Task, *points: torch.Tensor) -> list[torch.Tensor]:
