@@ -131,10 +131,14 @@ def test_each_task_runs_the_whole_protocol_from_the_command_line(tmp_path, task,
     (tmp_path / "zoo.json").write_text(json.dumps(ZOO))
     out = tmp_path / "run"
     code, printed, _ = run_cli(["evaluate", "--data", str(data), "--task", task, "--arch", arch, "--width", "8", "--epochs", "3",
-                                "--zoo", str(tmp_path / "zoo.json"), "--n", "5", "--out", str(out)], capsys)
+                                "--zoo", str(tmp_path / "zoo.json"), "--n", "5", "--schemes", "all", "--out", str(out)], capsys)
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["task"]["name"] == task
+    # Every scheme that protects the task: TAFA reads outputs of any task (3 queries a pair) and matches its target.
+    assert list(report["schemes"]) == ["saliency", "tafa"]
+    tafa = report["schemes"]["tafa"]
+    assert tafa["queries"]["black_box"] == 15 and tafa["target_scores"]["ms_black_box"]["mean"] == 1.0
     assert report["task"]["metric_name"] == {"regression": "mae", "similarity": "verification_accuracy"}[task]
     assert all(s["metric_name"] == report["task"]["metric_name"] and s["test_metric"] is not None for s in report["suspects"])
     for mode in ("white_box", "black_box"):
