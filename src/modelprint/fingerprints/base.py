@@ -26,7 +26,7 @@ from .registry import SCHEMES, scheme_class
 from .sets import DIGEST_KEY, FINGERPRINT_META_KEY, SIGNATURE_KEY, FingerprintSet
 
 __all__ = ["DIGEST_KEY", "FINGERPRINT_META_KEY", "SIGNATURE_KEY", "SCHEMES", "FingerprintScheme", "FingerprintSet",
-           "OWNER_ROLES", "VerificationResult", "scheme_class", "scheme_for", "scheme_named"]
+           "OWNER_ROLES", "VerificationResult", "check_classifier", "scheme_class", "scheme_for", "scheme_named"]
 
 
 @dataclass
@@ -160,9 +160,13 @@ class FingerprintScheme(ABC):
 
     @abstractmethod
     def generate(
-        self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, task: Task | None = None
+        self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, task: Task | None = None, *,
+        pairs: torch.Tensor | None = None, references: Sequence[torch.nn.Module] = (),
+        surrogates: Sequence[torch.nn.Module] = (), calibration: Sequence[torch.nn.Module] = (), progress: bool = False,
     ) -> FingerprintSet:
-        """Make fingerprints of ``model`` from candidate ``images`` (in [0, 1]) and their ``labels``."""
+        """Make fingerprints of ``model`` from candidate ``images`` (in [0, 1]) and their ``labels``: every scheme
+        takes this call (``pairs`` for pair tasks, the owner's helper models by role, a progress bar) and refuses
+        what it does not read."""
 
     @abstractmethod
     def verify(self, access: Access, fingerprints: FingerprintSet, *, mode: str | None = None) -> VerificationResult:
@@ -321,6 +325,43 @@ def check_input_shape(model: torch.nn.Module, images: torch.Tensor) -> None:
         expected = (model.spec.channels, *model.spec.input_size)
         if tuple(images.shape[1:]) != tuple(expected):
             raise InputError(f"images are {'x'.join(map(str, images.shape[1:]))} but the model expects {'x'.join(map(str, expected))}")
+
+
+def check_classifier(name: str, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     task: Task | None) -> tuple[Task, int]:
+    """The checks of a scheme that protects classifiers, before any work: the task, the candidate images and their
+    labels, and a target (put in eval mode) that answers two or more class scores for them.
+
+    Args:
+        name: the scheme's name (for messages).
+        model: the target.
+        images: candidate images, N x C x H x W in [0, 1].
+        labels: their classes.
+        task: the task given (None means classification).
+
+    Returns:
+        The task and the target's number of classes.
+
+    Raises:
+        InputError: another task, bad images or labels, or a target that does not classify.
+    """
+    from ..data import check_images
+    from ..models import device_of
+    from ..tasks import Classification
+
+    task = task or Classification()
+    if not isinstance(task, Classification):
+        raise InputError(f"the {name} scheme protects classifiers, not the {task.name} task")
+    check_images(images, what="candidate images")
+    if len(labels) != len(images):
+        raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
+    check_input_shape(model, images)
+    with torch.no_grad():
+        probe = model.eval()(images[:1].to(device_of(model)))
+    if probe.ndim != 2 or probe.shape[1] < 2:
+        raise InputError(f"the {name} scheme needs a classifier with 2 or more classes; the target answers shape {list(probe.shape[1:])}")
+    task.check_labels(labels, probe.shape[1])
+    return task, probe.shape[1]
 
 
 def right_candidates(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, *,

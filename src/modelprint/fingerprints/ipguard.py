@@ -21,13 +21,12 @@ from tqdm.auto import tqdm
 
 from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access
 from ..checks import floats_as_floats, rules, setting_types
-from ..data import check_images
 from ..errors import IntegrityError, InputError
 from ..metrics import psnr
 from ..models import device_of
-from ..tasks import Classification, Task
+from ..tasks import Task
 from . import checks
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, label_agreement, right_candidates, target_identity
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_classifier, label_agreement, right_candidates, target_identity
 from .optimise import Loss, ProjectedGradient
 
 #: How the target class j is chosen (see :attr:`IPGuard.target_class`).
@@ -188,21 +187,9 @@ class IPGuard(FingerprintScheme):
             InputError: another task, bad images or labels, or fewer than N candidates the target classifies right.
         """
         began = time.perf_counter()
-        task = task or Classification()
-        if not isinstance(task, Classification):
-            raise InputError(f"the {self.name} scheme protects classifiers, not the {task.name} task")
+        task, _ = check_classifier(self.name, model, images, labels, task)
         self.check_helpers(len(references), len(surrogates), len(calibration))
-        check_images(images, what="candidate images")
-        if len(labels) != len(images):
-            raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
-        model = model.eval()
         device = device_of(model)
-        check_input_shape(model, images)
-        with torch.no_grad():
-            probe = model(images[:1].to(device))
-        if probe.ndim != 2 or probe.shape[1] < 2:
-            raise InputError(f"the {self.name} scheme needs a classifier with 2 or more classes; the target answers shape {list(probe.shape[1:])}")
-        task.check_labels(labels, probe.shape[1])
         generator = torch.Generator().manual_seed(self.seed)
         chosen = self._candidates(model, images, labels, torch.randperm(len(images), generator=generator))
 

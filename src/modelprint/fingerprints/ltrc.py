@@ -39,8 +39,8 @@ from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access
 from ..checks import floats_as_floats, rules, setting_types
 from ..errors import InputError, IntegrityError
 from ..models import device_of
-from ..tasks import Classification, Task
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, label_agreement, target_identity
+from ..tasks import Task
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_classifier, label_agreement, target_identity
 from .optimise import ProjectedGradient
 
 #: The variants by name: (robust to weight noise, frequency filter).
@@ -174,21 +174,9 @@ class LTRC(FingerprintScheme):
             where generation reached it), thresholds 0.5, and stats (``reached``: share classified as chosen).
         """
         began = time.perf_counter()
-        task = task or Classification()
-        if not isinstance(task, Classification):
-            raise InputError(f"the {self.name} scheme protects classifiers, not the {task.name} task")
+        task, classes = check_classifier(self.name, model, images, labels, task)
         self.check_helpers(len(references), len(surrogates), len(calibration))
-        if images.ndim != 4 or len(images) < 1:
-            raise InputError(f"candidate images must be N x C x H x W, got shape {list(images.shape)}")
-        model = model.eval()
         device = device_of(model)
-        check_input_shape(model, images)
-        with torch.no_grad():
-            probe = model(images[:1].to(device))
-        if probe.ndim != 2 or probe.shape[1] < 2:
-            raise InputError(f"the {self.name} scheme needs a classifier with 2 or more classes; the target answers shape {list(probe.shape[1:])}")
-        task.check_labels(labels, probe.shape[1])
-        classes = probe.shape[1]
         generator = torch.Generator().manual_seed(self.seed)
         chosen = torch.arange(self.n) % classes
         chosen = chosen[torch.randperm(self.n, generator=generator)]
