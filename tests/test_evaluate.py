@@ -176,3 +176,24 @@ def test_tafa_and_ltrc_join_the_comparison(world):
     for block in (tafa, ltrc):
         assert block["target_scores"]["ms_white_box"]["mean"] == 1.0
         assert "psnr_db" not in block["stealth"]
+
+
+def test_a_set_made_before_a_setting_existed_is_reused(world):
+    """A set whose stored settings lack one added later (at its default) is the set the scheme makes now: reused,
+    not made again; a set whose stored settings differ is made again."""
+    base, argv = world
+    path = base / "run" / "saliency" / "fingerprints-0.safetensors"
+    if not path.is_file():
+        run_cli(argv)
+    old = FingerprintSet.load(path)
+    old.config.pop("cam_direction")
+    old.stats["scheme_repr"] = old.stats["scheme_repr"].replace("cam_direction='value', ", "")  # as printed then
+    old.save(path)
+    before = path.read_bytes()
+    run_cli(argv)
+    assert path.read_bytes() == before
+    changed = FingerprintSet.load(path)  # as if made with 51 steps
+    changed.stats["scheme_repr"] = changed.stats["scheme_repr"].replace("steps=50,", "steps=51,")
+    changed.save(path)
+    run_cli(argv)
+    assert "steps=50," in FingerprintSet.load(path).stats["scheme_repr"] and path.read_bytes() != before

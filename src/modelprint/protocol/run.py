@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,18 +62,35 @@ def _target(config: EvaluationConfig, data: DataSplits, out: Path, progress: boo
 
 def generate_or_reuse(scheme: FingerprintScheme, target: ImageModel, task: Task, data: DataSplits, path: Path,
                       helpers: dict[str, list[ImageModel]], progress: bool) -> FingerprintSet:
-    """Generate a set, or reuse the one at ``path`` if the same settings made it for the same target and helpers."""
+    """Generate a set, or reuse the one at ``path`` if the same settings made it for the same target and helpers.
+
+    The settings compared are those the set was made with (its ``scheme_repr``): a setting added to the scheme since
+    counts as the same when it is at its default, which by convention makes what the scheme made before it existed."""
     hashes = helper_hashes(**helpers)
     if path.is_file():
         existing = FingerprintSet.load(path)
         same_helpers = all(existing.config.get(key, []) == value for key, value in hashes.items())
-        if existing.target.get("sha256") == target.spec.info["sha256"] and repr(scheme) == existing.stats.get("scheme_repr") and same_helpers:
+        same_settings = existing.scheme == scheme.name and _settings_repr(scheme, set(existing.config)) == existing.stats.get("scheme_repr")
+        if existing.target.get("sha256") == target.spec.info["sha256"] and same_settings and same_helpers:
             return existing
     candidates, pairs = task.candidates(data.train)
     fingerprints = scheme.generate(target, candidates.images, candidates.labels, task, pairs=pairs, progress=progress, **helpers)
     fingerprints.stats["scheme_repr"] = repr(scheme)
     fingerprints.save(path)
     return fingerprints
+
+
+def _settings_repr(scheme: FingerprintScheme, known: set[str]) -> str | None:
+    """``repr(scheme)`` as a version of the scheme that had only the settings in ``known`` printed it; None when a
+    setting it lacked is not at its default here (then no set made by that version is this scheme's)."""
+    shown = []
+    for f in fields(scheme):  # type: ignore[arg-type]
+        value = getattr(scheme, f.name)
+        if f.name in known:
+            shown.append(f"{f.name}={value!r}")
+        elif value != f.default:
+            return None
+    return f"{type(scheme).__qualname__}({', '.join(shown)})"
 
 
 def _verify_all(scheme: FingerprintScheme, fingerprints: FingerprintSet, suspects: list[dict], cache_path: Path, progress: bool) -> dict[str, dict]:
