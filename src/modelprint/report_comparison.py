@@ -46,10 +46,12 @@ def _cell(value: Any) -> str:
         return "n/a"
     if isinstance(value, dict) and "mean" in value:
         mean, std = value["mean"], value.get("std") or 0.0
-        digits = 3 if abs(mean) < 10 else 0
+        digits = 3 if abs(mean) < 10 else 1 if abs(mean) < 1000 else 0
         return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 10:  # counts (queries)
+        return str(int(value))
     if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
 
 
