@@ -10,7 +10,6 @@ so that the protocol, the command line and the evidence records drive any of the
 from __future__ import annotations
 
 import json
-import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Mapping, Sequence
@@ -26,7 +25,7 @@ from .registry import SCHEMES, scheme_class
 from .sets import DIGEST_KEY, FINGERPRINT_META_KEY, SIGNATURE_KEY, FingerprintSet
 
 __all__ = ["DIGEST_KEY", "FINGERPRINT_META_KEY", "SIGNATURE_KEY", "SCHEMES", "FingerprintScheme", "FingerprintSet",
-           "OWNER_ROLES", "VerificationResult", "check_classifier", "scheme_class", "scheme_for", "scheme_named"]
+           "OWNER_ROLES", "VerificationResult", "scheme_class", "scheme_for", "scheme_named"]
 
 
 @dataclass
@@ -325,110 +324,3 @@ def check_input_shape(model: torch.nn.Module, images: torch.Tensor) -> None:
         expected = (model.spec.channels, *model.spec.input_size)
         if tuple(images.shape[1:]) != tuple(expected):
             raise InputError(f"images are {'x'.join(map(str, images.shape[1:]))} but the model expects {'x'.join(map(str, expected))}")
-
-
-def check_classifier(name: str, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     task: Task | None) -> tuple[Task, int]:
-    """The checks of a scheme that protects classifiers, before any work: the task, the candidate images and their
-    labels, and a target (put in eval mode) that answers two or more class scores for them.
-
-    Args:
-        name: the scheme's name (for messages).
-        model: the target.
-        images: candidate images, N x C x H x W in [0, 1].
-        labels: their classes.
-        task: the task given (None means classification).
-
-    Returns:
-        The task and the target's number of classes.
-
-    Raises:
-        InputError: another task, bad images or labels, or a target that does not classify.
-    """
-    from ..data import check_images
-    from ..models import device_of
-    from ..tasks import Classification
-
-    task = task or Classification()
-    if not isinstance(task, Classification):
-        raise InputError(f"the {name} scheme protects classifiers, not the {task.name} task")
-    check_images(images, what="candidate images")
-    if len(labels) != len(images):
-        raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
-    check_input_shape(model, images)
-    with torch.no_grad():
-        probe = model.eval()(images[:1].to(device_of(model)))
-    if probe.ndim != 2 or probe.shape[1] < 2:
-        raise InputError(f"the {name} scheme needs a classifier with 2 or more classes; the target answers shape {list(probe.shape[1:])}")
-    task.check_labels(labels, probe.shape[1])
-    return task, probe.shape[1]
-
-
-def right_candidates(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, *,
-                     classify: bool = True, limit: int | None = None) -> list[int]:
-    """Candidate indices, in ``order``, whose label the target predicts (every one with ``classify=False``): the
-    candidates a scheme may turn into fingerprints.
-
-    Args:
-        model: the target, on its device.
-        images: candidate images.
-        labels: their labels (classes when ``classify``).
-        order: the order to take them in.
-        classify: compare the top-1 class with the label; False for tasks whose outputs are values.
-        limit: stop after this many.
-
-    Raises:
-        InputError: the target's outputs are NaN or infinite, or (``classify``) are not class scores for the labels.
-    """
-    from ..models import device_of
-
-    device, kept = device_of(model), []
-    with torch.no_grad():
-        for begin in range(0, len(order), 256):
-            idx = order[begin : begin + 256]
-            outputs = model(images[idx].to(device))
-            if not bool(torch.isfinite(outputs).all()):
-                raise InputError("the target's outputs on the candidate images are NaN or infinite: its weights are broken, no fingerprint can be made")
-            if not classify:
-                kept += idx.tolist()
-            elif outputs.ndim != 2 or int(labels[idx].max()) >= outputs.shape[1] or int(labels[idx].min()) < 0:
-                raise InputError(f"labels must be classes 0..{outputs.shape[-1] - 1} of the target's class scores")
-            else:
-                kept += idx[outputs.argmax(dim=1).cpu() == labels[idx].long()].tolist()
-            if limit is not None and len(kept) >= limit:
-                return kept[:limit]
-    return kept
-
-
-def label_agreement(scheme: FingerprintScheme, access: Access, fingerprints: FingerprintSet, mode: str) -> VerificationResult:
-    """The read-out of schemes whose samples carry the target's label: the share of samples on which the suspect's
-    top-1 label is the stored one (values 1.0 or 0.0, each against the threshold 0.5). White-box mode reads the
-    labels from the weights (0 queries), black-box mode through any access, labels-only included (N queries).
-
-    Args:
-        scheme: the verifying scheme (its name goes into the result).
-        access: the suspect; ``mode`` already checked against it (:meth:`FingerprintScheme.require`).
-        fingerprints: a set with ``samples`` and ``labels``.
-        mode: ``"white-box"`` or ``"black-box"``.
-    """
-    from ..access import WHITE_BOX, BlackBox, WhiteBox
-
-    began = time.perf_counter()
-    samples = fingerprints.samples
-    if mode == WHITE_BOX:
-        assert isinstance(access, WhiteBox)
-        check_input_shape(access.model, samples)
-        answers, queries = top1_labels(access, samples), 0
-    else:
-        box = access if isinstance(access, BlackBox) else access.black_box(fingerprints.task_adapter())  # type: ignore[attr-defined]
-        before = box.queries
-        answers = top1_labels(box, samples)
-        queries = box.queries - before
-    if answers.numel() != len(samples):
-        raise InputError(f"the suspect answered {answers.numel()} labels for {len(samples)} fingerprint samples")
-    values = (answers.view(-1) == fingerprints.labels.long().cpu()).float()
-    threshold = float(fingerprints.thresholds[mode.replace("-", "_")])
-    return VerificationResult(
-        scheme=scheme.name, mode=mode, matching_score=float((values >= threshold).float().mean()), n_samples=len(values),
-        queries=queries, threshold=threshold, values=values.tolist(), elapsed_s=time.perf_counter() - began,
-    )

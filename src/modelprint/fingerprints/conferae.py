@@ -30,9 +30,8 @@ from ..metrics import psnr
 from ..models import device_of
 from ..tasks import Classification, Task
 from . import checks
-from .base import (
-    FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, helper_hashes, label_agreement, right_candidates, target_identity,
-)
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, helper_hashes, target_identity
+from .shared import label_agreement, right_candidates
 from .checks import Layout
 from .optimise import ProjectedGradient
 

@@ -26,7 +26,8 @@ from ..metrics import psnr
 from ..models import device_of
 from ..tasks import Task
 from . import checks
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_classifier, label_agreement, right_candidates, target_identity
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, target_identity
+from .shared import check_classifier, label_agreement, right_candidates
 from .optimise import Loss, ProjectedGradient
 
 #: How the target class j is chosen (see :attr:`IPGuard.target_class`).

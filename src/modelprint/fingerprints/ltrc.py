@@ -40,7 +40,8 @@ from ..checks import floats_as_floats, rules, setting_types
 from ..errors import InputError, IntegrityError
 from ..models import device_of
 from ..tasks import Task
-from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_classifier, label_agreement, target_identity
+from .base import FingerprintScheme, FingerprintSet, VerificationResult, target_identity
+from .shared import check_classifier, label_agreement
 from .optimise import ProjectedGradient
 
 #: The variants by name: (robust to weight noise, frequency filter).

@@ -18,7 +18,8 @@ from ...gradcam import GradCAM, find_cam_layer, resolve_layer
 from ...metrics import psnr
 from ...models import device_of
 from ...tasks import Classification, Task
-from ..base import FingerprintSet, check_input_shape, helper_hashes, right_candidates, target_identity
+from ..base import FingerprintSet, check_input_shape, helper_hashes, target_identity
+from ..shared import right_candidates
 from ..optimise import ProjectedGradient
 from .configurations import MODE_CODE
 from .objective import helper_loss, occlusion_value, pattern_mask, sam_loss
