@@ -63,3 +63,18 @@ def test_bad_pixels_are_refused():
         adapt_images(torch.rand(1, 3, 4, 4), channels=1)
     with pytest.raises(InputError, match="labels"):
         ImageDataset(torch.rand(2, 3, 4, 4), torch.zeros(3, dtype=torch.long))
+
+
+def test_a_data_folder_named_by_another_path_is_the_same_recipe(tmp_path, monkeypatch):
+    from modelprint.data import same_recipe
+
+    folder = tmp_path / "shared" / "data" / "faces"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "shared")
+    recipe = {"arch": "resnet18", "data": str(folder), "train": {"epochs": 3}}
+    assert same_recipe(recipe, {**recipe, "data": "data/faces"})  # relative to the working folder
+    assert same_recipe(recipe, {**recipe, "data": "../shared/data/./faces"})
+    assert not same_recipe(recipe, {**recipe, "data": "data/other"})
+    assert not same_recipe(recipe, {**recipe, "train": {"epochs": 4}})
+    assert same_recipe({"data": "digits"}, {"data": "digits"}) and not same_recipe({"data": "digits"}, {"data": "mnist"})
+    assert not same_recipe(None, recipe)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,6 +87,25 @@ class DataSplits:
         if self.train.is_regression:
             return None
         return max(self.train.num_classes or 0, self.test.num_classes or 0, len(self.class_names))
+
+
+def data_key(spec: str) -> str:
+    """A data spec as recipes compare it: a folder or file, by whatever path it is named, is its resolved path; a
+    built-in name (``digits``) is itself."""
+    path = Path(spec)
+    return str(path.resolve()) if path.exists() else spec
+
+
+def same_recipe(stored: Any, wanted: Any) -> bool:
+    """Whether a model's stored recipe is ``wanted``, the data folder named by any path (``../shared/data/x`` and
+    ``/work/shared/data/x`` are one folder, so one recipe)."""
+    if not (isinstance(stored, dict) and isinstance(wanted, dict)):
+        return stored == wanted
+
+    def key(recipe: dict) -> dict:
+        return {**recipe, "data": data_key(recipe["data"])} if isinstance(recipe.get("data"), str) else recipe
+
+    return key(stored) == key(wanted)
 
 
 def same_label_pairs(data: ImageDataset, *, seed: int = 0) -> tuple[ImageDataset, torch.Tensor]:

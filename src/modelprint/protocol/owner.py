@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..data import data_key
 from ..errors import InputError
 from ..fingerprints import OWNER_ROLES
 from ..models import ImageModel, load_model
@@ -95,7 +96,7 @@ def check_manifest(manifest: dict[str, Any], *, target_sha256: str, data: str, n
     made_for = manifest.get("target", {}).get("sha256")
     if made_for != target_sha256:
         raise InputError(f"{where}: its helper models were made for target {str(made_for)[:12]}..., not this one ({target_sha256[:12]}...)")
-    if manifest.get("data") not in (None, data):
+    if manifest.get("data") is not None and data_key(manifest["data"]) != data_key(data):
         raise InputError(f"{where}: its helper models were trained on {manifest.get('data')!r}, not {data!r}")
     have = {role: 0 for role in ROLES}
     role_of_prefix = {prefix: role for role, (prefix, *_) in ROLES.items()}

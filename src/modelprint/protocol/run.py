@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..access import WhiteBox
-from ..data import DataSplits, load_data
+from ..data import DataSplits, load_data, same_recipe
 from ..detectors import DeepSVDD, FeatureSqueezing
 from ..fingerprints import FingerprintScheme, FingerprintSet
 from ..fingerprints.base import helper_hashes
@@ -52,7 +52,7 @@ def _target(config: EvaluationConfig, data: DataSplits, out: Path, progress: boo
     recipe = {"arch": config.arch, "width": config.width, "data": config.data, "train": train.to_dict()}
     if config.task != "classification":  # recipes of classification runs stay what they were: their targets are reused
         recipe["task"] = config.task
-    if path.is_file() and load_model(path).spec.info.get("recipe") == recipe:
+    if path.is_file() and same_recipe(load_model(path).spec.info.get("recipe"), recipe):
         return path
     model, _ = train_new_model(data, arch=config.arch, width=config.width, config=train, task_name=config.task, progress=progress, desc="target")
     model.spec.info["recipe"] = recipe

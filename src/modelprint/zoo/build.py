@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..data import DataSplits, load_data
+from ..data import DataSplits, load_data, same_recipe
 from ..errors import InputError
 from ..models import load_model, read_spec, save_model
 from ..train import evaluate, metric_name
@@ -78,7 +78,7 @@ def _finished(path: Path, recipe: dict[str, Any]) -> bool:
     if not path.is_file():
         return False
     try:
-        return read_spec(path).info.get("recipe") == recipe
+        return same_recipe(read_spec(path).info.get("recipe"), recipe)
     except InputError:
         return False  # unreadable (say, an old format): rebuild
 
