@@ -43,7 +43,7 @@ def comparison_tables(report: dict[str, Any]) -> str:
     """The comparison of schemes: separation, cost and stealth per scheme, the mean score per transform, and which
     scheme leads on which metric (:mod:`.report_comparison`)."""
     header, table, per_header, per_rows = comparison.rows(report)
-    paragraphs = "".join(f"<p>{html.escape(text)}</p>" for text in comparison.leaders(report).split("\n\n"))
+    paragraphs = "".join(f"<p>{html.escape(text)}</p>" for text in comparison.leaders(report))
     return (f"<h2>Schemes compared</h2>{_table(header, table)}{paragraphs}"
             f"<h3>Mean matching score per transform</h3>{_table(per_header, per_rows)}")
 

@@ -79,12 +79,12 @@ def markdown(report: dict[str, Any]) -> str:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
 
-    return f"{md(header, table)}\n\nMean matching score per transform:\n\n{md(per_header, per_rows)}\n\n{leaders(report)}\n"
+    return f"{md(header, table)}\n\nMean matching score per transform:\n\n{md(per_header, per_rows)}\n\n" + "\n\n".join(leaders(report)) + "\n"
 
 
-def leaders(report: dict[str, Any]) -> str:
-    """One sentence per metric naming the scheme that leads on it (ties named together), with its figure and the
-    runner-up's; then which scheme keeps the most on each kind of copy and matches independent models least."""
+def leaders(report: dict[str, Any]) -> list[str]:
+    """Paragraphs: one sentence per metric naming the scheme that leads on it (ties named together), with its figure
+    and the runner-up's; then which scheme keeps the most on each kind of copy and matches independent models least."""
     blocks = report["schemes"]
     sentences = []
     for label, read, larger in columns():
@@ -111,7 +111,7 @@ def leaders(report: dict[str, Any]) -> str:
             tied = [name for name, v in known.items() if abs(v - best) <= 5e-3]
             verb = ("keep" if len(tied) > 1 else "keeps") + " the most" if larger else ("match" if len(tied) > 1 else "matches") + " the least"
             per_kind.append(f"{transform} ({title}): {_names(tied)} {verb} ({best:.2f})")
-    return " ".join(sentences) + ("\n\nPer kind of suspect: " + "; ".join(per_kind) + "." if per_kind else "")
+    return [" ".join(sentences)] + (["Per kind of suspect: " + "; ".join(per_kind) + "."] if per_kind else [])
 
 
 def plot_mode(report: dict[str, Any], mode: str):

@@ -21,13 +21,13 @@ from tqdm.auto import tqdm
 
 from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access
 from ..checks import floats_as_floats, rules, setting_types
-from ..errors import IntegrityError, InputError
+from ..errors import InputError
 from ..metrics import psnr
 from ..models import device_of
 from ..tasks import Task
 from . import checks
 from .base import FingerprintScheme, FingerprintSet, VerificationResult, target_identity
-from .shared import check_classifier, label_agreement, right_candidates
+from .shared import check_classifier, check_match_thresholds, label_agreement, right_candidates
 from .optimise import Loss, ProjectedGradient
 
 #: How the target class j is chosen (see :attr:`IPGuard.target_class`).
@@ -277,7 +277,5 @@ class IPGuard(FingerprintScheme):
         """The generic checks, originals in [0, 1] and thresholds in (0, 1] (the values compared are 0 or 1)."""
         scheme = super().validate(fingerprints)
         checks.check_images(fingerprints.tensors["originals"], "originals")
-        for key, value in fingerprints.thresholds.items():
-            if not 0 < value <= 1:
-                raise IntegrityError(f"the {key} threshold must lie in (0, 1] (per-sample values are 0 or 1), got {value!r}")
+        check_match_thresholds(fingerprints)
         return scheme  # type: ignore[return-value]

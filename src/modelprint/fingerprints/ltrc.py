@@ -37,11 +37,11 @@ from tqdm.auto import tqdm
 
 from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access
 from ..checks import floats_as_floats, rules, setting_types
-from ..errors import InputError, IntegrityError
+from ..errors import InputError
 from ..models import device_of
 from ..tasks import Task
 from .base import FingerprintScheme, FingerprintSet, VerificationResult, target_identity
-from .shared import check_classifier, label_agreement
+from .shared import check_classifier, check_match_thresholds, label_agreement
 from .optimise import ProjectedGradient
 
 #: The variants by name: (robust to weight noise, frequency filter).
@@ -229,7 +229,5 @@ class LTRC(FingerprintScheme):
     def validate(cls, fingerprints: FingerprintSet) -> "LTRC":
         """The generic checks and thresholds in (0, 1] (the values compared are 0 or 1)."""
         scheme = super().validate(fingerprints)
-        for key, value in fingerprints.thresholds.items():
-            if not 0 < value <= 1:
-                raise IntegrityError(f"the {key} threshold must lie in (0, 1] (per-sample values are 0 or 1), got {value!r}")
+        check_match_thresholds(fingerprints)
         return scheme  # type: ignore[return-value]

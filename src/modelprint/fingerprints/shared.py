@@ -8,7 +8,7 @@ import time
 import torch
 
 from ..access import Access
-from ..errors import InputError
+from ..errors import InputError, IntegrityError
 from ..tasks import Task
 from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, top1_labels
 
@@ -120,3 +120,14 @@ def label_agreement(scheme: FingerprintScheme, access: Access, fingerprints: Fin
         scheme=scheme.name, mode=mode, matching_score=float((values >= threshold).float().mean()), n_samples=len(values),
         queries=queries, threshold=threshold, values=values.tolist(), elapsed_s=time.perf_counter() - began,
     )
+
+
+def check_match_thresholds(fingerprints: FingerprintSet) -> None:
+    """Thresholds in (0, 1] for a set read by :func:`label_agreement` (its per-sample values are 0 or 1).
+
+    Raises:
+        IntegrityError: naming the threshold out of range.
+    """
+    for key, value in fingerprints.thresholds.items():
+        if not 0 < value <= 1:
+            raise IntegrityError(f"the {key} threshold must lie in (0, 1] (per-sample values are 0 or 1), got {value!r}")

@@ -169,10 +169,10 @@ class TAFA(FingerprintScheme):
             parts.append(self._pairs(exact, task, x, d))
         samples, partners = (torch.cat(p).float().cpu() for p in zip(*parts))
         # The set stores what the target answers on the float32 pair that verification sends (the search ran in float64).
-        bends = bend(*(affine_outputs(task, o, deployed=False) for o in self._outputs(model, samples, partners))).float()
+        outputs = self._outputs(model, samples, partners)
+        bends = bend(*(affine_outputs(task, o, deployed=False) for o in outputs)).float()
         threshold = bends.norm(dim=1) / 2
-        with torch.no_grad():
-            answers = model(samples.to(device)).cpu()
+        answers = outputs[0]  # the target's raw outputs on x
         labels_out = answers.argmax(dim=1) if isinstance(task, Classification) else answers.reshape(len(answers), -1)[:, 0].float()
         length = (partners - samples).flatten(1).norm(dim=1)
         return FingerprintSet(
