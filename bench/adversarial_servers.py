@@ -1,4 +1,5 @@
-"""How the saliency fingerprint's black-box score holds up behind imperfect and adversarial prediction APIs. Not a test.
+"""How a fingerprint set's black-box score (any scheme that reads scores) holds up behind imperfect and adversarial
+prediction APIs. Not a test.
 
 Every suspect is served over the Open Inference Protocol on loopback (``modelprint.serving.server``) and verified through
 ``BlackBox.http``, as a thief's API would be:
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="data whose test images fit the detector and make FGSM examples")
     parser.add_argument("--fgsm-eps", type=float, nargs="+", default=[8 / 255, 0.1, 0.3])
     parser.add_argument("--guard-fpr", type=float, nargs="+", default=[0.05, 0.01], help="detector false-positive rates on clean images")
+    parser.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise levels (std of the Gaussian on every output)")
+    parser.add_argument("--decimals", type=int, nargs="+", default=DECIMALS, help="rounding levels (decimals kept)")
     parser.add_argument("--out", default="bench/out/adversarial_servers.json")
     args = parser.parse_args()
 
@@ -91,7 +94,7 @@ def main() -> None:
             "fgsm_flagged": {f"{eps:.4f}": detector.detection_rate(model, fgsm(model, clean[500:700], labels[500:700], eps)) for eps in args.fgsm_eps},
         })
 
-    for name, levels, make in (("noise", SIGMAS, lambda v: GaussianNoise(sigma=v)), ("rounding", DECIMALS, lambda v: Rounding(decimals=v))):
+    for name, levels, make in (("noise", args.sigmas, lambda v: GaussianNoise(sigma=v)), ("rounding", args.decimals, lambda v: Rounding(decimals=v))):
         scores = {kind: {path: [score_through(served(path, make(v)), fingerprints) for v in levels] for path in group} for kind, group in suspects.items()}
         report[name] = {"levels": levels, **scores, "breaks_at": breaking_level(levels, scores["positive"], scores["negative"])}
 

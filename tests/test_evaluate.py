@@ -197,3 +197,56 @@ def test_a_set_made_before_a_setting_existed_is_reused(world):
     changed.save(path)
     run_cli(argv)
     assert "steps=50," in FingerprintSet.load(path).stats["scheme_repr"] and path.read_bytes() != before
+
+
+def test_metav_learns_from_a_training_zoo_that_generate_and_verify_share(world, capsys):
+    """--schemes metav: the owner's training zoo is built (with checkpoints) beside the evaluation zoo and its cost
+    reported; `training-zoo` + `generate --training-zoo` make exactly the evaluation's set; the evidence record
+    names the training zoo; without the zoo, or with an evaluation zoo that shares its seeds, one line and exit 2."""
+    import torch
+
+    from conftest import run_cli as run_cli_captured
+
+    base, argv = world
+    out = base / "run_metav"
+    settings = ["--set", "training_models=4", "--set", "steps=20", "--set", "hidden=8"]
+    cut = argv.index("--repeats")
+    run_cli([*argv[:cut], "--repeats", "1", "--n", "6", "--out", str(out), "--schemes", "metav", *settings])
+    report = json.loads((out / "report.json").read_text())
+    assert report["training_zoo"]["models"] == 4 and report["training_zoo"]["positives"] == 2 and report["training_zoo"]["checkpoints"] >= 2
+    metav = report["schemes"]["metav"]
+    assert metav["queries"]["black_box"] == 6 and metav["target_scores"]["ms_black_box"]["mean"] > 0.5
+    evaluated = FingerprintSet.load(out / "metav" / "fingerprints-0.safetensors")
+    assert len(evaluated.config["training_zoo_sha256"]) == 64 and len(evaluated.config["reference_sha256"]) == 2
+    assert "training zoo: 2 pirated and 2 independent models" in (out / "report.html").read_text()
+    manifest = json.loads((out / "training_zoo" / "manifest.json").read_text())
+    assert manifest["role"] == "training" and all(r["seed"] >= 8000 for r in manifest["suspects"])
+
+    data, target = argv[argv.index("--data") + 1], str(out / "target.safetensors")
+    zoo = base / "training_zoo"
+    code, stdout_text, err = run_cli_captured(["training-zoo", "--target", target, "--data", data, "--out", str(zoo), "--size", "4", "--epochs", "3"], capsys)
+    assert code == 0 and "2 pirated and 2 independent models" in stdout_text, err
+    made = base / "metav.safetensors"
+    code, _, err = run_cli_captured(["generate", "--model", target, "--data", data, "--scheme", "metav", *settings, "--n", "6", "--seed", "0",
+                                     "--training-zoo", str(zoo), "--out", str(made)], capsys)
+    assert code == 0, err
+    generated = FingerprintSet.load(made)
+    assert generated.config == evaluated.config and set(generated.tensors) == set(evaluated.tensors)
+    assert all(torch.equal(generated.tensors[k], evaluated.tensors[k]) for k in generated.tensors)
+    suspect = next(s for s in report["suspects"] if s["kind"] == "positive")
+    record = base / "metav-record.json"
+    code, _, err = run_cli_captured(["verify", "--fingerprints", str(made), "--suspect", str(out / "zoo" / "suspects" / f"{suspect['name']}.safetensors"),
+                                     "--records", str(base / "records"), "--record", str(record)], capsys)
+    assert code == 0, err
+    assert json.loads(record.read_text())["fingerprints"]["config"]["training_zoo_sha256"] == evaluated.config["training_zoo_sha256"]
+
+    code, _, err = run_cli_captured(["generate", "--model", target, "--data", data, "--scheme", "metav", "--out", str(base / "x.safetensors")], capsys)
+    assert code == 2 and "modelprint training-zoo" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli_captured(["generate", "--model", target, "--data", data, "--scheme", "tafa", "--training-zoo", str(zoo), "--out", str(base / "x.safetensors")], capsys)
+    assert code == 2 and "drop --training-zoo" in err and not (base / "x.safetensors").exists()
+    clash = json.loads((base / "zoo.json").read_text())
+    clash["suspects"][0]["seed"] = 8000  # the training zoo's first pirated copy
+    (base / "clash.json").write_text(json.dumps(clash))
+    code, _, err = run_cli_captured(["evaluate", "--data", data, "--arch", "resnet18", "--width", "4", "--epochs", "3", "--zoo", str(base / "clash.json"),
+                                     "--n", "6", "--out", str(base / "run_clash"), "--schemes", "metav", *settings], capsys)
+    assert code == 2 and "shares seeds [8000]" in err and not (base / "run_clash" / "zoo").exists()

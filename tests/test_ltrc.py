@@ -70,6 +70,6 @@ def test_ltrc_refuses_other_tasks_and_bad_settings(digits_target):
 
 
 def test_all_schemes_are_those_that_protect_the_task_the_central_one_first():
-    assert EvaluationConfig(data="digits", schemes=("all",)).schemes == ("saliency", "conferae", "ipguard", "ltrc", "tafa")
-    assert EvaluationConfig(data="digits", schemes=("all",), task="regression").schemes == ("saliency", "tafa")
+    assert EvaluationConfig(data="digits", schemes=("all",)).schemes == ("saliency", "conferae", "ipguard", "ltrc", "metav", "tafa")
+    assert EvaluationConfig(data="digits", schemes=("all",), task="regression").schemes == ("saliency", "metav", "tafa")
     assert Classification().name in LTRC.tasks

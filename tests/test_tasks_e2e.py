@@ -135,10 +135,13 @@ def test_each_task_runs_the_whole_protocol_from_the_command_line(tmp_path, task,
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["task"]["name"] == task
-    # Every scheme that protects the task: TAFA reads outputs of any task (3 queries a pair) and matches its target.
-    assert list(report["schemes"]) == ["saliency", "tafa"]
-    tafa = report["schemes"]["tafa"]
+    # Every scheme that protects the task: TAFA reads outputs of any task (3 queries a pair) and matches its target;
+    # MetaV learns from its training zoo (N queries) and calls its target pirated.
+    assert list(report["schemes"]) == ["saliency", "metav", "tafa"]
+    tafa, metav = report["schemes"]["tafa"], report["schemes"]["metav"]
     assert tafa["queries"]["black_box"] == 15 and tafa["target_scores"]["ms_black_box"]["mean"] == 1.0
+    assert metav["queries"]["black_box"] == 5 and metav["target_scores"]["ms_black_box"]["mean"] > 0.5
+    assert report["training_zoo"]["models"] == 20
     assert report["task"]["metric_name"] == {"regression": "mae", "similarity": "verification_accuracy"}[task]
     assert all(s["metric_name"] == report["task"]["metric_name"] and s["test_metric"] is not None for s in report["suspects"])
     for mode in ("white_box", "black_box"):

@@ -5,8 +5,11 @@ import json
 import pytest
 import torch
 
+from modelprint.data import load_data
 from modelprint.errors import InputError
 from modelprint.models import build_model, load_model, save_model
+from modelprint.train import after_each_epoch
+from modelprint.zoo import Independent
 from modelprint.zoo import build as zoo_build
 from modelprint.zoo.build import build_zoo
 from modelprint.zoo.executors import run_jobs
@@ -136,3 +139,33 @@ def test_ray_executor_builds_the_same_suspects(tiny_world, tmp_path):
     remote = build_zoo(spec, target, data, tmp_path / "ray", executor="ray", workers=2, progress=False)
     for a, b in zip(local["suspects"], remote["suspects"]):
         assert a["name"] == b["name"] and a["sha256"] == b["sha256"] and a["test_metric"] == b["test_metric"]
+
+
+def test_checkpoints_are_the_epochs_weights_kept_beside_the_suspect_and_resumed(tiny_world):
+    """checkpoints=2: a model trained for 3 epochs leaves its epoch-1 and epoch-2 weights (each the weights the run
+    had then: reproduced by training 1 and 2 epochs from the same seed), listed in the manifest; a second build
+    reuses all of it; a build without checkpoints is another recipe."""
+    _, path, data, out = tiny_world
+    spec = ZooSpec((SuspectSpec("other", "negative", "independent", {"epochs": 3}, 3), SuspectSpec("pruned", "positive", "weight_prune", {"ratio": 0.2, "recover_epochs": 0}, 1)))
+    manifest = build_zoo(spec, path, data, out, executor="inprocess", checkpoints=2, progress=False)
+    other, pruned = manifest["suspects"]
+    assert [c["epoch"] for c in other["checkpoints"]] == [1, 2] and pruned["checkpoints"] == []  # pruning without recovery trains nothing
+    first = load_model(other["checkpoints"][0]["path"])
+    assert first.spec.info["checkpoint_of"] == "other" and first.spec.info["sha256"] == other["checkpoints"][0]["sha256"]
+    final = load_model(other["path"])
+    assert first.spec.info["sha256"] != final.spec.info["sha256"]
+    target = load_model(path)
+    splits = load_data(data, channels=target.spec.channels, size=target.spec.input_size[0])
+    states, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)  # as the executor builds: the same sums, bit for bit
+    try:  # the epoch-1 checkpoint is the weights after the first epoch of the same seeded run
+        with after_each_epoch(lambda m: states.append({k: v.clone() for k, v in m.state_dict().items()})):
+            again = Independent(epochs=3).apply(target, splits.train, seed=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(states[0][k], v) for k, v in first.state_dict().items())
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in final.state_dict().items())
+    again_manifest = build_zoo(spec, path, data, out, executor="inprocess", checkpoints=2, progress=False)
+    assert all(r["reused"] for r in again_manifest["suspects"])
+    plain = build_zoo(spec, path, data, out, executor="inprocess", progress=False)
+    assert not plain["suspects"][0]["reused"] and "checkpoints" not in plain["suspects"][0]

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .checks import parse_assignments
 from .cli_common import TASK_HELP, Mode, SimilarityMetric, TaskName, console, stdout
-from .cli_protocol import evaluate, owner_models
+from .cli_protocol import evaluate, owner_models, training_zoo
 from .cli_serving import serve
 from .cli_signing import keys_app, records_app
 from .errors import InputError, ModelprintError
@@ -88,6 +88,7 @@ def generate(
     configuration: Optional[str] = typer.Option(None, "--configuration", "--preset", help="The scheme's named configuration (saliency: default, paper or owner; 'owner' reads helper models: --owner-models) [default: the scheme's for the task; saliency: default for classification, owner for regression and similarity]."),
     setting: list[str] = typer.Option([], "--set", help="A setting on top of the configuration, SETTING=VALUE (JSON value), repeatable."),
     owner_models_dir: Optional[Path] = typer.Option(None, "--owner-models", help="The owner's helper models made by 'modelprint owner-models', for a configuration that reads them."),
+    training_zoo_dir: Optional[Path] = typer.Option(None, "--training-zoo", help="The owner's training zoo made by 'modelprint training-zoo', for a scheme that learns from one (metav)."),
     task: Optional[TaskName] = typer.Option(None, help="The target's task [default: the one its model file records]."),
     similarity: SimilarityMetric = typer.Option(SimilarityMetric.l2, help="F_c of the similarity task: l2 distance (eq. 7) or cosine similarity (eq. 8) to the pair image."),
     n: int = typer.Option(100, min=1, help="Number of fingerprint samples."),
@@ -116,7 +117,8 @@ def generate(
 
     signing_key = load_private_key(sign) if sign is not None else None  # a bad key fails before any work
     fingerprints = generate_set(model, data=data, scheme=scheme, configuration=configuration, settings=settings,
-                                task=task.value if task else None, similarity=similarity.value, owner_models_dir=owner_models_dir, device=device)
+                                task=task.value if task else None, similarity=similarity.value, owner_models_dir=owner_models_dir,
+                                training_zoo_dir=training_zoo_dir, device=device)
     if signing_key is not None:
         fingerprints.sign(signing_key)
     fingerprints.save(out)
@@ -233,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
 app.command()(serve)
 app.command()(evaluate)
 app.command("owner-models")(owner_models)
+app.command("training-zoo")(training_zoo)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The ``modelprint evaluate`` and ``modelprint owner-models`` commands: the protocol, and the owner's helper models."""
+"""The ``modelprint evaluate``, ``owner-models`` and ``training-zoo`` commands: the protocol, the owner's helper models
+and the owner's training zoo."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def evaluate(
     workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
     ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
     target: Optional[Path] = typer.Option(None, help="An existing target model instead of training one."),
+    training_zoo_dir: Optional[Path] = typer.Option(None, "--training-zoo", help="Where the owner's training zoo (for schemes that learn from one: metav) is built and reused [default: OUT/training_zoo]."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Run the paper's evaluation protocol for one or more schemes and write report.json, report.html and plots."""
@@ -60,6 +62,7 @@ def evaluate(
         repeats=repeats, n=n, schemes=parse_names(schemes, "--schemes") if schemes else None,
         scheme={**({"preset": configuration} if configuration else {}), **settings}, references=references, surrogates=surrogates, calibration=calibration,
         executor=executor.value, workers=workers, ray_address=ray_address, target=str(target) if target else None, device=device,
+        training_zoo_dir=str(training_zoo_dir) if training_zoo_dir else None,
     )
     report = run_evaluation(config, out, log=lambda line: console.print(line))
     html_path = write_report(report, out)
@@ -130,3 +133,30 @@ def owner_models(
     manifest = build_owner_models(counts, target, data, out, epochs=epochs, executor=executor.value, workers=workers, ray_address=ray_address, device=device)
     seconds = sum(r["build_seconds"] for r in manifest["suspects"])  # type: ignore[index]
     stdout.print(", ".join(f"{v} {k}" for k, v in counts.items()) + f" in {out} ({seconds:.0f} s of training; manifest.json lists them)")
+
+
+def training_zoo(
+    target: Path = typer.Option(..., help="The target model file the training zoo is made for."),
+    out: Path = typer.Option(..., help="Folder of the training zoo and its manifest (reused: a killed run resumes; a larger --size adds to it)."),
+    data: str = typer.Option("digits", help="Data the target was trained on (the zoo's models train on it too)."),
+    size: int = typer.Option(20, min=2, help="Models in all: half pirated copies (every zoo transform), half independently trained."),
+    epochs: int = typer.Option(15, min=1, help="Training epochs of the independent and distilled models (as the target's)."),
+    executor: Executor = typer.Option(Executor.pool, help="A local process pool (default), this process, or Ray."),
+    workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
+    ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Train the owner's training zoo: pirated and independent models that a learning scheme (metav) learns from,
+    with seeds no preset evaluation zoo uses, and checkpoints of the models it trains."""
+    from . import checks
+
+    checks.output_folder(out)
+    checks.device(device)
+    if not target.is_file():
+        raise InputError(f"--target {target}: no such model file")
+    from .protocol.training_zoo import build_training_zoo, cost
+
+    manifest = build_training_zoo(size, target, data, out, epochs=epochs, executor=executor.value, workers=workers, ray_address=ray_address, device=device)
+    spent = cost(manifest)
+    stdout.print(f"{spent['positives']} pirated and {spent['models'] - spent['positives']} independent models, {spent['checkpoints']} checkpoints, in {out} "
+                 f"({spent['build_seconds']:.0f} s of training; manifest.json lists them)")

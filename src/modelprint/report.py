@@ -125,6 +125,14 @@ def _owner_models(report: dict) -> str:
             f" {owner.get('calibration', 0)} calibration models ({owner['build_seconds']:.0f} s to train).")
 
 
+def _training_zoo(report: dict) -> str:
+    zoo = report.get("training_zoo")
+    if not zoo:
+        return ""
+    return (f" The owner's training zoo: {zoo['positives']} pirated and {zoo['models'] - zoo['positives']} independent models"
+            f" and {zoo['checkpoints']} checkpoints ({zoo['build_seconds']:.0f} s to train), none in the evaluation zoo.")
+
+
 def _recovery(suspect: dict) -> str:
     """Recovery epochs of a pruned suspect, marked when the metric did not come back within the rule's margin."""
     epochs = suspect.get("recovery_epochs", 0)
@@ -188,7 +196,7 @@ code{{font-size:12px}}</style></head><body>
 {report['counts']['positives']} positives, {report['counts']['negatives']} negatives, N = {report['counts']['n']},
 {report['counts']['repeats']} repeat(s). Scheme: <code>{html.escape(str(report.get('scheme')))}</code></p>
 <p>The target's own matching score: white-box {_fmt(report.get('target_scores', {}).get('ms_white_box'))},
-black-box {_fmt(report.get('target_scores', {}).get('ms_black_box'))}.{_owner_models(report)}</p>
+black-box {_fmt(report.get('target_scores', {}).get('ms_black_box'))}.{_owner_models(report)}{_training_zoo(report)}</p>
 {comparison_tables(report) if compared else ""}
 <h2>Separation{html.escape(f" ({report.get('scheme_name')})" if compared else "")}</h2>{headline}
 <p>Thresholds per repeat: {html.escape(', '.join(f"t_wb {t['white_box']:.4g}, t_bb {t['black_box']:.4g}" for t in report['thresholds']))}</p>

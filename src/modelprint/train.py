@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -103,6 +104,24 @@ def augment_batch(x: torch.Tensor, augment: str, generator: torch.Generator, pad
         flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x
+
+
+#: Called with the model after every epoch of every :func:`fit` run inside :func:`after_each_epoch` (innermost last).
+_EPOCH_HOOKS: ContextVar[tuple[Callable[[nn.Module], None], ...]] = ContextVar("epoch_hooks", default=())
+
+
+@contextlib.contextmanager
+def after_each_epoch(hook: Callable[[nn.Module], None]) -> Iterator[None]:
+    """Call ``hook(model)`` after every epoch of every :func:`fit` run inside the block (the model in eval mode).
+
+    A hook on the one training loop for code that does not call :func:`fit` itself: the zoo keeps checkpoints of
+    the models its transforms train this way, whichever transform trains them and however many runs it makes.
+    """
+    token = _EPOCH_HOOKS.set((*_EPOCH_HOOKS.get(), hook))
+    try:
+        yield
+    finally:
+        _EPOCH_HOOKS.reset(token)
 
 
 def _autocast(config: TrainConfig):
@@ -274,6 +293,12 @@ def fit(
                 bar.update(1)
                 bar.set_postfix(loss=f"{running / max(count, 1):.3f}")
             losses.append(running / max(count, 1))
+            for hook in _EPOCH_HOOKS.get():
+                model.eval()
+                hook(model)
+                model.train()
+                if parameters is not None:
+                    _freeze_other_batchnorms(model, params)
     finally:
         bar.close()
         model.eval()

@@ -8,6 +8,7 @@ from .base import OWNER_ROLES, SCHEMES, FingerprintScheme, FingerprintSet, Verif
 from .conferae import ConferAE
 from .ipguard import IPGuard
 from .ltrc import LTRC
+from .metav import MetaV
 from .saliency import SaliencyFingerprint
 from .tafa import TAFA
 
@@ -15,6 +16,6 @@ from .tafa import TAFA
 DEFAULT_SCHEME = SaliencyFingerprint.name
 
 __all__ = [
-    "ConferAE", "DEFAULT_SCHEME", "IPGuard", "LTRC", "OWNER_ROLES", "SCHEMES", "FingerprintScheme", "FingerprintSet", "SaliencyFingerprint", "TAFA", "VerificationResult",
+    "ConferAE", "DEFAULT_SCHEME", "IPGuard", "LTRC", "MetaV", "OWNER_ROLES", "SCHEMES", "FingerprintScheme", "FingerprintSet", "SaliencyFingerprint", "TAFA", "VerificationResult",
     "scheme_for", "scheme_named", "target_identity", "top1_labels",
 ]

@@ -108,6 +108,13 @@ class FingerprintScheme(ABC):
         """The owner's helper models (roles of :data:`OWNER_ROLES`) these settings read; none by default."""
         return ()
 
+    def training_zoo(self) -> tuple[int, bool]:
+        """How many models of the owner's training zoo (:mod:`modelprint.protocol.training_zoo`) these settings
+        learn from, and whether also from the checkpoints it kept of them: given to :meth:`generate` as
+        ``surrogates`` (its pirated models) and ``references`` (its independent ones). ``(0, False)`` (none) by
+        default."""
+        return 0, False
+
     @classmethod
     def named(cls, name: str = "default", **overrides: Any) -> "FingerprintScheme":
         """A named configuration (:attr:`configurations`), with optional overrides.

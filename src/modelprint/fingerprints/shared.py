@@ -1,5 +1,6 @@
 """What several schemes share beyond the interface: the checks of a scheme that protects classifiers, the candidates
-a target gets right, and the read-out of schemes whose samples carry the target's top-1 label."""
+a target gets right, a suspect's outputs in either mode, and the read-out of schemes whose samples carry the
+target's top-1 label."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import torch
 
-from ..access import Access
+from ..access import WHITE_BOX, Access, BlackBox, WhiteBox
 from ..errors import InputError, IntegrityError
 from ..tasks import Task
 from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, top1_labels
@@ -49,6 +50,28 @@ def check_classifier(name: str, model: torch.nn.Module, images: torch.Tensor, la
     task.check_labels(labels, probe.shape[1])
     return task, probe.shape[1]
 
+
+
+def suspect_outputs(access: Access, mode: str, images: torch.Tensor, task: Task) -> tuple[torch.Tensor, int]:
+    """What a suspect answers for ``images``: a white-box model's raw outputs (0 queries) or a black-box API's
+    answers (its scores, as deployed), on the CPU, with the queries that took.
+
+    Raises:
+        InputError: images of another shape than a modelprint model expects, or an answer per image missing.
+    """
+    if mode == WHITE_BOX:
+        assert isinstance(access, WhiteBox)
+        check_input_shape(access.model, images)
+        with torch.no_grad():
+            answers, queries = access.model(images.to(access.device)).cpu(), 0
+    else:
+        box = access if isinstance(access, BlackBox) else access.black_box(task)  # type: ignore[attr-defined]
+        before = box.queries
+        answers = box.predict(images)
+        queries = box.queries - before
+    if len(answers) != len(images):
+        raise InputError(f"the suspect answered {len(answers)} outputs for {len(images)} images")
+    return answers, queries
 
 
 def right_candidates(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, *,

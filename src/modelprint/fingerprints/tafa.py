@@ -36,7 +36,7 @@ from typing import ClassVar, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..access import BLACK_BOX, SCORES, WHITE_BOX, Access, BlackBox, WhiteBox
+from ..access import BLACK_BOX, SCORES, WHITE_BOX, Access
 from ..checks import floats_as_floats, rules, setting_types
 from ..data import check_images
 from ..errors import InputError
@@ -44,6 +44,7 @@ from ..models import device_of
 from ..tasks import Classification, Task
 from . import checks
 from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, target_identity
+from .shared import suspect_outputs
 
 #: Where pairs start.
 STARTS = ("noise", "images")
@@ -243,19 +244,7 @@ class TAFA(FingerprintScheme):
         began = time.perf_counter()
         task = fingerprints.task_adapter()
         samples, partners = fingerprints.samples, fingerprints.tensors["partners"]
-        points = torch.cat([samples, partners, (samples + partners) / 2])
-        if mode == WHITE_BOX:
-            assert isinstance(access, WhiteBox)
-            check_input_shape(access.model, samples)
-            with torch.no_grad():
-                answers, queries = access.model(points.to(access.device)).cpu(), 0
-        else:
-            box = access if isinstance(access, BlackBox) else access.black_box(task)  # type: ignore[attr-defined]
-            before = box.queries
-            answers = box.predict(points)
-            queries = box.queries - before
-        if len(answers) != len(points):
-            raise InputError(f"the suspect answered {len(answers)} outputs for {len(points)} images")
+        answers, queries = suspect_outputs(access, mode, torch.cat([samples, partners, (samples + partners) / 2]), task)
         bends = bend(*affine_outputs(task, answers, deployed=mode != WHITE_BOX).chunk(3)).float()
         if bends.shape != fingerprints.tensors["bends"].shape:
             raise InputError(f"the suspect answers {bends.shape[1]} values per image; the set's target answered {fingerprints.tensors['bends'].shape[1]}")

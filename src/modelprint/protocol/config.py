@@ -14,7 +14,8 @@ from typing import Any
 from ..errors import InputError
 from ..fingerprints import DEFAULT_SCHEME, OWNER_ROLES, SCHEMES, FingerprintScheme
 from ..tasks import Task, task_named
-from ..zoo.spec import PRESETS, ZooSpec
+from ..zoo.spec import PRESETS, ZooSpec, training_zoo
+from .training_zoo import check_disjoint
 
 #: Training epochs of the target, the negatives and the distilled copies when none are given. The paper preset's 15
 #: bring the CIFAR-10 target (ResNet-18 width 16) from 53.8% to 66.6% test accuracy (docs/ablation.md).
@@ -54,8 +55,9 @@ class EvaluationConfig:
             :mod:`.owner`) the run trains; when None, the most that any compared scheme's configuration reads.
         executor, workers, ray_address: where the zoo and helper models are built.
         target: an existing target model file instead of training one.
-        zoo_dir, owner_dir: where the zoo and the owner's helper models are built and reused (default ``OUT/zoo``
-            and ``OUT/owner``).
+        zoo_dir, owner_dir, training_zoo_dir: where the zoo, the owner's helper models and the owner's training zoo
+            (for schemes that learn from one) are built and reused (default ``OUT/zoo``, ``OUT/owner`` and
+            ``OUT/training_zoo``).
         detector_fpr: false-positive rate on clean images that sets each stealth detector's threshold.
         detectors: measure the stealth detectors' detection rates.
         device: torch device.
@@ -83,6 +85,7 @@ class EvaluationConfig:
     target: str | None = None
     zoo_dir: str | None = None
     owner_dir: str | None = None
+    training_zoo_dir: str | None = None
     detector_fpr: float = 0.05
     detectors: bool = True
     device: str = "cpu"
@@ -122,9 +125,13 @@ class EvaluationConfig:
             raise InputError(f"repeats must be >= 1, got {self.repeats}")
         if min(self.owner_counts().values()) < 0:
             raise InputError("references, surrogates and calibration must be >= 0")
+        if self.training_zoo_size():  # a training zoo that overlaps the evaluation zoo fails now, not after both are built
+            spec = training_zoo(self.training_zoo_size(), train_epochs=self.epochs)  # type: ignore[arg-type]
+            check_disjoint({"suspects": [s.to_dict() for s in spec.suspects]}, self.zoo_spec())
         for name in names:  # bad settings, or helper models that do not fit them, fail now, not after the zoo
             scheme = self.fingerprint_scheme(0, name)
-            scheme.check_helpers(**self.helper_counts(name))
+            if not scheme.training_zoo()[0]:  # a training zoo gives the others theirs
+                scheme.check_helpers(**self.helper_counts(name))
 
     def _default_configuration(self, cls: type[FingerprintScheme]) -> str:
         wanted = PRESET_CONFIGURATION.get(self.preset) if self.zoo is None else None
@@ -156,6 +163,10 @@ class EvaluationConfig:
         reads, counts = self.fingerprint_scheme(0, name).reads(), self.owner_counts()
         asked = self._asked if name == self.schemes[0] else ()  # type: ignore[attr-defined,index]
         return {role: counts[role] for role in OWNER_ROLES if role in reads or (role in asked and counts[role])}
+
+    def training_zoo_size(self) -> int:
+        """Models in the owner's training zoo the run builds: the most any compared scheme learns from (0: none)."""
+        return max(self.fingerprint_scheme(0, name).training_zoo()[0] for name in self.schemes)  # type: ignore[union-attr]
 
     def owner_counts(self) -> dict[str, int]:
         """How many helper models of each role the run trains."""

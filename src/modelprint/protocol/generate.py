@@ -14,6 +14,7 @@ from ..fingerprints import DEFAULT_SCHEME, SCHEMES, FingerprintScheme, Fingerpri
 from ..models import ImageModel, load_model
 from ..tasks import task_named
 from . import owner as owner_models
+from . import training_zoo
 
 
 def scheme_for_generation(name: str, configuration: str, task: str, settings: dict[str, Any]) -> FingerprintScheme:
@@ -73,6 +74,25 @@ def helpers_for(scheme: FingerprintScheme, configuration: str, folder: str | os.
     return owner_models.load_helpers(manifest, roles=reads, device=device)
 
 
+def training_models_for(scheme: FingerprintScheme, folder: str | os.PathLike | None, target: ImageModel, data: str, *,
+                        device: str = "cpu") -> tuple[dict[str, list[ImageModel]], dict[str, Any]]:
+    """The models of the owner's training zoo ``scheme`` learns from (as ``references`` and ``surrogates``) and
+    what its set records of them.
+
+    Raises:
+        InputError: the scheme learns from a training zoo and none is given, or the reverse; or the folder is not
+            a training zoo of this target and data, or holds too few models.
+    """
+    size, checkpoints = scheme.training_zoo()
+    if not size:
+        raise InputError(f"the {scheme.name} scheme learns from no training zoo: drop --training-zoo")
+    if folder is None:
+        raise InputError(f"the {scheme.name} scheme learns from the owner's training zoo: make one with 'modelprint training-zoo --target MODEL "
+                         f"--data DATA --out DIR --size {size}' and give --training-zoo DIR")
+    manifest = training_zoo.read_training_zoo(folder, target_sha256=target.spec.info["sha256"], data=data)
+    return training_zoo.training_helpers(manifest, size, checkpoints=checkpoints, device=device)
+
+
 def generate_set(
     model: str | os.PathLike,
     *,
@@ -83,6 +103,7 @@ def generate_set(
     task: str | None = None,
     similarity: str = "l2",
     owner_models_dir: str | os.PathLike | None = None,
+    training_zoo_dir: str | os.PathLike | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> FingerprintSet:
@@ -99,6 +120,7 @@ def generate_set(
         task: the target's task, which the model file records (given, it must agree).
         similarity: F_c of the similarity task.
         owner_models_dir: the owner's helper models, for a configuration that reads them.
+        training_zoo_dir: the owner's training zoo, for a scheme that learns from one.
         device: torch device.
         progress: show progress bars.
 
@@ -114,11 +136,15 @@ def generate_set(
         configuration = SCHEMES[scheme].default_configuration(recorded) if scheme in SCHEMES else "default"
     maker = scheme_for_generation(scheme, configuration, recorded, dict(settings or {}))
     helpers = helpers_for(maker, configuration, owner_models_dir, target, data, device=device, chosen=chosen)
+    record = {}
+    if maker.training_zoo()[0] or training_zoo_dir is not None:
+        helpers, record = training_models_for(maker, training_zoo_dir, target, data, device=device)
     adapter = task_named(recorded, similarity=similarity)
     splits = load_data(data, channels=target.spec.channels, size=target.spec.input_size[0])
     candidates, pairs = adapter.candidates(splits.train)
     fingerprints = maker.generate(target, candidates.images, candidates.labels, adapter, pairs=pairs, progress=progress, **helpers)
     fingerprints.stats["scheme_repr"] = repr(maker)
+    fingerprints.config.update(record)
     return fingerprints
 
 

@@ -32,6 +32,7 @@ from ..tasks import Task
 from ..train import TrainConfig, metric_name, predict, train_new_model
 from ..zoo.build import build_zoo
 from . import owner as owner_models
+from . import training_zoo
 from .config import EvaluationConfig
 from .summary import MODE_KEYS, report as make_report, scheme_summary
 
@@ -61,12 +62,13 @@ def _target(config: EvaluationConfig, data: DataSplits, out: Path, progress: boo
 
 
 def generate_or_reuse(scheme: FingerprintScheme, target: ImageModel, task: Task, data: DataSplits, path: Path,
-                      helpers: dict[str, list[ImageModel]], progress: bool) -> FingerprintSet:
+                      helpers: dict[str, list[ImageModel]], progress: bool, record: dict[str, Any] | None = None) -> FingerprintSet:
     """Generate a set, or reuse the one at ``path`` if the same settings made it for the same target and helpers.
 
     The settings compared are those the set was made with (its ``scheme_repr``): a setting added to the scheme since
-    counts as the same when it is at its default, which by convention makes what the scheme made before it existed."""
-    hashes = helper_hashes(**helpers)
+    counts as the same when it is at its default, which by convention makes what the scheme made before it existed.
+    ``record`` goes into the set's config (and must be there, equal, for a set to be reused)."""
+    hashes = {**helper_hashes(**helpers), **(record or {})}
     if path.is_file():
         existing = FingerprintSet.load(path)
         same_helpers = all(existing.config.get(key, []) == value for key, value in hashes.items())
@@ -76,6 +78,7 @@ def generate_or_reuse(scheme: FingerprintScheme, target: ImageModel, task: Task,
     candidates, pairs = task.candidates(data.train)
     fingerprints = scheme.generate(target, candidates.images, candidates.labels, task, pairs=pairs, progress=progress, **helpers)
     fingerprints.stats["scheme_repr"] = repr(scheme)
+    fingerprints.config.update(record or {})
     fingerprints.save(path)
     return fingerprints
 
@@ -198,6 +201,15 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
         helpers = owner_models.load_helpers(owner, device=config.device)  # type: ignore[arg-type]
         timings["owner_models_s"] = time.perf_counter() - t
 
+    training = None
+    if config.training_zoo_size():
+        t = time.perf_counter()
+        log(f"owner's training zoo: {config.training_zoo_size()} models ...")
+        training = training_zoo.build_training_zoo(config.training_zoo_size(), target_path, config.data, config.training_zoo_dir or out / "training_zoo",
+                                                   epochs=config.epochs, progress=progress, **executor)
+        training_zoo.check_disjoint(training, manifest)
+        timings["training_zoo_s"] = time.perf_counter() - t
+
     t = time.perf_counter()
     detectors = _detectors(target, data, config.detector_fpr) if config.detectors else None
     timings["detectors_s"] = time.perf_counter() - t
@@ -212,9 +224,13 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
         for repeat in range(config.repeats):
             scheme = config.fingerprint_scheme(repeat, name)
             given = {role: helpers[role] for role in config.helper_counts(name)}
+            record = None
+            size, checkpoints = scheme.training_zoo()
+            if size:
+                given, record = training_zoo.training_helpers(training, size, checkpoints=checkpoints, device=config.device)  # type: ignore[arg-type]
             t = time.perf_counter()
             log(f"{name}, repeat {repeat + 1}/{config.repeats}: fingerprints ...")
-            fingerprints = generate_or_reuse(scheme, target, task, data, folder / f"fingerprints-{repeat}.safetensors", given, progress)
+            fingerprints = generate_or_reuse(scheme, target, task, data, folder / f"fingerprints-{repeat}.safetensors", given, progress, record)
             timings["generation_s"] += time.perf_counter() - t
             t = time.perf_counter()
             scores = _verify_all(scheme, fingerprints, suspects, folder / f"verification-{repeat}.json", progress)
@@ -234,6 +250,8 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
     if config.task == "similarity":
         scores, same = pair_scores(predict(target, data.test.images), data.test.labels)
         result["task"].update(target_tar_at_far={str(far): tar_at_far(scores, same, far) for far in (0.01, 0.1)})
+    if training is not None:
+        result["training_zoo"] = training_zoo.cost(training)
     if owner is not None:
         result["owner_models"] = {**counts, "build_seconds": sum(r["build_seconds"] for r in owner["suspects"])}
     if suspects and first_set is not None and "pattern" in first_set.tensors:

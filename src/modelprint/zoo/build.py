@@ -8,6 +8,7 @@ spec or target rebuilds only what changed. ``OUT/manifest.json`` is rewritten af
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -19,8 +20,8 @@ from tqdm.auto import tqdm
 
 from ..data import DataSplits, load_data, same_recipe
 from ..errors import InputError
-from ..models import load_model, read_spec, save_model
-from ..train import evaluate, metric_name
+from ..models import ImageModel, clone_model, load_model, read_spec, save_model, state_sha256
+from ..train import after_each_epoch, evaluate, metric_name
 from . import TRANSFORMS
 from .executors import run_jobs
 from .spec import SuspectSpec, ZooSpec
@@ -39,7 +40,10 @@ def build_suspect(job: dict[str, Any]) -> dict[str, Any]:
     suspect = SuspectSpec(**job["suspect"])
     target = load_model(job["target_path"], device=job.get("device", "cpu"))
     data = _data(job["data"], target.spec.channels, target.spec.input_size[0])
-    child = suspect.build_transform().apply(target, data.train, seed=suspect.seed, progress=job.get("progress", False))
+    epochs: list[dict[str, torch.Tensor]] = []
+    keep = lambda model: epochs.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})  # noqa: E731
+    with after_each_epoch(keep) if job.get("checkpoints") else contextlib.nullcontext():
+        child = suspect.build_transform().apply(target, data.train, seed=suspect.seed, progress=job.get("progress", False))
     task = target.spec.task
     child.spec.info.update(
         name=suspect.name,
@@ -50,8 +54,33 @@ def build_suspect(job: dict[str, Any]) -> dict[str, Any]:
         build_seconds=round(time.perf_counter() - start, 2),
         threads=torch.get_num_threads(),
     )
+    if job.get("checkpoints"):  # written before the suspect: a suspect on disk has its checkpoints
+        child.spec.info["checkpoints"] = _save_checkpoints(child, epochs[:-1], job["checkpoints"], Path(job["out_path"]), data)
     save_model(child, job["out_path"])
     return _record(Path(job["out_path"]))
+
+
+def checkpoint_epochs(trained: int, count: int) -> list[int]:
+    """Which of ``trained`` epochs (1-based, the last excluded: it is the model itself) ``count`` checkpoints keep:
+    evenly spaced, ``[5, 10]`` of 15 for 2; fewer when the run is shorter."""
+    if trained < 2 or count < 1:
+        return []
+    return sorted({max(1, round(trained * (i + 1) / (count + 1))) for i in range(count)} - {trained})
+
+
+def _save_checkpoints(child: ImageModel, states: list[dict[str, Any]], count: int, out_path: Path, data: DataSplits) -> list[dict[str, Any]]:
+    """Write the chosen epochs' weights (of ``states``, one per finished epoch but the last) in ``checkpoints/``
+    beside ``suspects/`` as ``NAME@eK.safetensors`` and return what the suspect's file records of them."""
+    saved = []
+    for epoch in checkpoint_epochs(len(states) + 1, count):
+        model = clone_model(child)
+        model.load_state_dict(states[epoch - 1])
+        task = child.spec.task
+        model.spec.info = {**child.spec.info, "checkpoint_of": child.spec.info["name"], "epoch": epoch, "test_metric": evaluate(model, data.test, task)}
+        path = out_path.parent.parent / "checkpoints" / f"{out_path.stem}@e{epoch}.safetensors"
+        save_model(model, path)
+        saved.append({"file": path.name, "epoch": epoch, "sha256": state_sha256(model), "test_metric": model.spec.info["test_metric"]})
+    return saved
 
 
 def _record(path: Path) -> dict[str, Any]:
@@ -71,6 +100,7 @@ def _record(path: Path) -> dict[str, Any]:
         "build_seconds": info["build_seconds"],
         "recovered": info.get("recovered"),
         "recovery_epochs": int(info.get("recovery_epochs", 0)),
+        **({"checkpoints": [{**c, "path": str(path.parent.parent / "checkpoints" / c["file"])} for c in info["checkpoints"]]} if "checkpoints" in info else {}),
     }
 
 
@@ -94,6 +124,8 @@ def build_zoo(
     ray_address: str | None = None,
     threads_per_worker: int = 1,
     device: str = "cpu",
+    checkpoints: int = 0,
+    role: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Build (or resume) the zoo of ``spec`` around the target and return the manifest.
@@ -105,6 +137,9 @@ def build_zoo(
         out_dir: the zoo directory.
         executor, workers, ray_address, threads_per_worker: see :func:`modelprint.zoo.executors.run_jobs`.
         device: torch device of the workers.
+        checkpoints: besides each suspect, keep this many of the epochs it was trained for (evenly spaced,
+            :func:`checkpoint_epochs`) as models of their own in ``out_dir/checkpoints`` (part of the recipe).
+        role: what the zoo is for, recorded in the manifest when given (``"training"`` for the owner's training zoo).
         progress: show a progress bar over suspects (and per-suspect bars in-process).
 
     Returns:
@@ -123,6 +158,8 @@ def build_zoo(
         revision = TRANSFORMS[suspect.transform].revision
         if revision > 1:  # recipes of transforms never revised stay what they were: their suspects are reused
             recipe["revision"] = revision
+        if checkpoints:
+            recipe["checkpoints"] = checkpoints
         if _finished(path, recipe):
             records[suspect.name] = {**_record(path), "reused": True}
             continue
@@ -134,6 +171,7 @@ def build_zoo(
                 "out_path": str(path),
                 "recipe": recipe,
                 "device": device,
+                "checkpoints": checkpoints,
                 "progress": progress and executor == "inprocess",
             }
         )
@@ -142,6 +180,7 @@ def build_zoo(
         "target": {"path": str(target_path), "sha256": parent, "test_metric": target.spec.info.get("test_metric")},
         "data": data,
         "spec": spec.to_dict(),
+        **({"role": role} if role else {}),
         "suspects": [],
     }
 

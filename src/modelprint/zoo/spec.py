@@ -146,4 +146,49 @@ def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: in
     return ZooSpec(tuple(suspects))
 
 
+#: The positives of a training zoo, in the order they are added (a larger zoo holds every smaller one): every
+#: transform of the paper's zoo, with other settings than its own (other pruning ratios, other fine-tuning epochs).
+TRAINING_POSITIVES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("finetune", {"layers": "all", "epochs": 1}),
+    ("weight_prune", {"ratio": 0.25}),
+    ("filter_prune", {"ratio": 0.2}),
+    ("distill", {}),
+    ("retrain", {"layers": "last", "epochs": 3}),
+    ("weight_prune", {"ratio": 0.45}),
+    ("filter_prune", {"ratio": 0.35}),
+    ("distill", {}),
+    ("finetune", {"layers": "last", "epochs": 3}),
+    ("retrain", {"layers": "all", "epochs": 1}),
+)
+#: First seeds of a training zoo's positives and negatives: no preset evaluation zoo (seeds below 5000) and none of
+#: the owner's helper models (5000-7999) uses them.
+TRAINING_SEEDS = {POSITIVE: 8000, NEGATIVE: 9000}
+
+
+def training_zoo(size: int, *, train_epochs: int, recover_epochs: int = 3) -> ZooSpec:
+    """The owner's training zoo (for schemes that learn from pirated and independent models, such as MetaV):
+    ``size // 2`` positives cycling through :data:`TRAINING_POSITIVES` and the rest independent models, seeded from
+    :data:`TRAINING_SEEDS`. The first k positives and negatives of a larger zoo are those of a smaller one, so one
+    built zoo serves every smaller size.
+
+    Args:
+        size: models in all (at least 2).
+        train_epochs: epochs of the target's own training (negatives and distilled copies get the same).
+        recover_epochs: at most this many epochs of pruning recovery.
+    """
+    if not isinstance(size, int) or size < 2:
+        raise InputError(f"a training zoo needs at least 2 models (a positive and a negative), got {size!r}")
+    suspects = []
+    for i in range(size // 2):
+        transform, params = TRAINING_POSITIVES[i % len(TRAINING_POSITIVES)]
+        if transform == "distill":
+            params = {"epochs": train_epochs}
+        elif transform.endswith("prune"):
+            params = {**params, "recover_epochs": recover_epochs}
+        suspects.append(SuspectSpec(f"positive_{i}", POSITIVE, transform, params, TRAINING_SEEDS[POSITIVE] + i))
+    for i in range(size - size // 2):
+        suspects.append(SuspectSpec(f"negative_{i}", NEGATIVE, "independent", {"epochs": train_epochs}, TRAINING_SEEDS[NEGATIVE] + i))
+    return ZooSpec(tuple(suspects))
+
+
 PRESETS = {"paper": paper_zoo, "quick": quick_zoo}
