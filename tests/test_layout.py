@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "modelprint"
 FLOORS: list[set[str]] = [
     {"_version", "errors"},
     {"checks", "hashing", "urls", "signing", "data", "architectures", "models", "model_checks", "tasks", "metrics", "journal_lines",
-     "journal", "gradcam", "train", "detectors", "serving.client", "serving.limits", "serving.parse"},
+     "journal", "gradcam", "losses", "train", "detectors", "serving.client", "serving.limits", "serving.parse"},
     {"access", "serving.server", "zoo"},
     {"fingerprints", "evidence.record", "evidence.check"},
     {"evidence.verification", "evidence", "protocol", "demo"},

@@ -14,7 +14,7 @@ from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint
 from modelprint.metrics import pair_scores, tar_at_far, verification_accuracy
 from modelprint.models import build_model, save_model
 from modelprint.tasks import Regression
-from modelprint.train import ArcFace
+from modelprint.losses import ArcFace
 
 from conftest import run_cli, write_npz_folder
 

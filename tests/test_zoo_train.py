@@ -4,7 +4,8 @@ import torch.nn as nn
 
 from modelprint.errors import InputError
 from modelprint.models import build_model, state_sha256
-from modelprint.train import TrainConfig, augment_batch, fit, supervised_loss
+from modelprint.losses import supervised_loss
+from modelprint.train import TrainConfig, augment_batch, fit
 from modelprint.zoo import FineTune, WeightPrune
 from modelprint.zoo.prune import prune_smallest_
 

@@ -13,6 +13,11 @@ from .checks import parse_assignments
 from .cli_common import TASK_HELP, Executor, SimilarityMetric, TaskName, ZooPreset, console, mean_std_text, parse_names, stdout
 from .errors import InputError
 
+#: Where models are trained, in every command that builds a zoo or the owner's models.
+EXECUTOR_OPTION = typer.Option(Executor.pool, help="Where models are trained: a local process pool (default), this process, or Ray.")
+WORKERS_OPTION = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each).")
+RAY_ADDRESS_OPTION = typer.Option(None, help="Address of an existing Ray cluster.")
+
 
 def evaluate(
     out: Path = typer.Option(..., help="Output folder (reused: a killed run resumes)."),
@@ -38,9 +43,9 @@ def evaluate(
     references: Optional[int] = typer.Option(None, min=0, help="Owner's independently trained reference models [default: the most any compared configuration reads]."),
     surrogates: Optional[int] = typer.Option(None, min=0, help="Owner's distilled surrogate copies [default: the most any compared configuration reads]."),
     calibration: Optional[int] = typer.Option(None, min=0, help="Owner's independently trained calibration models [default: the most any compared configuration reads]."),
-    executor: Executor = typer.Option(Executor.pool, help="Where the zoo is built: a local process pool (default), this process, or Ray."),
-    workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
-    ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
+    executor: Executor = EXECUTOR_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     target: Optional[Path] = typer.Option(None, help="An existing target model instead of training one."),
     training_zoo_dir: Optional[Path] = typer.Option(None, "--training-zoo", help="Where the owner's training zoo (for schemes that learn from one: metav) is built and reused [default: OUT/training_zoo]."),
     device: str = typer.Option("cpu"),
@@ -106,18 +111,13 @@ def owner_models(
     surrogates: Optional[int] = typer.Option(None, min=0, help="Distilled surrogate copies of the target [default: what the configuration reads]."),
     calibration: Optional[int] = typer.Option(None, min=0, help="Independently trained calibration models [default: what the configuration reads]."),
     epochs: int = typer.Option(15, min=1, help="Training epochs of each (as the target's)."),
-    executor: Executor = typer.Option(Executor.pool, help="A local process pool (default), this process, or Ray."),
-    workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
-    ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
+    executor: Executor = EXECUTOR_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     device: str = typer.Option("cpu"),
 ) -> None:
     """Train the owner's helper models (references, surrogates, calibration models) that a configuration reads."""
-    from . import checks
-
-    checks.output_folder(out)
-    checks.device(device)
-    if not target.is_file():
-        raise InputError(f"--target {target}: no such model file")
+    _check_build(out, device, target)
     from .fingerprints import SCHEMES
     from .protocol.owner import build_owner_models
 
@@ -141,22 +141,28 @@ def training_zoo(
     data: str = typer.Option("digits", help="Data the target was trained on (the zoo's models train on it too)."),
     size: int = typer.Option(20, min=2, help="Models in all: half pirated copies (every zoo transform), half independently trained."),
     epochs: int = typer.Option(15, min=1, help="Training epochs of the independent and distilled models (as the target's)."),
-    executor: Executor = typer.Option(Executor.pool, help="A local process pool (default), this process, or Ray."),
-    workers: int = typer.Option(2, min=1, help="Pool processes or local Ray CPUs (one torch thread each)."),
-    ray_address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster."),
+    executor: Executor = EXECUTOR_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     device: str = typer.Option("cpu"),
 ) -> None:
     """Train the owner's training zoo: pirated and independent models that a learning scheme (metav) learns from,
     with seeds no preset evaluation zoo uses, and checkpoints of the models it trains."""
-    from . import checks
-
-    checks.output_folder(out)
-    checks.device(device)
-    if not target.is_file():
-        raise InputError(f"--target {target}: no such model file")
+    _check_build(out, device, target)
     from .protocol.training_zoo import build_training_zoo, cost
 
     manifest = build_training_zoo(size, target, data, out, epochs=epochs, executor=executor.value, workers=workers, ray_address=ray_address, device=device)
     spent = cost(manifest)
     stdout.print(f"{spent['positives']} pirated and {spent['models'] - spent['positives']} independent models, {spent['checkpoints']} checkpoints, in {out} "
                  f"({spent['build_seconds']:.0f} s of training; manifest.json lists them)")
+
+
+def _check_build(out: Path, device: str, target: Path) -> None:
+    """What a command that trains models around a target checks before any work: the output folder, the device
+    and the target's file."""
+    from . import checks
+
+    checks.output_folder(out)
+    checks.device(device)
+    if not target.is_file():
+        raise InputError(f"--target {target}: no such model file")

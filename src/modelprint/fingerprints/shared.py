@@ -52,6 +52,20 @@ def check_classifier(name: str, model: torch.nn.Module, images: torch.Tensor, la
 
 
 
+def starting_points(start: str, n: int, images: torch.Tensor, generator: torch.Generator, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Where a scheme's n samples start: candidate images in a seeded order (``start="images"``) or seeded uniform
+    noise of their shape (``"noise"``), in ``dtype`` (noise is drawn in it, so the draws depend on it).
+
+    Raises:
+        InputError: fewer than n candidate images for ``start="images"``.
+    """
+    if start == "images":
+        if len(images) < n:
+            raise InputError(f"start='images' needs {n} candidate images, got {len(images)}")
+        return images[torch.randperm(len(images), generator=generator)[:n]].to(dtype)
+    return torch.rand((n, *images.shape[1:]), generator=generator, dtype=dtype)
+
+
 def suspect_outputs(access: Access, mode: str, images: torch.Tensor, task: Task) -> tuple[torch.Tensor, int]:
     """What a suspect answers for ``images``: a white-box model's raw outputs (0 queries) or a black-box API's
     answers (its scores, as deployed), on the CPU, with the queries that took.

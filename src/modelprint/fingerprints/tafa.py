@@ -44,7 +44,7 @@ from ..models import device_of
 from ..tasks import Classification, Task
 from . import checks
 from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, target_identity
-from .shared import suspect_outputs
+from .shared import starting_points, suspect_outputs
 
 #: Where pairs start.
 STARTS = ("noise", "images")
@@ -150,17 +150,12 @@ class TAFA(FingerprintScheme):
         task = task or Classification()
         self.check_helpers(len(references), len(surrogates), len(calibration))
         check_images(images, what="candidate images")
-        if self.start == "images" and len(images) < self.n:
-            raise InputError(f"start='images' needs {self.n} candidate images, got {len(images)}")
         model = model.eval()
         device = device_of(model)
         check_input_shape(model, images)
         exact = copy.deepcopy(model).double()  # the region search needs float64: a boundary's kink can be tiny
         generator = torch.Generator().manual_seed(self.seed)
-        if self.start == "images":
-            starts = images[torch.randperm(len(images), generator=generator)[: self.n]].double()
-        else:
-            starts = torch.rand((self.n, *images.shape[1:]), generator=generator, dtype=torch.float64)
+        starts = starting_points(self.start, self.n, images, generator, dtype=torch.float64)
         directions = torch.randn(starts.shape, generator=generator, dtype=torch.float64)
 
         parts: list[tuple[torch.Tensor, torch.Tensor]] = []

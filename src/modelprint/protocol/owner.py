@@ -61,19 +61,33 @@ def build_owner_models(
     return build_zoo(spec, target_path, data, Path(out), progress=progress, **executor)
 
 
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest of a helper-model folder made by :func:`build_owner_models`.
+def read_manifest(folder: str | Path, *, what: str = "folder of the owner's helper models", command: str = "modelprint owner-models") -> dict[str, Any]:
+    """The manifest of a folder of models built by the zoo code (here: the helper models of
+    :func:`build_owner_models`; ``what`` and ``command`` name another kind in the message).
 
     Raises:
-        InputError: no such folder, or no manifest in it.
+        InputError: no such folder, or no readable manifest in it.
     """
     path = Path(folder) / "manifest.json"
     if not path.is_file():
-        raise InputError(f"{folder}: not a folder of the owner's helper models (no manifest.json; make one with 'modelprint owner-models')")
+        raise InputError(f"{folder}: not a {what} (no manifest.json; make one with '{command}')")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: unreadable manifest ({exc})") from None
+
+
+def check_made_for(manifest: dict[str, Any], *, target_sha256: str, data: str, where: str, models: str = "helper models") -> None:
+    """Refuse a folder of models made for another target, or trained on other data (named by any path).
+
+    Raises:
+        InputError: in one line, naming the folder and what does not fit.
+    """
+    made_for = manifest.get("target", {}).get("sha256")
+    if made_for != target_sha256:
+        raise InputError(f"{where}: its {models} were made for target {str(made_for)[:12]}..., not this one ({target_sha256[:12]}...)")
+    if manifest.get("data") is not None and data_key(manifest["data"]) != data_key(data):
+        raise InputError(f"{where}: its {models} were trained on {manifest.get('data')!r}, not {data!r}")
 
 
 def load_helpers(manifest: dict[str, Any], *, roles: tuple[str, ...] = OWNER_ROLES, device: str | torch.device = "cpu") -> dict[str, list[ImageModel]]:
@@ -93,11 +107,7 @@ def check_manifest(manifest: dict[str, Any], *, target_sha256: str, data: str, n
     Raises:
         InputError: in one line, naming the folder and what does not fit.
     """
-    made_for = manifest.get("target", {}).get("sha256")
-    if made_for != target_sha256:
-        raise InputError(f"{where}: its helper models were made for target {str(made_for)[:12]}..., not this one ({target_sha256[:12]}...)")
-    if manifest.get("data") is not None and data_key(manifest["data"]) != data_key(data):
-        raise InputError(f"{where}: its helper models were trained on {manifest.get('data')!r}, not {data!r}")
+    check_made_for(manifest, target_sha256=target_sha256, data=data, where=where)
     have = {role: 0 for role in ROLES}
     role_of_prefix = {prefix: role for role, (prefix, *_) in ROLES.items()}
     for record in manifest.get("suspects", []):

@@ -201,11 +201,12 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
         helpers = owner_models.load_helpers(owner, device=config.device)  # type: ignore[arg-type]
         timings["owner_models_s"] = time.perf_counter() - t
 
-    training = None
-    if config.training_zoo_size():
+    training, training_models = None, {}  # the manifest, and the models each reading of it loaded
+    training_size = config.training_zoo_size()
+    if training_size:
         t = time.perf_counter()
-        log(f"owner's training zoo: {config.training_zoo_size()} models ...")
-        training = training_zoo.build_training_zoo(config.training_zoo_size(), target_path, config.data, config.training_zoo_dir or out / "training_zoo",
+        log(f"owner's training zoo: {training_size} models ...")
+        training = training_zoo.build_training_zoo(training_size, target_path, config.data, config.training_zoo_dir or out / "training_zoo",
                                                    epochs=config.epochs, progress=progress, **executor)
         training_zoo.check_disjoint(training, manifest)
         timings["training_zoo_s"] = time.perf_counter() - t
@@ -225,9 +226,11 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
             scheme = config.fingerprint_scheme(repeat, name)
             given = {role: helpers[role] for role in config.helper_counts(name)}
             record = None
-            size, checkpoints = scheme.training_zoo()
-            if size:
-                given, record = training_zoo.training_helpers(training, size, checkpoints=checkpoints, device=config.device)  # type: ignore[arg-type]
+            size, checkpoints = reads = scheme.training_zoo()
+            if size:  # loaded once for every repeat (and scheme) that reads the same models
+                if reads not in training_models:
+                    training_models[reads] = training_zoo.training_helpers(training, size, checkpoints=checkpoints, device=config.device)  # type: ignore[arg-type]
+                given, record = training_models[reads]
             t = time.perf_counter()
             log(f"{name}, repeat {repeat + 1}/{config.repeats}: fingerprints ...")
             fingerprints = generate_or_reuse(scheme, target, task, data, folder / f"fingerprints-{repeat}.safetensors", given, progress, record)

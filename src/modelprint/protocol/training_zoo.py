@@ -10,18 +10,17 @@ with it.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..data import data_key
 from ..errors import InputError
 from ..journal_lines import canonical_json
 from ..models import ImageModel, load_model
 from ..zoo.build import build_zoo
 from ..zoo.spec import NEGATIVE, POSITIVE, ZooSpec, training_zoo
+from .owner import check_made_for, read_manifest
 
 #: Checkpoints kept of every model the training zoo trains for two epochs or more (evenly spaced epochs).
 CHECKPOINTS = 2
@@ -41,20 +40,10 @@ def read_training_zoo(folder: str | Path, *, target_sha256: str, data: str) -> d
     Raises:
         InputError: no manifest, a folder that is not a training zoo, or one made for another target or data.
     """
-    path = Path(folder) / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{folder}: not a training zoo (no manifest.json; make one with 'modelprint training-zoo')")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: unreadable manifest ({exc})") from None
+    manifest = read_manifest(folder, what="training zoo", command="modelprint training-zoo")
     if manifest.get("role") != "training":
         raise InputError(f"{folder}: an evaluation zoo, not a training zoo (make one with 'modelprint training-zoo')")
-    made_for = manifest.get("target", {}).get("sha256")
-    if made_for != target_sha256:
-        raise InputError(f"{folder}: its models were made for target {str(made_for)[:12]}..., not this one ({target_sha256[:12]}...)")
-    if data_key(manifest.get("data")) != data_key(data):
-        raise InputError(f"{folder}: its models were trained on {manifest.get('data')!r}, not {data!r}")
+    check_made_for(manifest, target_sha256=target_sha256, data=data, where=str(folder), models="models")
     return manifest
 
 
@@ -74,7 +63,8 @@ def check_disjoint(training: dict[str, Any], evaluation: ZooSpec | dict[str, Any
     if seeds:
         raise InputError(f"the training zoo shares seeds {seeds[:5]} with the evaluation zoo: a scheme must not be trained on the models it is evaluated on")
     recipe = lambda r: (r["transform"], canonical_json(r["params"]), r["seed"])  # noqa: E731
-    shared = sorted({r["name"] for r in records if recipe(r) in {recipe(s) for s in others}})
+    recipes = {recipe(s) for s in others}
+    shared = sorted({r["name"] for r in records if recipe(r) in recipes})
     weights = {s.get("sha256") for s in others} - {None}
     shared += sorted(r["name"] for r in records if r.get("sha256") in weights)
     if shared:

@@ -40,7 +40,7 @@ def build_suspect(job: dict[str, Any]) -> dict[str, Any]:
     suspect = SuspectSpec(**job["suspect"])
     target = load_model(job["target_path"], device=job.get("device", "cpu"))
     data = _data(job["data"], target.spec.channels, target.spec.input_size[0])
-    epochs: list[dict[str, torch.Tensor]] = []
+    epochs: list[dict[str, torch.Tensor]] = []  # every epoch's weights: which ones are kept depends on how many there were
     keep = lambda model: epochs.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})  # noqa: E731
     with after_each_epoch(keep) if job.get("checkpoints") else contextlib.nullcontext():
         child = suspect.build_transform().apply(target, data.train, seed=suspect.seed, progress=job.get("progress", False))
@@ -71,11 +71,10 @@ def checkpoint_epochs(trained: int, count: int) -> list[int]:
 def _save_checkpoints(child: ImageModel, states: list[dict[str, Any]], count: int, out_path: Path, data: DataSplits) -> list[dict[str, Any]]:
     """Write the chosen epochs' weights (of ``states``, one per finished epoch but the last) in ``checkpoints/``
     beside ``suspects/`` as ``NAME@eK.safetensors`` and return what the suspect's file records of them."""
-    saved = []
+    saved, task = [], child.spec.task
     for epoch in checkpoint_epochs(len(states) + 1, count):
         model = clone_model(child)
         model.load_state_dict(states[epoch - 1])
-        task = child.spec.task
         model.spec.info = {**child.spec.info, "checkpoint_of": child.spec.info["name"], "epoch": epoch, "test_metric": evaluate(model, data.test, task)}
         path = out_path.parent.parent / "checkpoints" / f"{out_path.stem}@e{epoch}.safetensors"
         save_model(model, path)

@@ -7,7 +7,8 @@ from typing import ClassVar
 
 from ..data import ImageDataset
 from ..models import ImageModel, fresh_like
-from ..train import TrainConfig, fit, supervised_loss
+from ..losses import supervised_loss
+from ..train import TrainConfig, fit
 from .base import Transform
 
 

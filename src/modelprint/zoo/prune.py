@@ -22,7 +22,8 @@ import torch.nn as nn
 from ..data import ImageDataset
 from ..errors import InputError
 from ..models import ImageModel
-from ..train import TrainConfig, evaluate, fit, supervised_loss
+from ..losses import supervised_loss
+from ..train import TrainConfig, evaluate, fit
 from .base import Transform
 
 

@@ -29,7 +29,7 @@ from ...models import device_of
 from ...tasks import Classification, Task
 from .. import checks
 from ..base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, helper_hashes, target_identity
-from ..shared import suspect_outputs
+from ..shared import starting_points, suspect_outputs
 from .features import feature_count, features, regression_norm
 from .verifier import PREFIX, joint_fit, make_verifier, probabilities, verifier_from, verifier_tensors
 
@@ -139,17 +139,11 @@ class MetaV(FingerprintScheme):
         task = task or Classification()
         self.check_helpers(len(references), len(surrogates), len(calibration))
         check_images(images, what="candidate images")
-        if self.start == "images" and len(images) < self.n:
-            raise InputError(f"start='images' needs {self.n} candidate images, got {len(images)}")
         model = model.eval()
         device = device_of(model)
         check_input_shape(model, images)
         generator = torch.Generator().manual_seed(self.seed)
-        if self.start == "images":
-            starts = images[torch.randperm(len(images), generator=generator)[: self.n]].float()
-        else:
-            starts = torch.rand((self.n, *images.shape[1:]), generator=generator)
-        starts = starts.to(device)
+        starts = starting_points(self.start, self.n, images, generator).to(device)
         with torch.no_grad():
             first = model(starts)
         norm = regression_norm(task, first).to(device)
@@ -240,6 +234,8 @@ class MetaV(FingerprintScheme):
         for name, tensor in fingerprints.tensors.items():
             if name.startswith(PREFIX):
                 checks.check_finite(tensor, name)
-        checks.check_finite(fingerprints.tensors["norm"][1:], "norm", low=1e-12)
-        checks.check_finite(fingerprints.tensors["norm"], "norm")
+        norm = fingerprints.tensors["norm"]
+        checks.check_finite(norm, "norm")
+        if norm[1] <= 0:
+            raise IntegrityError(f"tensor 'norm' must hold a positive scale, got {float(norm[1]):.4g}")
         return scheme  # type: ignore[return-value]
