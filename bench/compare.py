@@ -2,7 +2,9 @@
 
 Reads OUT/report.json of ``modelprint evaluate --schemes ...`` and prints (or writes) the comparison table (ARUC, ROC
 AUC and TPR at 1% FPR per mode, queries, generation seconds, PSNR, SSIM, Feature Squeezing and Deep SVDD rates),
-the mean matching score per transform and the paragraph naming which scheme leads on which metric:
+the mean matching score per transform and the paragraph naming which scheme leads on which metric; with
+``--watermark``, each watermark's separation, verdict rates and fidelity, and the score per transform beside the
+fingerprints':
 
     python bench/compare.py runs/paper
     python bench/compare.py runs/paper --write docs/comparison-cifar10.md
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 from modelprint.report_comparison import markdown
+from modelprint.report_watermarks import markdown as watermark_markdown
 
 
 def main() -> None:
@@ -26,7 +29,8 @@ def main() -> None:
     report_file = args.run / "report.json"
     if not report_file.is_file():
         sys.exit(f"no report.json in {args.run}: run `modelprint evaluate --schemes ... --out {args.run}` first")
-    text = markdown(json.loads(report_file.read_text()))
+    report = json.loads(report_file.read_text())
+    text = markdown(report) + ("\n" + watermark_markdown(report) if report.get("watermarks") else "")
     if args.write:
         args.write.write_text(text)
         print(f"wrote {args.write}")

@@ -8,6 +8,7 @@ import pytest
 
 from modelprint.cli import main
 from modelprint.fingerprints import FingerprintSet
+from modelprint.watermarks import WatermarkKey
 
 from conftest import write_npz_folder
 
@@ -250,3 +251,37 @@ def test_metav_learns_from_a_training_zoo_that_generate_and_verify_share(world, 
     code, _, err = run_cli_captured(["evaluate", "--data", data, "--arch", "resnet18", "--width", "4", "--epochs", "3", "--zoo", str(base / "clash.json"),
                                      "--n", "6", "--out", str(base / "run_clash"), "--schemes", "metav", *settings], capsys)
     assert code == 2 and "shares seeds [8000]" in err and not (base / "run_clash" / "zoo").exists()
+
+
+def test_a_watermark_meets_the_same_negatives_and_the_transforms_of_its_marked_model(world, capsys):
+    """--watermark deepsigns: the host is marked, the zoo's positives and the two attacks on watermarks are made from
+    the marked model, the host and the zoo's independent models are the negatives, every suspect gets the scheme's
+    p-value, and the report states fidelity and verdict rates; a second run reuses everything."""
+    from conftest import run_cli as run_cli_captured
+
+    base, argv = world
+    out = base / "run_watermark"
+    cut = argv.index("--repeats")
+    args = [*argv[:cut], "--repeats", "1", "--n", "4", "--out", str(out), "--schemes", "ipguard", "--watermark", "deepsigns",
+            "--watermark-set", "epochs=20", "--watermark-set", "keys=12", "--watermark-set", "bits=16"]
+    run_cli(args)
+    report = json.loads((out / "report.json").read_text())
+    block = report["watermarks"]["deepsigns"]
+    names = {s["name"]: s for s in block["suspects"]}
+    assert {"overwrite", "fine_prune", "pruned", "tuned", "host", "other_a"} <= set(names) and names["host"]["kind"] == "negative"
+    key = WatermarkKey.load(out / "deepsigns" / "key-0.safetensors")
+    manifest = json.loads((out / "deepsigns" / "zoo-0" / "manifest.json").read_text())
+    assert manifest["target"]["sha256"] == key.target["sha256"] != key.config["host_sha256"]  # the zoo descends from the marked model
+    assert {r["name"] for r in manifest["suspects"]} == {"pruned", "filtered", "tuned", "overwrite", "fine_prune"}
+    cache = json.loads((out / "deepsigns" / "verification-0.json").read_text())
+    assert all(0 < entry["p_white_box"] <= 1 and 0 < entry["p_black_box"] <= 1 for entry in cache["suspects"].values())
+    assert cache["suspects"]["host"]["queries_black_box"] == 12
+    assert block["per_transform"]["overwrite"]["kind"] == "positive" and set(block["fidelity"]) >= {"test_metric_change", "kl_host_to_marked", "penultimate_distance"}
+    assert block["verdicts"]["black_box"]["alpha"] == 0.05
+    assert "Watermark deepsigns" in (out / "report.html").read_text() and (out / "watermarks.png").is_file()
+    stamp = (out / "deepsigns" / "zoo-0" / "suspects" / "overwrite.safetensors").stat().st_mtime
+    code, stdout_text, err = run_cli_captured(args, capsys)
+    assert code == 0 and "Watermarks" in stdout_text, err
+    assert (out / "deepsigns" / "zoo-0" / "suspects" / "overwrite.safetensors").stat().st_mtime == stamp  # reused, not rebuilt
+    code, _, err = run_cli_captured([*args[:-2], "--watermark-set", "seed=3"], capsys)
+    assert code == 2 and "seed is the repeat index" in err

@@ -20,12 +20,14 @@ from .models import ImageModel, build_model, load_model, save_model
 from .gradcam import GradCAM, find_cam_layer
 from .tasks import Classification, Regression, Similarity
 from .evidence.verification import Verification, verify_suspect
+from .watermarks import DeepSigns, WatermarkKey, WatermarkScheme
 
 
 __all__ = [
     "__version__",
     "BlackBox",
     "CapabilityError",
+    "DeepSigns",
     "Classification",
     "FingerprintSet",
     "GradCAM",
@@ -40,6 +42,8 @@ __all__ = [
     "Similarity",
     "Verification",
     "VerificationResult",
+    "WatermarkKey",
+    "WatermarkScheme",
     "WhiteBox",
     "build_model",
     "find_cam_layer",

@@ -5,7 +5,6 @@ Bad input ends with one line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,15 +13,17 @@ import typer
 from rich.table import Table
 
 from .checks import parse_assignments
-from .cli_common import TASK_HELP, Mode, SimilarityMetric, TaskName, console, stdout
+from .cli_common import TASK_HELP, Mode, SimilarityMetric, TaskName, console, print_verification, stdout
 from .cli_protocol import evaluate, owner_models, training_zoo
 from .cli_serving import serve
 from .cli_signing import keys_app, records_app
+from .cli_watermark import watermark_app
 from .errors import InputError, ModelprintError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prove that a suspect model was stolen from yours.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(records_app, name="records")
+app.add_typer(watermark_app, name="watermark")
 
 
 def _parse_pattern(text: str | None) -> tuple[tuple[int, int], ...] | None:
@@ -161,22 +162,7 @@ def verify(
         batch_size=batch_size, records=records, journal=journal, fresh=fresh, new_journal=new_journal, probe_tolerance=probe_tolerance, record=record, null=null, alpha=alpha,
         device=device, trusted_key=trusted_key, expect_sha256=expect_sha256, sign=sign, **({"timeout": timeout, "retries": retries, "rate_limit": rate_limit, "output": output} if url else {}),
     )
-    result, box, verdict = done.result, done.box, done.record["verdict"]
-    if as_json:
-        summary = {k: getattr(result, k) for k in ("scheme", "mode", "matching_score", "n_samples", "queries", "threshold", "elapsed_s")}
-        summary.update(sent=box.sent if box else 0, pirated=verdict.get("pirated"), p_value=verdict.get("p_value"), record=str(done.record_path))
-        print(json.dumps(summary))
-        return
-    sent = f", {box.sent} sent now, {box.from_journal} from the journal" if box and box.from_journal else ""
-    stdout.print(
-        f"{result.mode} matching score {result.matching_score:.3f} over {result.n_samples} samples "
-        f"(threshold {result.threshold:.4f}, {result.queries} queries{sent}, {result.elapsed_s:.2f} s)"
-    )
-    if verdict.get("pirated") is None:
-        stdout.print(f"verdict: none ({verdict['reason']})")
-    else:
-        stdout.print(f"verdict: {'PIRATED' if verdict['pirated'] else 'not shown to be pirated'} (p = {verdict['p_value']:.4f}, alpha {alpha})")
-    console.print(f"evidence record: {done.record_path}")
+    print_verification(done, alpha=alpha, as_json=as_json)
 
 
 @app.command()

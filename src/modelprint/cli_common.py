@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum
+from typing import Any
 
 from rich.console import Console
 
@@ -59,3 +61,24 @@ def task_of(recorded: str, asked: "TaskName | None", *, what: str) -> str:
 
 def mean_std_text(value: dict | None) -> str:
     return "n/a" if value is None else f"{value['mean']:.3f} ± {value['std']:.3f}"
+
+
+def print_verification(done: Any, *, alpha: float, as_json: bool) -> None:
+    """What ``verify`` and ``watermark verify`` print: one JSON object, or the score, the verdict and the record."""
+    result, box, verdict = done.result, done.box, done.record["verdict"]
+    if as_json:
+        summary = {k: getattr(result, k) for k in ("scheme", "mode", "matching_score", "n_samples", "queries", "threshold", "elapsed_s")}
+        summary.update(sent=box.sent if box else 0, pirated=verdict.get("pirated"), p_value=verdict.get("p_value"), record=str(done.record_path))
+        print(json.dumps(summary))
+        return
+    sent = f", {box.sent} sent now, {box.from_journal} from the journal" if box and box.from_journal else ""
+    stdout.print(
+        f"{result.mode} matching score {result.matching_score:.3f} over {result.n_samples} samples "
+        f"(threshold {result.threshold:.4f}, {result.queries} queries{sent}, {result.elapsed_s:.2f} s)"
+    )
+    own = f"; {verdict['method']}" if verdict.get("n_null") == 0 and verdict.get("method") else ""  # the scheme's own null model
+    if verdict.get("pirated") is None:
+        stdout.print(f"verdict: none ({verdict['reason']})")
+    else:
+        stdout.print(f"verdict: {'PIRATED' if verdict['pirated'] else 'not shown to be pirated'} (p = {verdict['p_value']:.3g}, alpha {alpha}{own})")
+    console.print(f"evidence record: {done.record_path}")

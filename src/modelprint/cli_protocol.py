@@ -48,6 +48,8 @@ def evaluate(
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     target: Optional[Path] = typer.Option(None, help="An existing target model instead of training one."),
     training_zoo_dir: Optional[Path] = typer.Option(None, "--training-zoo", help="Where the owner's training zoo (for schemes that learn from one: metav) is built and reused [default: OUT/training_zoo]."),
+    watermark: Optional[str] = typer.Option(None, help="Watermark schemes evaluated beside the fingerprints, comma-separated (deepsigns): each marks the target, the zoo's transforms and two attacks on watermarks are made from the marked model, and the target and the zoo's independent models are the negatives."),
+    watermark_setting: list[str] = typer.Option([], "--watermark-set", help="A setting of the watermark schemes on top of their defaults, SETTING=VALUE (JSON value), repeatable."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Run the paper's evaluation protocol for one or more schemes and write report.json, report.html and plots."""
@@ -67,7 +69,8 @@ def evaluate(
         repeats=repeats, n=n, schemes=parse_names(schemes, "--schemes") if schemes else None,
         scheme={**({"preset": configuration} if configuration else {}), **settings}, references=references, surrogates=surrogates, calibration=calibration,
         executor=executor.value, workers=workers, ray_address=ray_address, target=str(target) if target else None, device=device,
-        training_zoo_dir=str(training_zoo_dir) if training_zoo_dir else None,
+        training_zoo_dir=str(training_zoo_dir) if training_zoo_dir else None, watermarks=parse_names(watermark, "--watermark") if watermark else (),
+        watermark_settings=parse_assignments(watermark_setting) or None,
     )
     report = run_evaluation(config, out, log=lambda line: console.print(line))
     html_path = write_report(report, out)
@@ -81,6 +84,8 @@ def evaluate(
         stdout.print(f"{name} stealth: " + ", ".join(f"{label} {mean_std_text(stealth[key])}" for label, key in shown))
         if "tolerance" in stealth:
             stdout.print(f"{name} outputs kept within tolerance {mean_std_text(stealth['tolerance'])}: largest change {mean_std_text(stealth['output_change_max'])}")
+    if report.get("watermarks"):
+        stdout.print(watermark_table(report["watermarks"]))
     stdout.print("timings: " + ", ".join(f"{k} {v:.0f}" for k, v in report["timings_s"].items()))
     stdout.print(f"report: {out / 'report.json'}, {html_path}")
 
@@ -98,6 +103,21 @@ def comparison_table(report: dict, *, title: str) -> Table:
         stealth = [block["stealth"].get(k) for k in ("psnr_db", "ssim", "dr_feature_squeezing", "dr_deepsvdd")]
         table.add_row(name, *cells, "n/a" if queries is None else f"{queries:.0f}", f"{block['generation_s']['mean']:.0f}",
                       *["n/a" if figure is None else f"{figure['mean']:.{1 if i == 0 else 2}f}" for i, figure in enumerate(stealth)])
+    return table
+
+
+def watermark_table(blocks: dict) -> Table:
+    """One row per watermark and mode: ARUC, ROC AUC, TPR at 1% FPR, the verdicts' rates at alpha from the scheme's
+    own p-values, and the fidelity of the marked model (test-metric change, KL host -> marked)."""
+    table = Table(title="Watermarks (positives made from the marked model; negatives: the host and independent models)")
+    for column in ("watermark", "mode", "ARUC", "AUC", "TPR@1%", "FPR@alpha", "TPR@alpha", "metric change", "KL"):
+        table.add_column(column, justify="left" if column in ("watermark", "mode") else "right")
+    for name, block in blocks.items():
+        fidelity = block["fidelity"]
+        for mode, verdicts in block["verdicts"].items():
+            table.add_row(name, mode, *(mean_std_text(block[key][mode]) for key in ("aruc", "auc", "tpr_at_1pct_fpr")),
+                          mean_std_text(verdicts["false_positive_rate"]), mean_std_text(verdicts["true_positive_rate"]),
+                          mean_std_text(fidelity["test_metric_change"]), mean_std_text(fidelity.get("kl_host_to_marked")))
     return table
 
 

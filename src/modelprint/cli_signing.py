@@ -37,7 +37,7 @@ def keys_new(
 def records_check(
     record: Path = typer.Argument(..., help="The evidence record (JSON) written by 'verify --sign'."),
     trusted_key: Path = typer.Option(..., help="The owner's public key (PEM, or a file holding its 64 hex digits)."),
-    fingerprints: Optional[Path] = typer.Option(None, help="Also check that this fingerprint file is the set the record names."),
+    fingerprints: Optional[Path] = typer.Option(None, help="Also check that this fingerprint file (or watermark key) is the one the record names."),
     suspect: Optional[Path] = typer.Option(None, help="Also check that this model file is the suspect the record names."),
 ) -> None:
     """Check that a record is signed by the owner's key and unchanged (and, given them, that it names these files)."""

@@ -227,3 +227,23 @@ def verdict(score: float, null_scores: Sequence[float], *, alpha: float = 0.05) 
         n_null=len(null),
         method=f"empirical permutation p-value against {len(null)} independently trained models: (1 + #null >= score) / (n + 1)",
     )
+
+
+# ---------------------------------------------------------------------------------------------- binomial null models
+def binomial_tail(successes: int, trials: int, p: float) -> float:
+    """P[X >= successes] for X ~ Binomial(trials, p): the chance that a model without the owner's mark gets at least
+    ``successes`` of ``trials`` independent key answers right when each is right with probability ``p``."""
+    from scipy.stats import binom
+
+    if not 0 <= successes <= trials + 1 or not 0 <= p <= 1:
+        raise InputError(f"binomial tail: need 0 <= successes <= trials + 1 and p in [0, 1], got {successes}, {trials}, {p}")
+    return float(binom.sf(successes - 1, trials, p))
+
+
+def binomial_threshold(trials: int, p: float, alpha: float) -> int:
+    """The fewest right answers k of ``trials`` with :func:`binomial_tail` (k, trials, p) <= ``alpha`` (``trials + 1``
+    when no count is that unlikely): a model is declared marked from k right answers (k is DeepSigns' mismatch
+    threshold read the other way: at most ``trials - k`` mismatches)."""
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha must lie in (0, 1), got {alpha}")
+    return next((k for k in range(trials + 1) if binomial_tail(k, trials, p) <= alpha), trials + 1)

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import report_comparison as comparison  # noqa: E402
+from . import report_watermarks as watermarks  # noqa: E402
 from .report_comparison import MODE_TITLES  # noqa: E402
 
 
@@ -158,6 +159,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
     if compared:
         for mode, title in MODE_TITLES.items():
             images[f"Schemes compared, {title}"] = _png(comparison.plot_mode(report, mode), out / f"compare-{mode}.png")
+    if report.get("watermarks"):
+        images["Mean score per transform: watermarks (hatched) and fingerprints"] = _png(watermarks.plot(report), out / "watermarks.png")
     gallery_file = out / "gallery.npz"
     if gallery_file.is_file():
         with np.load(gallery_file) as arrays:
@@ -182,6 +185,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
         ["transform", "kind", "suspects", f"mean {metric}", "mean MS white-box", "mean MS black-box"],
         [[name, t["kind"], t["count"], t["test_metric"], t["ms_white_box"], t["ms_black_box"]] for name, t in report["per_transform"].items()],
     )
+    marks = "".join(f"<h2>{html.escape(title)}</h2>{_table(header, rows)}" for title, header, rows in watermarks.tables(report))
     timings = _table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()])
     config = html.escape(str(report["config"]))
     figures = "".join(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>" for title, data in images.items())
@@ -203,6 +207,7 @@ black-box {_fmt(report.get('target_scores', {}).get('ms_black_box'))}.{_owner_mo
 <h2>Stealth</h2>{stealth}
 {figures}
 <h2>Per transform</h2>{per_transform}
+{marks}
 <h2>Suspects</h2>{suspects}
 <h2>Timings</h2>{timings}
 <h2>Configuration</h2><p><code>{config}</code></p>

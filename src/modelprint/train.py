@@ -11,7 +11,7 @@ import math
 import time
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import torch
 import torch.nn as nn
@@ -107,6 +107,24 @@ def augment_batch(x: torch.Tensor, augment: str, generator: torch.Generator, pad
     return x
 
 
+class TrainingTerms(Protocol):
+    """Terms a training run adds to the task's loss, every step (a watermark's embedding): images of their own,
+    forwarded together with the batch, and a loss over the outputs.
+
+    The images go through the same forward pass as the batch so that batch norms normalise them with the batch's
+    statistics, as they will be at test time with running statistics of such batches: a separate forward pass of
+    out-of-distribution inputs (noise keys) either moves the running statistics or, in eval mode, yields
+    activations the task never saw (one such run collapsed to a single class on digits).
+    """
+
+    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """Images (in [0, 1]) to forward with this step's (augmented) batch; may be empty."""
+
+    def loss(self, outputs: torch.Tensor, extra_outputs: torch.Tensor) -> torch.Tensor:
+        """The terms' loss, from the model's outputs on the batch and on :meth:`inputs`'s images (a term that
+        reads activations records them with a forward hook around the run)."""
+
+
 #: Called with the model after every epoch of every :func:`fit` run inside :func:`after_each_epoch` (innermost last).
 _EPOCH_HOOKS: ContextVar[tuple[Callable[[nn.Module], None], ...]] = ContextVar("epoch_hooks", default=())
 
@@ -148,6 +166,7 @@ def fit(
     parameters: list[nn.Parameter] | None = None,
     teacher: nn.Module | None = None,
     after_step: Callable[[], None] | None = None,
+    terms: "TrainingTerms | None" = None,
     progress: bool = True,
     desc: str = "train",
 ) -> list[float]:
@@ -165,6 +184,9 @@ def fit(
         teacher: when given, the targets of a batch are the teacher's outputs on that (augmented) batch
             (distillation); ``targets`` is then ignored.
         after_step: called after every optimiser step (to hold a pruning mask, for instance).
+        terms: training-time terms (a watermark's embedding, :class:`TrainingTerms`): each step, the images they
+            add are forwarded with the batch (so batch norms see one batch) and their loss is added to the task's;
+            the epoch losses returned include it.
         progress: show a progress bar.
         desc: the progress bar's label.
     """
@@ -217,7 +239,12 @@ def fit(
                 else:
                     batch_targets = targets[idx]
                 with _autocast(config):
-                    loss = loss_fn(model(x), batch_targets)
+                    if terms is None:
+                        loss = loss_fn(model(x), batch_targets)
+                    else:
+                        extra = terms.inputs(x).to(device)
+                        outputs = model(torch.cat([x, extra]) if len(extra) else x)
+                        loss = loss_fn(outputs[: len(x)], batch_targets) + terms.loss(outputs[: len(x)], outputs[len(x) :])
                 optimizer.zero_grad(set_to_none=True)
                 loss.float().backward()
                 optimizer.step()

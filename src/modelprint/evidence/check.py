@@ -89,8 +89,15 @@ def check_record_file(
         done.checked.append(f"fingerprint set {digest[:16]}... signed by the same key")
     if fingerprints is not None:
         from ..fingerprints import FingerprintSet
+        from ..watermarks import WatermarkKey
 
-        actual = FingerprintSet.load(fingerprints).sha256()
+        try:
+            actual = FingerprintSet.load(fingerprints).sha256()
+        except IntegrityError as not_a_set:  # or the watermark key a watermark's record names
+            try:
+                actual = WatermarkKey.load(fingerprints).sha256()
+            except IntegrityError:
+                raise not_a_set from None
         if actual != digest:
             raise IntegrityError(f"{path}: the record names fingerprint set {str(digest)[:16]}..., {fingerprints} is {actual[:16]}...")
         done.checked.append(f"{fingerprints} is the fingerprint set it names")

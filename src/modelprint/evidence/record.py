@@ -97,14 +97,18 @@ def verification_record(
         fingerprints: the set it used.
         suspect: the suspect's identity (:func:`file_identity`, or a black-box access's ``identity``).
         box: the black-box access used, for its query counts and query log.
-        null_scores: matching scores of independently trained models, for a calibrated verdict; without them the
-            record states that no verdict could be calibrated.
+        null_scores: matching scores of independently trained models, for a calibrated verdict; without them, the
+            scheme's own p-value when it defines one (``result.p_value``), else the record states that no verdict
+            could be calibrated.
         alpha: false-positive rate the verdict controls.
     """
     if isinstance(suspect.get("url"), str):  # credentials never go into a record meant for third parties
         suspect = {**suspect, "url": redact_url(suspect["url"])}
     if null_scores:
         decision: dict[str, Any] = calibrated_verdict(result.matching_score, null_scores, alpha=alpha).to_dict()
+    elif result.p_value is not None:  # the scheme's own null model (a watermark's binomial)
+        decision = {"score": result.matching_score, "p_value": result.p_value, "alpha": alpha, "pirated": result.p_value <= alpha,
+                    "n_null": 0, "method": result.p_value_method}
     else:
         decision = {"pirated": None, "reason": "no null scores given (matching scores of independent models): no calibrated verdict"}
     record: dict[str, Any] = {

@@ -77,6 +77,7 @@ def verify_suspect(
     trusted_key: str | os.PathLike | Ed25519PublicKey | None = None,
     expect_sha256: str | None = None,
     sign: str | os.PathLike | Ed25519PrivateKey | None = None,
+    kind: type[FingerprintSet] = FingerprintSet,
     **client_options: Any,
 ) -> Verification:
     """Verify a model file or a model behind an Open Inference Protocol server, and write the evidence record.
@@ -104,6 +105,8 @@ def verify_suspect(
         expect_sha256: the set's content digest, published beforehand: another set is refused the same way.
         sign: the private key (PEM file) that signs the evidence record (a ``signature`` block, see
             :func:`~modelprint.signing.sign_record`).
+        kind: the kind of file ``fingerprints`` is: a fingerprint set, or a watermark key
+            (:class:`~modelprint.watermarks.WatermarkKey`); a file of another kind is refused.
         **client_options: for a URL: timeout, deadline, max_answer_bytes, retries, backoff, rate_limit, output,
             headers, transport (:class:`~modelprint.serving.client.OipClient`).
 
@@ -132,10 +135,10 @@ def verify_suspect(
         if path is not None:
             output_file(path, what)
     signing_key = load_private_key(sign) if sign is not None else None  # a bad key fails before any work
-    fingerprint_set = FingerprintSet.load(fingerprints, trusted_key=trusted_key, expect_sha256=expect_sha256)
+    fingerprint_set = kind.load(fingerprints, trusted_key=trusted_key, expect_sha256=expect_sha256)
     recorded = fingerprint_set.task.get("name", "classification")
     if task is not None and task != recorded:
-        raise InputError(f"--task {task}, but the fingerprint set {fingerprints} is for {recorded}")
+        raise InputError(f"--task {task}, but the {kind.WHAT} {fingerprints} is for {recorded}")
     digest = fingerprint_set.sha256()
     null_scores = read_null_scores(null, mode=mode, fingerprints_sha256=digest) if null else None
     records = Path(records)

@@ -43,6 +43,10 @@ class VerificationResult:
         elapsed_s: wall-clock seconds.
         thresholds: the threshold each value was compared with (the same length as ``values``); all ``threshold``
             when not given.
+        p_value: the chance that a model without the owner's mark scores at least ``matching_score``, under a null
+            model the scheme defines (a watermark's binomial); None for schemes that define none (their verdicts
+            are calibrated on independent models' scores).
+        p_value_method: that null model, in words.
     """
 
     scheme: str
@@ -54,6 +58,8 @@ class VerificationResult:
     values: list[float] = field(repr=False)
     elapsed_s: float
     thresholds: list[float] | None = field(default=None, repr=False)
+    p_value: float | None = None
+    p_value_method: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.thresholds is None:  # one threshold for every sample read
@@ -63,20 +69,24 @@ class VerificationResult:
 
     def summary(self) -> dict[str, Any]:
         """The headline figures (everything but the per-sample values and thresholds)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("values", "thresholds")}
+        return {k: v for k, v in asdict(self).items() if k not in ("values", "thresholds") and not (k.startswith("p_value") and v is None)}
 
 
 
-class FingerprintScheme(ABC):
-    """Base class of fingerprint schemes. Subclasses are keyword-only dataclasses of settings.
+class Scheme(ABC):
+    """What every scheme shares, fingerprint or watermark: settings as a keyword-only dataclass, named
+    configurations, the modes it verifies in and what each needs from the suspect, registration by name, and the
+    checks of the file it verifies with (a fingerprint set or a watermark key).
 
     Class attributes:
-        name: the scheme's registry name, stored in every set it makes.
+        name: the scheme's registry name, stored in every file it makes.
         modes: the verification modes it supports.
+        registry: where subclasses that set ``name`` register.
     """
 
     name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]
+    registry: ClassVar[dict[str, type]]
     #: Per mode, what the suspect must offer: ``WHITE_BOX``, ``SCORES`` (black-box outputs) or ``LABELS`` (black-box
     #: top-1 labels, which an access with scores also gives).
     needs: ClassVar[Mapping[str, str]] = {}
@@ -84,39 +94,9 @@ class FingerprintScheme(ABC):
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     #: Named configurations: settings on top of the class defaults.
     configurations: ClassVar[Mapping[str, Mapping[str, Any]]] = {"default": {}}
-    #: The owner's helper models each named configuration reads, by role (:data:`OWNER_ROLES`): how many the owner
-    #: trains for it. A configuration not named here reads none.
-    owner_models: ClassVar[Mapping[str, Mapping[str, int]]] = {}
-    #: Per named configuration and task, settings that configuration takes for that task (under the ones a caller
-    #: names): the same idea often needs another budget or score on another task.
-    task_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
-    #: Per task, the named configuration ``generate`` makes when the caller names none (``"default"`` when absent):
-    #: the one that separated a target from independent models best where measured on that task.
-    task_defaults: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
-    def default_configuration(cls, task: str) -> str:
-        """The configuration made for ``task`` when none is named (:attr:`task_defaults`)."""
-        return cls.task_defaults.get(task, "default")
-
-    @classmethod
-    def configured(cls, name: str = "default", task: str = "classification", **overrides: Any) -> "FingerprintScheme":
-        """:meth:`named`, with the configuration's settings for ``task`` under ``overrides``."""
-        return cls.named(name, **{**cls.task_settings.get(name, {}).get(task, {}), **overrides})
-
-    def reads(self) -> tuple[str, ...]:
-        """The owner's helper models (roles of :data:`OWNER_ROLES`) these settings read; none by default."""
-        return ()
-
-    def training_zoo(self) -> tuple[int, bool]:
-        """How many models of the owner's training zoo (:mod:`modelprint.protocol.training_zoo`) these settings
-        learn from, and whether also from the checkpoints it kept of them: given to :meth:`generate` as
-        ``surrogates`` (its pirated models) and ``references`` (its independent ones). ``(0, False)`` (none) by
-        default."""
-        return 0, False
-
-    @classmethod
-    def named(cls, name: str = "default", **overrides: Any) -> "FingerprintScheme":
+    def named(cls, name: str = "default", **overrides: Any) -> "Scheme":
         """A named configuration (:attr:`configurations`), with optional overrides.
 
         Raises:
@@ -128,17 +108,6 @@ class FingerprintScheme(ABC):
             return cls(**{**cls.configurations[name], **overrides})
         except TypeError as exc:
             raise InputError(f"{cls.name} settings: {exc}") from None
-
-    def check_helpers(self, references: int = 0, surrogates: int = 0, calibration: int = 0) -> None:
-        """Fail early when the settings need helper models that are missing, or helper models are given that nothing
-        would use. A scheme that reads none refuses any.
-
-        Raises:
-            InputError: saying which models do not go together with the settings.
-        """
-        given = {k: v for k, v in (("references", references), ("surrogates", surrogates), ("calibration", calibration)) if v}
-        if given:
-            raise InputError(f"the {self.name} scheme reads no helper models, but {', '.join(given)} were given")
 
     def require(self, access: Access, mode: str | None) -> str:
         """The mode to verify in (the strongest the access allows when None), after checking that the scheme offers
@@ -162,21 +131,7 @@ class FingerprintScheme(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            SCHEMES[cls.name] = cls
-
-    @abstractmethod
-    def generate(
-        self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, task: Task | None = None, *,
-        pairs: torch.Tensor | None = None, references: Sequence[torch.nn.Module] = (),
-        surrogates: Sequence[torch.nn.Module] = (), calibration: Sequence[torch.nn.Module] = (), progress: bool = False,
-    ) -> FingerprintSet:
-        """Make fingerprints of ``model`` from candidate ``images`` (in [0, 1]) and their ``labels``: every scheme
-        takes this call (``pairs`` for pair tasks, the owner's helper models by role, a progress bar) and refuses
-        what it does not read."""
-
-    @abstractmethod
-    def verify(self, access: Access, fingerprints: FingerprintSet, *, mode: str | None = None) -> VerificationResult:
-        """Examine a suspect through ``access`` with ``fingerprints``."""
+            cls.registry[cls.name] = cls
 
     def settings(self) -> dict[str, Any]:
         """The scheme's settings as plain JSON data (stored in every fingerprint set)."""
@@ -202,7 +157,7 @@ class FingerprintScheme(ABC):
         return checks.check_common_layout(layout, task)
 
     @classmethod
-    def validate(cls, fingerprints: FingerprintSet) -> "FingerprintScheme":
+    def validate(cls, fingerprints: FingerprintSet) -> "Scheme":
         """Check a set's content against what this scheme reads, so that a set edited (and re-hashed) into odd
         contents is refused in one line instead of failing or scoring silently.
 
@@ -246,6 +201,68 @@ class FingerprintScheme(ABC):
         return parse_assignments(assignments)
 
 
+class FingerprintScheme(Scheme):
+    """Base class of fingerprint schemes. Subclasses are keyword-only dataclasses of settings."""
+
+    registry: ClassVar[dict[str, type]] = SCHEMES
+
+    #: The owner's helper models each named configuration reads, by role (:data:`OWNER_ROLES`): how many the owner
+    #: trains for it. A configuration not named here reads none.
+    owner_models: ClassVar[Mapping[str, Mapping[str, int]]] = {}
+    #: Per named configuration and task, settings that configuration takes for that task (under the ones a caller
+    #: names): the same idea often needs another budget or score on another task.
+    task_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
+    #: Per task, the named configuration ``generate`` makes when the caller names none (``"default"`` when absent):
+    #: the one that separated a target from independent models best where measured on that task.
+    task_defaults: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def default_configuration(cls, task: str) -> str:
+        """The configuration made for ``task`` when none is named (:attr:`task_defaults`)."""
+        return cls.task_defaults.get(task, "default")
+
+    @classmethod
+    def configured(cls, name: str = "default", task: str = "classification", **overrides: Any) -> "FingerprintScheme":
+        """:meth:`named`, with the configuration's settings for ``task`` under ``overrides``."""
+        return cls.named(name, **{**cls.task_settings.get(name, {}).get(task, {}), **overrides})
+
+    def reads(self) -> tuple[str, ...]:
+        """The owner's helper models (roles of :data:`OWNER_ROLES`) these settings read; none by default."""
+        return ()
+
+    def training_zoo(self) -> tuple[int, bool]:
+        """How many models of the owner's training zoo (:mod:`modelprint.protocol.training_zoo`) these settings
+        learn from, and whether also from the checkpoints it kept of them: given to :meth:`generate` as
+        ``surrogates`` (its pirated models) and ``references`` (its independent ones). ``(0, False)`` (none) by
+        default."""
+        return 0, False
+
+    def check_helpers(self, references: int = 0, surrogates: int = 0, calibration: int = 0) -> None:
+        """Fail early when the settings need helper models that are missing, or helper models are given that nothing
+        would use. A scheme that reads none refuses any.
+
+        Raises:
+            InputError: saying which models do not go together with the settings.
+        """
+        given = {k: v for k, v in (("references", references), ("surrogates", surrogates), ("calibration", calibration)) if v}
+        if given:
+            raise InputError(f"the {self.name} scheme reads no helper models, but {', '.join(given)} were given")
+
+    @abstractmethod
+    def generate(
+        self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, task: Task | None = None, *,
+        pairs: torch.Tensor | None = None, references: Sequence[torch.nn.Module] = (),
+        surrogates: Sequence[torch.nn.Module] = (), calibration: Sequence[torch.nn.Module] = (), progress: bool = False,
+    ) -> FingerprintSet:
+        """Make fingerprints of ``model`` from candidate ``images`` (in [0, 1]) and their ``labels``: every scheme
+        takes this call (``pairs`` for pair tasks, the owner's helper models by role, a progress bar) and refuses
+        what it does not read."""
+
+    @abstractmethod
+    def verify(self, access: Access, fingerprints: FingerprintSet, *, mode: str | None = None) -> VerificationResult:
+        """Examine a suspect through ``access`` with ``fingerprints``."""
+
+
 
 #: The owner's helper models a scheme may read, by the keyword of ``generate`` that takes them.
 OWNER_ROLES = ("references", "surrogates", "calibration")
@@ -278,7 +295,7 @@ def scheme_for(fingerprints: FingerprintSet) -> FingerprintScheme:
     Raises:
         IntegrityError: an unknown scheme, or settings it refuses (in one line).
     """
-    cls = scheme_class(fingerprints.scheme)
+    cls = fingerprints.scheme_class(fingerprints.scheme)
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     try:
         return cls(**{k: _tuples(v) for k, v in fingerprints.config.items() if k in known})

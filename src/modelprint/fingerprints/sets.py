@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
@@ -52,6 +52,17 @@ class FingerprintSet:
     stats: dict[str, Any] = field(default_factory=dict)
     signature: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
+    #: The metadata key that holds the content's description: a file of another kind (a watermark key) is refused.
+    META_KEY: ClassVar[str] = FINGERPRINT_META_KEY
+    #: What the file is, in messages.
+    WHAT: ClassVar[str] = "fingerprint set"
+    FILE: ClassVar[str] = "fingerprint file"
+
+    @staticmethod
+    def scheme_class(name: Any) -> type:
+        """The registered scheme class that made a file of this kind (raises IntegrityError for an unknown one)."""
+        return scheme_class(name)
+
     @property
     def samples(self) -> torch.Tensor:
         return self.tensors["samples"]
@@ -86,14 +97,14 @@ class FingerprintSet:
         return self
 
     def check_authenticity(
-        self, *, trusted_key: signing.PublicKeySource | None = None, expect_sha256: str | None = None, what: str = "the fingerprint set"
+        self, *, trusted_key: signing.PublicKeySource | None = None, expect_sha256: str | None = None, what: str | None = None
     ) -> None:
         """Refuse the set unless it is signed by ``trusted_key`` and/or its digest is ``expect_sha256``.
 
         Raises:
             IntegrityError: unsigned, signed by another key, changed after signing, or another digest.
         """
-        _check_authentic(self.signature, self.sha256(), trusted_key, expect_sha256, what)
+        _check_authentic(self.signature, self.sha256(), trusted_key, expect_sha256, what or f"the {self.WHAT}")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the set as a safetensors file, its metadata as JSON, the content's SHA-256 and the signature (if
@@ -103,7 +114,7 @@ class FingerprintSet:
         meta_json = json.dumps(self._metadata(), sort_keys=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
         digest = _content_digest(meta_json, tensors)
-        metadata = {FINGERPRINT_META_KEY: meta_json, DIGEST_KEY: digest}
+        metadata = {self.META_KEY: meta_json, DIGEST_KEY: digest}
         if self.signature is not None:
             try:
                 signing.check_message(self.signature, signing.set_message(digest), self.signature.get("public_key", ""), what="the set")
@@ -144,19 +155,19 @@ class FingerprintSet:
         """
         path = Path(path)
         if not path.is_file():
-            raise InputError(f"{path}: no such fingerprint file")
+            raise InputError(f"{path}: no such {cls.FILE}")
         trusted_key = signing.load_public_key(trusted_key) if trusted_key is not None else None
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-                if FINGERPRINT_META_KEY not in metadata or DIGEST_KEY not in metadata:
-                    raise IntegrityError(f"{path}: a safetensors file, but not a modelprint fingerprint set")
-                meta_json, declared = metadata[FINGERPRINT_META_KEY], metadata[DIGEST_KEY]
+                if cls.META_KEY not in metadata or DIGEST_KEY not in metadata:
+                    raise IntegrityError(f"{path}: a safetensors file, but not a modelprint {cls.WHAT}")
+                meta_json, declared = metadata[cls.META_KEY], metadata[DIGEST_KEY]
                 signature = _parse_signature(metadata.get(SIGNATURE_KEY), path)
                 _check_authentic(signature, declared, trusted_key, expect_sha256, str(path))
                 meta = _parse_meta(meta_json, path)
                 try:
-                    scheme_class(meta["scheme"]).check_layout(checks.header_layout(handle), str(meta["task"].get("name")))
+                    cls.scheme_class(meta["scheme"]).check_layout(checks.header_layout(handle), str(meta["task"].get("name")))
                 except IntegrityError as exc:
                     raise IntegrityError(f"{path}: {exc}") from None
                 # Over the canonical JSON of the metadata (as :meth:`save` writes it), so that sha256() of the set
@@ -165,12 +176,12 @@ class FingerprintSet:
                 for name in sorted(handle.keys()):  # each tensor hashed in place as it is read
                     tensors[name] = digest.update(name, handle.get_tensor(name))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise IntegrityError(f"{path}: not a fingerprint file, or a truncated one ({exc})") from None
+            raise IntegrityError(f"{path}: not a {cls.FILE}, or a truncated one ({exc})") from None
         if digest.hexdigest() != declared:
-            raise IntegrityError(f"{path}: the fingerprint set was modified after it was written (SHA-256 mismatch)")
+            raise IntegrityError(f"{path}: the {cls.WHAT} was modified after it was written (SHA-256 mismatch)")
         fingerprints = cls(tensors=tensors, signature=signature, **meta)
         try:
-            scheme_class(fingerprints.scheme).validate(fingerprints)
+            cls.scheme_class(fingerprints.scheme).validate(fingerprints)
         except IntegrityError as exc:
             raise IntegrityError(f"{path}: {exc}") from None
         return fingerprints

@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..fingerprints import DEFAULT_SCHEME, OWNER_ROLES, SCHEMES, FingerprintScheme
 from ..tasks import Task, task_named
 from ..zoo.spec import PRESETS, ZooSpec, training_zoo
+from ..watermarks import WATERMARKS, watermark_named
 from .training_zoo import check_disjoint
 
 #: Training epochs of the target, the negatives and the distilled copies when none are given. The paper preset's 15
@@ -53,6 +54,10 @@ class EvaluationConfig:
             (``FingerprintScheme.task_settings``) go under those named here.
         references, surrogates, calibration: how many of the owner's helper models of each role (see
             :mod:`.owner`) the run trains; when None, the most that any compared scheme's configuration reads.
+        watermarks: registered watermark schemes (:mod:`modelprint.watermarks`) evaluated beside the fingerprints:
+            each marks the target (the host) and meets the same negatives and the same transforms, made from the
+            marked model (:mod:`.watermark`).
+        watermark_settings: settings of every watermark scheme on top of its defaults (the seed is the repeat).
         executor, workers, ray_address: where the zoo and helper models are built.
         target: an existing target model file instead of training one.
         zoo_dir, owner_dir, training_zoo_dir: where the zoo, the owner's helper models and the owner's training zoo
@@ -79,6 +84,8 @@ class EvaluationConfig:
     references: int | None = None
     surrogates: int | None = None
     calibration: int | None = None
+    watermarks: tuple[str, ...] = ()
+    watermark_settings: dict[str, Any] | None = None
     executor: str = "pool"
     workers: int = 2
     ray_address: str | None = None
@@ -107,6 +114,15 @@ class EvaluationConfig:
             if self.task not in SCHEMES[name].tasks:
                 raise InputError(f"the {name} scheme protects {', '.join(SCHEMES[name].tasks)} models, not {self.task}")
         object.__setattr__(self, "schemes", names)
+        object.__setattr__(self, "watermarks", tuple(self.watermarks))
+        for name in self.watermarks:
+            if name not in WATERMARKS:
+                raise InputError(f"unknown watermark scheme {name!r}; registered: {', '.join(sorted(WATERMARKS))}")
+            if self.task not in WATERMARKS[name].tasks:
+                raise InputError(f"the {name} watermark protects {', '.join(WATERMARKS[name].tasks)} models, not {self.task}")
+            self.watermark_scheme(name, 0)  # bad settings fail now
+        if self.watermark_settings and not self.watermarks:
+            raise InputError("watermark settings were given, but no watermark is evaluated (--watermark)")
         settings = dict(self.scheme or {})
         if {"n", "seed"} & set(settings):
             raise InputError("n and seed are set by the run (--n; the seed is the repeat index), not by scheme settings")
@@ -156,6 +172,12 @@ class EvaluationConfig:
             return SCHEMES[name].configured(configuration, self.task, **{**settings, "n": self.n, "seed": repeat})
         except TypeError as exc:
             raise InputError(f"{name} settings: {exc}") from None
+
+    def watermark_scheme(self, name: str, repeat: int) -> Any:
+        """Watermark scheme ``name`` as the run uses it for repeat ``repeat`` (its seed)."""
+        if "seed" in (self.watermark_settings or {}):
+            raise InputError("the watermark's seed is the repeat index, not a setting")
+        return watermark_named(name, **{**(self.watermark_settings or {}), "seed": repeat})
 
     def helper_counts(self, name: str) -> dict[str, int]:
         """The helper models scheme ``name`` receives: every role its settings read; for the first scheme also the

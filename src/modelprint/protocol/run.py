@@ -9,8 +9,6 @@ draw new fingerprints (the scheme's seed is the repeat index).
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -18,7 +16,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..access import WhiteBox
 from ..data import DataSplits, load_data, same_recipe
@@ -34,13 +31,9 @@ from ..zoo.build import build_zoo
 from . import owner as owner_models
 from . import training_zoo
 from .config import EvaluationConfig
+from .scores import verify_all, write_json
+from .watermark import watermark_block
 from .summary import MODE_KEYS, report as make_report, scheme_summary
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _target(config: EvaluationConfig, data: DataSplits, out: Path, progress: bool) -> Path:
@@ -94,28 +87,6 @@ def _settings_repr(scheme: FingerprintScheme, known: set[str]) -> str | None:
         elif value != f.default:
             return None
     return f"{type(scheme).__qualname__}({', '.join(shown)})"
-
-
-def _verify_all(scheme: FingerprintScheme, fingerprints: FingerprintSet, suspects: list[dict], cache_path: Path, progress: bool) -> dict[str, dict]:
-    """Matching scores of every suspect in every mode of the scheme; finished suspects are cached (resume)."""
-    key = fingerprints.sha256()
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    if cache.get("fingerprints_sha256") != key:
-        cache = {"fingerprints_sha256": key, "suspects": {}}
-    for record in tqdm(suspects, desc=f"verify {scheme.name}", unit="suspect", disable=not progress, leave=False):
-        cached = cache["suspects"].get(record["name"])
-        if cached and cached.get("sha256") == record["sha256"]:
-            continue
-        access = WhiteBox(load_model(record["path"]))
-        results = {MODE_KEYS[mode]: scheme.verify(access, fingerprints, mode=mode) for mode in scheme.modes}
-        cache["suspects"][record["name"]] = {
-            "sha256": record["sha256"],
-            **{f"ms_{field}": r.matching_score for field, r in results.items()},
-            **{f"queries_{field}": r.queries for field, r in results.items()},
-            "seconds": sum(r.elapsed_s for r in results.values()),
-        }
-        _write_json(cache_path, cache)
-    return cache["suspects"]
 
 
 def _detectors(target: ImageModel, data: DataSplits, fpr: float) -> tuple[FeatureSqueezing, DeepSVDD]:
@@ -236,7 +207,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
             fingerprints = generate_or_reuse(scheme, target, task, data, folder / f"fingerprints-{repeat}.safetensors", given, progress, record)
             timings["generation_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            scores = _verify_all(scheme, fingerprints, suspects, folder / f"verification-{repeat}.json", progress)
+            scores = verify_all(scheme, fingerprints, suspects, folder / f"verification-{repeat}.json", progress)
             timings["verification_s"] += time.perf_counter() - t
             per_repeat.append({
                 "fingerprints": fingerprints,
@@ -248,7 +219,15 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
         blocks[name]["owner_models_read"] = {role: len(models) for role, models in given.items()}
         first_set = first_set or per_repeat[0]["fingerprints"]
 
+    watermarks = {}
+    for name in config.watermarks:
+        t = time.perf_counter()
+        watermarks[name] = watermark_block(name, config, target_path, data, manifest, out, executor=executor, progress=progress, log=log)
+        timings[f"watermark_{name}_s"] = time.perf_counter() - t
+
     result = make_report(config, manifest, blocks, timings, first_set)  # type: ignore[arg-type]
+    if watermarks:
+        result["watermarks"] = watermarks
     result["task"] = {**task.to_config(), "metric_name": metric_name(config.task)}
     if config.task == "similarity":
         scores, same = pair_scores(predict(target, data.test.images), data.test.labels)
@@ -262,5 +241,5 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
         shown = {"target": target, **{kind: load_model(r["path"]) for kind in ("positive", "negative") if (r := pick(kind))}}
         np.savez_compressed(out / "gallery.npz", **gallery(first_set, shown))
         result["gallery"] = {kind: (pick(kind) or {}).get("name", kind) for kind in shown}
-    _write_json(out / "report.json", result)
+    write_json(out / "report.json", result)
     return result

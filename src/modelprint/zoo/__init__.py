@@ -4,9 +4,9 @@ from .base import Transform
 from .distill import Distill
 from .finetune import FineTune, Retrain
 from .independent import Independent
-from .prune import FilterPrune, WeightPrune
+from .prune import FilterPrune, FinePrune, WeightPrune
 
 #: Every transform by its ``kind`` (the name used in zoo specs and provenance).
-TRANSFORMS: dict[str, type[Transform]] = {t.kind: t for t in (FineTune, Retrain, WeightPrune, FilterPrune, Distill, Independent)}
+TRANSFORMS: dict[str, type[Transform]] = {t.kind: t for t in (FineTune, Retrain, WeightPrune, FilterPrune, Distill, Independent, FinePrune)}
 
-__all__ = ["Distill", "FilterPrune", "FineTune", "Independent", "Retrain", "TRANSFORMS", "Transform", "WeightPrune"]
+__all__ = ["Distill", "FilterPrune", "FinePrune", "FineTune", "Independent", "Retrain", "TRANSFORMS", "Transform", "WeightPrune"]

@@ -139,6 +139,62 @@ class FilterPrune(_Prune):
                 fed = (conv.out_channels, drop)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FinePrune(Transform):
+    """Fine-pruning (Liu, Dolan-Gavitt, Garg; RAID 2018), the defence against backdoors a thief may run on a marked
+    model: the ``ratio`` of the last conv layer's channels least active on the thief's clean data (mean activation
+    after the batch norm that follows it, rectified) are removed (zeroed with that batch norm's scale and shift, as
+    :class:`FilterPrune` does), then the model is fine-tuned for ``epochs`` with them held at zero.
+
+    Args:
+        ratio: fraction of the last conv layer's channels removed, in [0, 1).
+        epochs, lr: the fine-tuning after pruning.
+        images: clean images whose activations rank the channels.
+    """
+
+    kind: ClassVar[str] = "fine_prune"
+    ratio: float = 0.5
+    epochs: int = 2
+    lr: float = 0.01
+    images: int = 1024
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ratio < 1:
+            raise InputError(f"pruning ratio must lie in [0, 1), got {self.ratio}")
+
+    def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> None:
+        pairs = conv_batchnorm_pairs(model)
+        if not pairs:
+            raise InputError("fine-pruning needs a model with a conv layer")
+        conv, norm = pairs[-1]
+        seen: list[torch.Tensor] = []
+        handle = (norm or conv).register_forward_hook(lambda m, i, o: seen.append(o.detach().relu().mean(dim=(0, 2, 3))))
+        try:
+            with torch.no_grad():
+                model.eval()
+                for start in range(0, min(self.images, len(data)), 256):
+                    model(data.images[start : min(start + 256, self.images)].to(conv.weight.device))
+        finally:
+            handle.remove()
+        drop = torch.stack(seen).mean(dim=0).argsort()[: int(round(self.ratio * conv.out_channels))]
+        with torch.no_grad():
+            for p in (conv.weight, conv.bias, *((norm.weight, norm.bias) if norm is not None else ())):
+                if p is not None:
+                    p[drop] = 0
+        held = {id(conv.weight), *((id(norm.weight), id(norm.bias)) if norm is not None else ())}
+        masks = {name: p != 0 for name, p in model.named_parameters() if id(p) in held}
+        model.spec.info["pruned_channels"] = len(drop)
+
+        def hold_mask() -> None:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in masks:
+                        p.mul_(masks[name])
+
+        config = TrainConfig(epochs=self.epochs, lr=self.lr, seed=seed, device=str(model.mean.device))
+        fit(model, data, supervised_loss(model.spec.task, model=model, data=data), config, after_step=hold_mask, progress=progress, desc=self.kind)
+
+
 def is_depthwise(conv: nn.Conv2d) -> bool:
     """Whether ``conv`` filters each input channel on its own (groups = in = out channels, more than one)."""
     return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels

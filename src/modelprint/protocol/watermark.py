@@ -1,0 +1,144 @@
+"""The watermark protocol: mark the host, build the suspect zoo from the marked model, verify every suspect with
+the key, and measure what the mark costs the host.
+
+Per watermark scheme and repeat ``r`` (the key's seed), under ``OUT/<scheme>/``: ``marked-r.safetensors`` and
+``key-r.safetensors`` (reused when the same settings marked the same host), ``zoo-r/`` (the evaluation zoo's
+positives made from the marked model, plus the attacks aimed at watermarks: overwriting with the thief's own key of
+the same scheme, and fine-pruning) and ``verification-r.json``. Negatives: the unmarked host and the evaluation
+zoo's independent models, the very ones the fingerprints meet. Everything resumes as the fingerprint protocol does.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..access import WhiteBox
+from ..data import DataSplits
+from ..models import ImageModel, load_model, save_model
+from ..train import evaluate, metric_name
+from ..watermarks import WatermarkKey, WatermarkScheme
+from ..watermarks.base import penultimate
+from ..zoo.build import build_zoo
+from ..zoo.spec import POSITIVE, SuspectSpec, ZooSpec
+from .scores import verify_all
+from .summary import MODE_KEYS, mean_std, scheme_summary
+
+#: The verdict level whose false-positive rate on the negatives the report states.
+ALPHA = 0.05
+
+
+def attacks(scheme: str) -> tuple[SuspectSpec, ...]:
+    """The zoo's attacks aimed at watermarks: overwriting with a key of the thief's (same scheme) and fine-pruning."""
+    return (SuspectSpec("overwrite", POSITIVE, "overwrite", {"scheme": scheme}, 601), SuspectSpec("fine_prune", POSITIVE, "fine_prune", {}, 602))
+
+
+def marked_zoo_spec(zoo: ZooSpec, scheme: str) -> ZooSpec:
+    """The suspects made from the marked model: the evaluation zoo's positives and :func:`attacks`."""
+    return ZooSpec((*zoo.positives, *attacks(scheme)))
+
+
+def embed_or_reuse(scheme: WatermarkScheme, host: ImageModel, data: DataSplits, folder: Path, repeat: int, progress: bool) -> tuple[Path, WatermarkKey]:
+    """The marked model's file and the key of ``repeat``: the ones in ``folder`` when the same settings marked this
+    host, else made now (the model written first, the key last: a key on disk has its model)."""
+    marked_path, key_path = folder / f"marked-{repeat}.safetensors", folder / f"key-{repeat}.safetensors"
+    if marked_path.is_file() and key_path.is_file():
+        key = WatermarkKey.load(key_path)
+        if (key.config.get("host_sha256") == host.spec.info["sha256"] and key.stats.get("scheme_repr") == repr(scheme)
+                and load_model(marked_path).spec.info["sha256"] == key.target.get("sha256")):
+            return marked_path, key
+    marked, key = scheme.embed(host, data.train, progress=progress)
+    key.stats["scheme_repr"] = repr(scheme)
+    save_model(marked, marked_path)
+    key.save(key_path)
+    return marked_path, key
+
+
+@torch.no_grad()
+def fidelity(host: ImageModel, marked: ImageModel, data: DataSplits) -> dict[str, float]:
+    """What marking cost the host on the test split: the change of the test metric (marked - host), the mean KL
+    divergence from the host's softmax to the marked model's, and the mean distance between their penultimate
+    features relative to the host's mean feature norm."""
+    task = host.spec.task
+    change = evaluate(marked, data.test, task) - evaluate(host, data.test, task)
+    figures = {"test_metric_change": change, "host_test_metric": evaluate(host, data.test, task)}
+    grabbed = []
+    for model in (host, marked):
+        outputs, features = [], []
+        with penultimate(model.eval()) as grab:
+            for start in range(0, len(data.test), 512):
+                outputs.append(model(data.test.images[start : start + 512]).float())
+                features.append(grab.features.float())  # type: ignore[union-attr]
+        grabbed.append((torch.cat(outputs), torch.cat(features)))
+    (host_out, host_features), (marked_out, marked_features) = grabbed
+    if task == "classification":
+        figures["kl_host_to_marked"] = float(F.kl_div(F.log_softmax(marked_out, dim=1), F.log_softmax(host_out, dim=1), log_target=True, reduction="batchmean"))
+    figures["penultimate_distance"] = float((marked_features - host_features).norm(dim=1).mean() / host_features.norm(dim=1).mean().clamp_min(1e-12))
+    return figures
+
+
+def host_record(host_path: Path, host: ImageModel, seed: int) -> dict[str, Any]:
+    """The unmarked host as a negative suspect, in the form of a zoo manifest's records."""
+    return {"name": "host", "kind": "negative", "transform": "host", "params": {}, "seed": seed, "path": str(host_path),
+            "sha256": host.spec.info["sha256"], "test_metric": host.spec.info.get("test_metric"), "metric_name": metric_name(host.spec.task),
+            "build_seconds": 0.0, "recovered": None, "recovery_epochs": 0}
+
+
+def watermark_block(name: str, config: Any, host_path: Path, data: DataSplits, host_manifest: dict[str, Any], out: Path, *,
+                    executor: dict[str, Any], progress: bool = True, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Run the protocol of watermark ``name`` for every repeat of ``config`` and return its figures.
+
+    Returns:
+        :func:`~modelprint.protocol.summary.scheme_summary`'s figures over the marked zoos' positives and the
+        negatives (ARUC, ROC AUC, TPR at 1% FPR per mode; per suspect and per transform the score: 1 - bit error
+        rate white-box, key accuracy black-box), and ``fidelity`` (:func:`fidelity`), ``verdicts`` (per mode, the
+        share of negatives and of positives whose p-value is at most :data:`ALPHA`), ``embedding_s`` and
+        ``marked_zoo_s``, each as mean and standard deviation over the repeats.
+    """
+    host = load_model(host_path, device=config.device)
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    negatives = [r for r in host_manifest["suspects"] if r["kind"] == "negative"] + [host_record(host_path, host, config.seed)]
+    per_repeat, zoo_seconds, first_suspects = [], [], None
+    for repeat in range(config.repeats):
+        scheme = config.watermark_scheme(name, repeat)
+        log(f"watermark {name}, key {repeat + 1}/{config.repeats}: embedding ...")
+        marked_path, key = embed_or_reuse(scheme, host, data, folder, repeat, progress)
+        marked = load_model(marked_path, device=config.device)
+        t = time.perf_counter()
+        log(f"watermark {name}, key {repeat + 1}/{config.repeats}: the marked model's zoo ...")
+        manifest = build_zoo(marked_zoo_spec(config.zoo_spec(), name), marked_path, config.data, folder / f"zoo-{repeat}", progress=progress, **executor)
+        zoo_seconds.append(time.perf_counter() - t)
+        suspects = manifest["suspects"] + negatives
+        first_suspects = first_suspects or suspects
+        scores = verify_all(scheme, key, suspects, folder / f"verification-{repeat}.json", progress)
+        per_repeat.append({
+            "fingerprints": key,
+            "scores": scores,
+            "target_scores": {f"ms_{MODE_KEYS[m]}": scheme.verify(WhiteBox(marked), key, mode=m).matching_score for m in scheme.modes},
+            "stealth": {},
+            "fidelity": fidelity(host, marked, data),
+        })
+    block = scheme_summary(scheme.modes, first_suspects, per_repeat)  # type: ignore[arg-type]
+    block["fidelity"] = {k: mean_std([r["fidelity"][k] for r in per_repeat]) for k in per_repeat[0]["fidelity"]}
+    block["verdicts"] = {MODE_KEYS[m]: _verdict_rates(per_repeat, first_suspects, MODE_KEYS[m]) for m in scheme.modes}  # type: ignore[arg-type]
+    block["embedding_s"] = mean_std([float(r["fingerprints"].stats.get("embedding_s", 0.0)) for r in per_repeat])
+    block["marked_zoo_s"] = mean_std(zoo_seconds)
+    block["suspects"] = [{k: r.get(k) for k in ("name", "kind", "transform", "params", "seed", "test_metric", "metric_name")} for r in first_suspects]  # type: ignore[union-attr]
+    return block
+
+
+def _verdict_rates(per_repeat: list[dict[str, Any]], suspects: list[dict[str, Any]], field: str) -> dict[str, Any]:
+    """The share of negatives (false positives) and positives (true positives) declared at :data:`ALPHA` by the
+    scheme's own p-values, per repeat and as mean and standard deviation."""
+    rates: dict[str, list[float]] = {"false_positive_rate": [], "true_positive_rate": []}
+    for repeat in per_repeat:
+        for kind, key in (("negative", "false_positive_rate"), ("positive", "true_positive_rate")):
+            p = [repeat["scores"][r["name"]].get(f"p_{field}") for r in suspects if r["kind"] == kind]
+            rates[key].append(float(np.mean([v is not None and v <= ALPHA for v in p])))
+    return {"alpha": ALPHA, **{k: mean_std(v) for k, v in rates.items()}}

@@ -1,0 +1,96 @@
+"""The watermarks in a report: per watermark its separation, its verdicts at alpha and what marking cost the host,
+and one table and figure of the mean score per transform beside every fingerprint scheme's, so that a reader sees
+which transforms remove a watermark and which remove a fingerprint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .report_comparison import MODE_TITLES, _mean  # noqa: E402
+
+Table = tuple[str, list[str], list[list[Any]]]
+
+
+def tables(report: dict[str, Any]) -> list[Table]:
+    """(title, header, rows) of every watermark's figures, then of the score per transform beside the fingerprints'."""
+    out: list[Table] = []
+    for name, block in report.get("watermarks", {}).items():
+        rows = []
+        for mode, verdicts in block["verdicts"].items():
+            rows.append([MODE_TITLES[mode], block["aruc"][mode], block["auc"][mode], block["tpr_at_1pct_fpr"][mode],
+                         verdicts["false_positive_rate"], verdicts["true_positive_rate"], block["target_scores"].get(f"ms_{mode}")])
+        out.append((f"Watermark {name}: separation, and verdicts at alpha {block['verdicts'][next(iter(block['verdicts']))]['alpha']}",
+                    ["mode", "ARUC", "ROC AUC", "TPR@1%FPR", "false-positive rate at alpha", "true-positive rate at alpha", "marked model's score"], rows))
+        out.append((f"Watermark {name}: fidelity of the marked model (marked vs host, test split)", ["figure", "mean ± std"],
+                    [[k, v] for k, v in block["fidelity"].items()] + [["embedding s", block["embedding_s"]]]))
+    header, rows = per_transform(report)
+    if rows:
+        out.append(("Mean score per transform: watermarks (1 - bit error rate white-box, key accuracy black-box) and fingerprints (matching score)", header, rows))
+    return out
+
+
+def _columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(label, per-transform figures, mode key) of every watermark mode, then every fingerprint scheme mode."""
+    cols = []
+    for kind, blocks in (("watermark", report.get("watermarks", {})), ("fingerprint", report.get("schemes", {}))):
+        for name, block in blocks.items():
+            for mode, title in MODE_TITLES.items():
+                if any(f"ms_{mode}" in t for t in block["per_transform"].values()):
+                    cols.append((f"{name} {title}", block["per_transform"], mode))
+    return cols
+
+
+def per_transform(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """One row per transform (pirated ones first), one column per scheme and mode; blank where a scheme's zoo has no
+    such suspect (the attacks on watermarks and the host are met by watermarks only)."""
+    cols = _columns(report)
+    names: dict[str, str] = {}
+    for _, figures, _ in cols:
+        for transform, entry in figures.items():
+            names.setdefault(transform, entry["kind"])
+    order = sorted(names, key=lambda t: (names[t] != "positive", t))
+    rows = [[t, names[t], *(_mean(figures.get(t, {}).get(f"ms_{mode}")) for _, figures, mode in cols)] for t in order]
+    return ["transform", "kind", *(label for label, _, _ in cols)], rows if report.get("watermarks") else []
+
+
+def plot(report: dict[str, Any]):
+    """Grouped bars: the mean score per transform of every watermark and fingerprint scheme, per mode."""
+    header, rows = per_transform(report)
+    labels, transforms = header[2:], [r[0] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(transforms) + 2), 3.6))
+    width = 0.8 / max(1, len(labels))
+    x = np.arange(len(transforms))
+    for i, label in enumerate(labels):
+        values = [np.nan if r[2 + i] is None else r[2 + i] for r in rows]
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=label, hatch="//" if i < sum(1 for lab in labels if lab.split()[0] in report.get("watermarks", {})) else None)
+    ax.set_xticks(x, transforms, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("mean score")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict) and "mean" in value:
+        return f"{value['mean']:.3f} ± {value['std']:.3f}" if value.get("std") else f"{value['mean']:.3f}"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Every table of :func:`tables` as Markdown (empty without watermarks)."""
+    parts = []
+    for title, header, rows in tables(report):
+        lines = [f"{title}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + ("\n" if parts else "")
