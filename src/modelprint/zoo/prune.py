@@ -14,7 +14,7 @@ brought it back to 95%.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn as nn
@@ -55,12 +55,7 @@ class _Prune(Transform):
         if lost <= self.recover_if:
             return
 
-        def hold_mask() -> None:
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    if name in masks:
-                        p.mul_(masks[name])
-
+        hold_mask = mask_holder(model, masks)
         epochs = 0
         while lost > self.recover_if and epochs < self.recover_epochs:
             config = TrainConfig(epochs=1, lr=self.recover_lr, seed=seed + epochs, device=str(model.mean.device))
@@ -68,6 +63,18 @@ class _Prune(Transform):
             epochs += 1
             lost = _metric_lost(before, evaluate(model, data, task), task)
         model.spec.info.update(recovery_epochs=epochs, recovered=lost <= self.recover_if, metric_lost_after_recovery=lost)
+
+
+def mask_holder(model: nn.Module, masks: dict[str, torch.Tensor]) -> Callable[[], None]:
+    """A step hook that holds at zero what pruning zeroed: ``masks`` maps parameter names to their kept entries."""
+
+    def hold_mask() -> None:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in masks:
+                    p.mul_(masks[name])
+
+    return hold_mask
 
 
 def _metric_lost(before: float | None, after: float, task: str) -> float:
@@ -184,15 +191,8 @@ class FinePrune(Transform):
         held = {id(conv.weight), *((id(norm.weight), id(norm.bias)) if norm is not None else ())}
         masks = {name: p != 0 for name, p in model.named_parameters() if id(p) in held}
         model.spec.info["pruned_channels"] = len(drop)
-
-        def hold_mask() -> None:
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    if name in masks:
-                        p.mul_(masks[name])
-
         config = TrainConfig(epochs=self.epochs, lr=self.lr, seed=seed, device=str(model.mean.device))
-        fit(model, data, supervised_loss(model.spec.task, model=model, data=data), config, after_step=hold_mask, progress=progress, desc=self.kind)
+        fit(model, data, supervised_loss(model.spec.task, model=model, data=data), config, after_step=mask_holder(model, masks), progress=progress, desc=self.kind)
 
 
 def is_depthwise(conv: nn.Conv2d) -> bool:
