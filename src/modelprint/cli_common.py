@@ -36,6 +36,8 @@ TASK_HELP = "classification (class labels), regression (float labels: a value) o
 class ZooPreset(str, Enum):
     quick = "quick"
     paper = "paper"
+    quick_distill = "quick-distill"
+    paper_distill = "paper-distill"
 
 
 class Executor(str, Enum):

@@ -29,7 +29,7 @@ def evaluate(
     epochs: Optional[int] = typer.Option(
         None, min=1, help="Epochs of the target, the negatives, the distilled copies and the owner's helper models [default: 15]."
     ),
-    preset: ZooPreset = typer.Option(ZooPreset.quick, help="Zoo preset: quick (every transform kind) or paper (20 + 20)."),
+    preset: ZooPreset = typer.Option(ZooPreset.quick, help="Zoo preset: quick (every transform kind) or paper (20 + 20); quick-distill and paper-distill add a family of students distilled by 7 other recipes."),
     zoo: Optional[Path] = typer.Option(None, help="A custom zoo spec (JSON or YAML) instead of the preset."),
     repeats: int = typer.Option(1, min=1, help="Fingerprint sets drawn per scheme (seeds 0..R-1)."),
     n: int = typer.Option(100, min=1),

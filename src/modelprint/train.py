@@ -34,8 +34,8 @@ class TrainConfig:
     Args:
         epochs: passes over the training set.
         batch_size: images per step.
-        lr: peak learning rate of SGD with Nesterov momentum (linear warm-up over the first 15% of steps, then
-            linear decay to zero).
+        lr: peak learning rate (linear warm-up over the first 15% of steps, then linear decay to zero).
+        optimizer: ``"sgd"`` (with Nesterov momentum) or ``"adam"`` (AdamW: Adam with decoupled weight decay).
         momentum, weight_decay: SGD settings.
         label_smoothing: for classification.
         augment: comma-separated ``crop`` (random 4-pixel translation with reflection padding) and ``flip``
@@ -50,6 +50,7 @@ class TrainConfig:
     epochs: int = 15
     batch_size: int = 128
     lr: float = 0.1
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
@@ -70,9 +71,16 @@ class TrainConfig:
         unknown = {a.strip() for a in self.augment.split(",") if a.strip()} - {"crop", "flip"}
         if unknown:
             raise InputError(f"unknown augmentation {sorted(unknown)}; use 'crop', 'flip' or both")
+        if self.optimizer not in ("sgd", "adam"):
+            raise InputError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as recorded in recipes; ``optimizer`` only when not SGD, so that the recipes of models trained
+        before it existed stay what they were (and those models are reused)."""
+        settings = asdict(self)
+        if settings["optimizer"] == "sgd":
+            del settings["optimizer"]
+        return settings
 
 
 @dataclass
@@ -208,12 +216,11 @@ def fit(
         params = [*params, *loss_fn.parameters()]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.momentum > 0,
-    )
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adam":  # decoupled weight decay (AdamW), the usual pairing with a one-cycle schedule
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
     total = steps_per_epoch * config.epochs
     losses: list[float] = []

@@ -20,13 +20,13 @@ from .training_zoo import check_disjoint
 
 #: Training epochs of the target, the negatives and the distilled copies when none are given. The paper preset's 15
 #: bring the CIFAR-10 target (ResNet-18 width 16) from 53.8% to 66.6% test accuracy (docs/ablation.md).
-PRESET_EPOCHS = {"paper": 15, "quick": 15}
+PRESET_EPOCHS = {"paper": 15, "quick": 15, "paper-distill": 15, "quick-distill": 15}
 DEFAULT_EPOCHS = 15
 
 #: The configuration a scheme takes, per zoo preset, when the run names none and the scheme has it: the owner's
 #: (with helper models) for the paper preset, the measurement; the one without helper models otherwise, whose point
 #: is a short run.
-PRESET_CONFIGURATION = {"paper": "owner"}
+PRESET_CONFIGURATION = {"paper": "owner", "paper-distill": "owner"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +41,9 @@ class EvaluationConfig:
         epochs: training epochs of the target (and of the presets' negatives and distilled copies); when None, the
             preset's (:data:`PRESET_EPOCHS`).
         seed: the target's seed.
-        preset: ``"paper"`` or ``"quick"`` zoo, unless ``zoo`` names a JSON/YAML zoo spec file.
+        preset: ``"paper"`` or ``"quick"`` zoo, or either with the distillation family (``"paper-distill"``,
+            ``"quick-distill"``, :func:`modelprint.zoo.spec.distillation_family`), unless ``zoo`` names a JSON/YAML
+            zoo spec file.
         zoo: path of a custom zoo spec.
         repeats: fingerprint sets drawn per scheme (seeds 0 .. repeats-1).
         n: fingerprints per set.
@@ -197,7 +199,7 @@ class EvaluationConfig:
     def zoo_spec(self) -> ZooSpec:
         if self.zoo:
             return ZooSpec.from_file(self.zoo)
-        return PRESETS[self.preset](train_epochs=self.epochs)
+        return PRESETS[self.preset](train_epochs=self.epochs, arch=self.arch, data=self.data)
 
     def task_adapter(self) -> Task:
         return task_named(self.task, similarity=self.similarity)

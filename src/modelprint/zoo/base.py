@@ -26,8 +26,9 @@ class Transform(ABC):
     derived: ClassVar[bool] = True
 
     @abstractmethod
-    def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> None:
-        """Change ``model`` (a private copy) in place."""
+    def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> ImageModel | None:
+        """Change ``model`` (a private copy) in place, or return the model that replaces it (a student of another
+        architecture)."""
 
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
@@ -44,7 +45,7 @@ class Transform(ABC):
         child = clone_model(model)
         child.spec.info = {}  # the transform may note what it did here; the parent's provenance is not the child's
         torch.manual_seed(seed)
-        self._transform(child, data, seed, progress)
+        child = self._transform(child, data, seed, progress) or child
         child.eval()
         info = {
             **{k: v for k, v in model.spec.info.items() if k in ("data",)},

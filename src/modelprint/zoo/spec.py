@@ -104,7 +104,7 @@ class ZooSpec:
         return cls.from_dict(data)
 
 
-def paper_zoo(*, train_epochs: int, finetune_epochs: int = 2, recover_epochs: int = 3, negatives: int = 20, distilled: int = 4) -> ZooSpec:
+def paper_zoo(*, train_epochs: int, finetune_epochs: int = 2, recover_epochs: int = 3, negatives: int = 20, distilled: int = 4, **_: Any) -> ZooSpec:
     """The paper's zoo: 4 fine-tune/retrain + 5 weight-pruned + 7 filter-pruned + 4 distilled positives, 20 negatives.
 
     Args:
@@ -131,7 +131,7 @@ def paper_zoo(*, train_epochs: int, finetune_epochs: int = 2, recover_epochs: in
     return ZooSpec(tuple(suspects))
 
 
-def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: int = 3, negatives: int = 4) -> ZooSpec:
+def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: int = 3, negatives: int = 4, **_: Any) -> ZooSpec:
     """A small zoo that still holds every transform kind: 6 positives and ``negatives`` independent models."""
     suspects = [
         SuspectSpec("ftal", POSITIVE, "finetune", {"layers": "all", "epochs": finetune_epochs}, 101),
@@ -144,6 +144,49 @@ def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: in
     for i in range(negatives):
         suspects.append(SuspectSpec(f"independent_{i}", NEGATIVE, "independent", {"epochs": train_epochs}, 1000 + i))
     return ZooSpec(tuple(suspects))
+
+
+#: A student architecture other than the target's, per target architecture (for the distillation family).
+OTHER_ARCH = {"vgg11_bn": "resnet18"}
+#: The seed of the distillation family's first student: no preset zoo, helper model or training zoo uses 450-499.
+FAMILY_SEED = 450
+
+
+def distillation_family(*, train_epochs: int, arch: str | None = None, data: str | None = None) -> tuple[SuspectSpec, ...]:
+    """Students distilled by other recipes than the paper zoo's (same architecture, soft labels at T = 4, SGD, the
+    thief's own split), one setting changed each: temperature 1 and 10, top-1 labels only, the API's top-3
+    probabilities only, Adam (lr 0.002), a student of another architecture (VGG11-BN, or ResNet-18 for a VGG11-BN
+    target), and another data set as transfer data (the built-in digits, except for a digits target, which gets
+    none). Seeds from :data:`FAMILY_SEED`.
+
+    Args:
+        train_epochs: every student's epochs.
+        arch: the target's architecture (chooses the other one).
+        data: the target's data spec (chooses the transfer set).
+    """
+    recipes: list[tuple[str, dict[str, Any]]] = [
+        ("distill_t1", {"temperature": 1.0}),
+        ("distill_t10", {"temperature": 10.0}),
+        ("distill_hard", {"labels": "hard"}),
+        ("distill_top3", {"labels": "top_k", "top_k": 3}),
+        ("distill_adam", {"optimizer": "adam", "lr": 0.002}),
+        ("distill_other_arch", {"arch": OTHER_ARCH.get(arch or "", "vgg11_bn")}),
+    ]
+    if data != "digits":
+        recipes.append(("distill_transfer", {"transfer": "digits"}))
+    return tuple(SuspectSpec(name, POSITIVE, "distill", {"epochs": train_epochs, **params}, FAMILY_SEED + i) for i, (name, params) in enumerate(recipes))
+
+
+def paper_distill_zoo(*, train_epochs: int, arch: str | None = None, data: str | None = None, **kwargs: Any) -> ZooSpec:
+    """The paper's zoo with the :func:`distillation_family` added to its positives (27 or 26 positives, 20 negatives)."""
+    paper = paper_zoo(train_epochs=train_epochs, **kwargs)
+    return ZooSpec((*paper.positives, *distillation_family(train_epochs=train_epochs, arch=arch, data=data), *paper.negatives))
+
+
+def quick_distill_zoo(*, train_epochs: int, arch: str | None = None, data: str | None = None, **kwargs: Any) -> ZooSpec:
+    """The quick zoo with the :func:`distillation_family` added to its positives."""
+    quick = quick_zoo(train_epochs=train_epochs, **kwargs)
+    return ZooSpec((*quick.positives, *distillation_family(train_epochs=train_epochs, arch=arch, data=data), *quick.negatives))
 
 
 #: The positives of a training zoo, in the order they are added (a larger zoo holds every smaller one): every
@@ -191,4 +234,4 @@ def training_zoo(size: int, *, train_epochs: int, recover_epochs: int = 3) -> Zo
     return ZooSpec(tuple(suspects))
 
 
-PRESETS = {"paper": paper_zoo, "quick": quick_zoo}
+PRESETS = {"paper": paper_zoo, "quick": quick_zoo, "paper-distill": paper_distill_zoo, "quick-distill": quick_distill_zoo}
