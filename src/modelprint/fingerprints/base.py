@@ -4,7 +4,9 @@ A scheme object holds only its settings (keyword-only, shown by ``repr``). ``gen
 reads the target and returns a :class:`~modelprint.fingerprints.sets.FingerprintSet`; ``verify(access,
 fingerprint_set)`` examines a suspect through an access object and returns a :class:`VerificationResult`. Schemes
 register by name (:mod:`.registry`), state per mode what they need from the suspect, and name their configurations,
-so that the protocol, the command line and the evidence records drive any of them without naming one.
+so that the protocol, the command line and the evidence records drive any of them without naming one. What does
+not depend on how a scheme marks its target (settings, configurations, modes and needs, registration, the checks of
+the file it verifies with) is in :class:`Scheme`, which watermark schemes (:mod:`modelprint.watermarks`) share.
 """
 
 from __future__ import annotations

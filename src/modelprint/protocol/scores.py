@@ -45,5 +45,3 @@ def verify_all(scheme: Scheme, fingerprints: FingerprintSet, suspects: list[dict
         }
         write_json(cache_path, cache)
     return cache["suspects"]
-
-
