@@ -63,16 +63,19 @@ def plot(report: dict[str, Any]):
     """Grouped bars: the mean score per transform of every watermark and fingerprint scheme, per mode."""
     header, rows = per_transform(report)
     labels, transforms = header[2:], [r[0] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(transforms) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(transforms) + 4), 3.8))
     width = 0.8 / max(1, len(labels))
     x = np.arange(len(transforms))
+    marks = set(report.get("watermarks", {}))
+    colours = plt.get_cmap("tab20")
     for i, label in enumerate(labels):
         values = [np.nan if r[2 + i] is None else r[2 + i] for r in rows]
-        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=label, hatch="//" if i < sum(1 for lab in labels if lab.split()[0] in report.get("watermarks", {})) else None)
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=label, color=colours(i % 20),
+               hatch="//" if label.rsplit(" ", 1)[0] in marks else None, edgecolor="black" if label.rsplit(" ", 1)[0] in marks else None, linewidth=0.4)
     ax.set_xticks(x, transforms, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("mean score")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
