@@ -20,7 +20,7 @@ from modelprint.access import WhiteBox
 from modelprint.checks import parse_assignments
 from modelprint.data import load_data
 from modelprint.models import load_model
-from modelprint.protocol.watermark import fidelity
+from modelprint.protocol.watermark import fidelity, read_test
 from modelprint.watermarks import watermark_named
 from modelprint.zoo import TRANSFORMS
 
@@ -37,13 +37,14 @@ def main() -> None:
     data = load_data(args.data, channels=host.spec.channels, size=host.spec.input_size[0])
     print("| settings | accuracy change | KL | marked wb / bb | host wb / bb | own FTAL wb / bb | embed s |")
     print("|---|---|---|---|---|---|---|")
+    host_reading = read_test(host, data)
     for text in args.candidate or [""]:
         scheme = watermark_named(args.scheme, **{**parse_assignments(shlex.split(text)), "seed": args.seed})
         began = time.perf_counter()
         marked, key = scheme.embed(host, data.train, progress=True)
         seconds = time.perf_counter() - began
         tuned = TRANSFORMS["finetune"](layers="all", epochs=2).apply(marked, data.train, seed=7000 + args.seed)
-        figures = fidelity(host, marked, data)
+        figures = fidelity(host_reading, read_test(marked, data), host.spec.task)
         scores = {name: [scheme.verify(WhiteBox(m), key, mode=mode).matching_score for mode in scheme.modes]
                   for name, m in (("marked", marked), ("host", host), ("tuned", tuned))}
         cell = lambda name: " / ".join(f"{v:.3f}" for v in scores[name])  # noqa: E731

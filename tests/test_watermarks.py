@@ -15,6 +15,7 @@ from modelprint.access import BlackBox, WhiteBox
 from modelprint.errors import InputError, IntegrityError
 from modelprint.fingerprints import FingerprintSet
 from modelprint.metrics import binomial_tail, binomial_threshold
+from modelprint.models import state_sha256
 from modelprint.serving.server import ServedModel, ServerThread, create_app
 from modelprint.tasks import Classification, Regression
 from modelprint.train import TrainConfig, fit
@@ -86,7 +87,7 @@ def test_embedding_lowers_the_bit_error_rate_and_teaches_the_keys(marked, digits
     assert marked_bb.matching_score >= 0.5 and marked_bb.p_value < 1e-6 and marked_bb.queries == 20
     assert marked_wb.p_value == pytest.approx(_hand_tail(round(16 * marked_wb.matching_score), 16, 0.5))
     assert marked_wb.queries == 0 and len(marked_wb.values) == 16
-    assert key.config["host_sha256"] == digits_target.spec.info.get("sha256", key.config["host_sha256"]) and key.target["sha256"] != key.config["host_sha256"]
+    assert key.config["host_sha256"] == state_sha256(digits_target) != key.target["sha256"] == state_sha256(model)
 
 
 def test_a_key_round_trips_and_tampering_or_the_wrong_kind_of_file_is_refused(marked, tmp_path):

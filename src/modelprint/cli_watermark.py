@@ -49,7 +49,7 @@ def embed(
     from .data import load_data
     from .models import build_model, load_model, save_model
     from .access import WhiteBox
-    from .protocol.watermark import fidelity
+    from .protocol.watermark import fidelity, read_test
 
     if model is not None:
         host = load_model(model, device=device)
@@ -65,7 +65,7 @@ def embed(
         secret.sign(signing_key)
     secret.save(key)
     if model is not None:
-        figures = fidelity(host, marked, splits)
+        figures = fidelity(read_test(host, splits), read_test(marked, splits), host.spec.task)
         stdout.print("fidelity: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
     for mode in maker.modes:
         result = maker.verify(WhiteBox(marked), secret, mode=mode)

@@ -49,6 +49,8 @@ def _columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
 def per_transform(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """One row per transform (pirated ones first), one column per scheme and mode; blank where a scheme's zoo has no
     such suspect (the attacks on watermarks and the host are met by watermarks only)."""
+    if not report.get("watermarks"):
+        return [], []
     cols = _columns(report)
     names: dict[str, str] = {}
     for _, figures, _ in cols:
@@ -56,7 +58,7 @@ def per_transform(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             names.setdefault(transform, entry["kind"])
     order = sorted(names, key=lambda t: (names[t] != "positive", t))
     rows = [[t, names[t], *(_mean(figures.get(t, {}).get(f"ms_{mode}")) for _, figures, mode in cols)] for t in order]
-    return ["transform", "kind", *(label for label, _, _ in cols)], rows if report.get("watermarks") else []
+    return ["transform", "kind", *(label for label, _, _ in cols)], rows
 
 
 def plot(report: dict[str, Any]):
@@ -70,8 +72,9 @@ def plot(report: dict[str, Any]):
     colours = plt.get_cmap("tab20")
     for i, label in enumerate(labels):
         values = [np.nan if r[2 + i] is None else r[2 + i] for r in rows]
+        marked = label.rsplit(" ", 1)[0] in marks  # a watermark's bars are hatched
         ax.bar(x + i * width - 0.4 + width / 2, values, width, label=label, color=colours(i % 20),
-               hatch="//" if label.rsplit(" ", 1)[0] in marks else None, edgecolor="black" if label.rsplit(" ", 1)[0] in marks else None, linewidth=0.4)
+               hatch="//" if marked else None, edgecolor="black" if marked else None, linewidth=0.4)
     ax.set_xticks(x, transforms, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("mean score")
     ax.set_ylim(0, 1.05)

@@ -302,7 +302,11 @@ def evaluate(model: nn.Module, data: ImageDataset, task_name: str, *, batch_size
     """The task metric of ``model`` on ``data`` (:func:`metric_name`): accuracy (classification), mean absolute
     error (regression) or verification accuracy on pairs of ``data``'s images (similarity, LFW protocol on cosine
     similarity, :func:`modelprint.metrics.verification_accuracy`)."""
-    outputs = predict(model, data.images, batch_size=batch_size)
+    return metric_of(predict(model, data.images, batch_size=batch_size), data, task_name)
+
+
+def metric_of(outputs: torch.Tensor, data: ImageDataset, task_name: str) -> float:
+    """The task metric of :func:`evaluate` from a model's ``outputs`` on ``data``'s images (row-aligned)."""
     if task_name == "classification":
         return float((outputs.argmax(dim=1) == data.labels).float().mean())
     if task_name == "regression":

@@ -222,7 +222,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, *, progress: b
     watermarks = {}
     for name in config.watermarks:
         t = time.perf_counter()
-        watermarks[name] = watermark_block(name, config, target_path, data, manifest, out, executor=executor, progress=progress, log=log)
+        watermarks[name] = watermark_block(name, config, target_path, target, data, manifest, out, executor=executor, progress=progress, log=log)
         timings[f"watermark_{name}_s"] = time.perf_counter() - t
 
     result = make_report(config, manifest, blocks, timings, first_set)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ zoo's independent models, the very ones the fingerprints meet. Everything resume
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from ..access import WhiteBox
 from ..data import DataSplits
 from ..models import ImageModel, load_model, save_model
-from ..train import evaluate, metric_name
+from ..train import metric_name, metric_of
 from ..watermarks import WatermarkKey, WatermarkScheme
 from ..watermarks.base import penultimate
 from ..zoo.build import build_zoo
@@ -43,42 +44,54 @@ def marked_zoo_spec(zoo: ZooSpec, scheme: str) -> ZooSpec:
     return ZooSpec((*zoo.positives, *attacks(scheme)))
 
 
-def embed_or_reuse(scheme: WatermarkScheme, host: ImageModel, data: DataSplits, folder: Path, repeat: int, progress: bool) -> tuple[Path, WatermarkKey]:
-    """The marked model's file and the key of ``repeat``: the ones in ``folder`` when the same settings marked this
-    host, else made now (the model written first, the key last: a key on disk has its model)."""
+def embed_or_reuse(scheme: WatermarkScheme, host: ImageModel, data: DataSplits, folder: Path, repeat: int, progress: bool,
+                   device: str = "cpu") -> tuple[Path, ImageModel, WatermarkKey]:
+    """The marked model (its file and the model) and the key of ``repeat``: the ones in ``folder`` when the same
+    settings marked this host, else made now (the model written first, the key last: a key on disk has its model)."""
     marked_path, key_path = folder / f"marked-{repeat}.safetensors", folder / f"key-{repeat}.safetensors"
     if marked_path.is_file() and key_path.is_file():
         key = WatermarkKey.load(key_path)
-        if (key.config.get("host_sha256") == host.spec.info["sha256"] and key.stats.get("scheme_repr") == repr(scheme)
-                and load_model(marked_path).spec.info["sha256"] == key.target.get("sha256")):
-            return marked_path, key
+        if key.config.get("host_sha256") == host.spec.info["sha256"] and key.stats.get("scheme_repr") == repr(scheme):
+            marked = load_model(marked_path, device=device)
+            if marked.spec.info["sha256"] == key.target.get("sha256"):
+                return marked_path, marked, key
     marked, key = scheme.embed(host, data.train, progress=progress)
     key.stats["scheme_repr"] = repr(scheme)
     save_model(marked, marked_path)
     key.save(key_path)
-    return marked_path, key
+    return marked_path, marked, key
+
+
+@dataclass(frozen=True)
+class TestReading:
+    """A model's test metric, outputs and penultimate features on the test split (one forward pass)."""
+
+    metric: float
+    outputs: torch.Tensor
+    features: torch.Tensor
 
 
 @torch.no_grad()
-def fidelity(host: ImageModel, marked: ImageModel, data: DataSplits) -> dict[str, float]:
-    """What marking cost the host on the test split: the change of the test metric (marked - host), the mean KL
-    divergence from the host's softmax to the marked model's, and the mean distance between their penultimate
-    features relative to the host's mean feature norm."""
-    task = host.spec.task
-    change = evaluate(marked, data.test, task) - evaluate(host, data.test, task)
-    figures = {"test_metric_change": change, "host_test_metric": evaluate(host, data.test, task)}
-    grabbed = []
-    for model in (host, marked):
-        outputs, features = [], []
-        with penultimate(model.eval()) as grab:
-            for start in range(0, len(data.test), 512):
-                outputs.append(model(data.test.images[start : start + 512]).float())
-                features.append(grab.features.float())  # type: ignore[union-attr]
-        grabbed.append((torch.cat(outputs), torch.cat(features)))
-    (host_out, host_features), (marked_out, marked_features) = grabbed
+def read_test(model: ImageModel, data: DataSplits) -> TestReading:
+    """:class:`TestReading` of ``model`` on ``data.test``."""
+    outputs, features = [], []
+    with penultimate(model.eval()) as grab:
+        for start in range(0, len(data.test), 512):
+            outputs.append(model(data.test.images[start : start + 512].to(model.mean.device)).float().cpu())
+            features.append(grab.features.float().cpu())  # type: ignore[union-attr]
+    joined = torch.cat(outputs)
+    return TestReading(metric_of(joined, data.test, model.spec.task), joined, torch.cat(features))
+
+
+def fidelity(host: TestReading, marked: TestReading, task: str) -> dict[str, float]:
+    """What marking cost the host on the test split (:func:`read_test` of each): the change of the test metric
+    (marked - host), the mean KL divergence from the host's softmax to the marked model's (classification), and the
+    mean distance between their penultimate features relative to the host's mean feature norm."""
+    figures = {"test_metric_change": marked.metric - host.metric, "host_test_metric": host.metric}
     if task == "classification":
-        figures["kl_host_to_marked"] = float(F.kl_div(F.log_softmax(marked_out, dim=1), F.log_softmax(host_out, dim=1), log_target=True, reduction="batchmean"))
-    figures["penultimate_distance"] = float((marked_features - host_features).norm(dim=1).mean() / host_features.norm(dim=1).mean().clamp_min(1e-12))
+        figures["kl_host_to_marked"] = float(F.kl_div(F.log_softmax(marked.outputs, dim=1), F.log_softmax(host.outputs, dim=1), log_target=True, reduction="batchmean"))
+    distance = (marked.features - host.features).norm(dim=1).mean() / host.features.norm(dim=1).mean().clamp_min(1e-12)
+    figures["penultimate_distance"] = float(distance)
     return figures
 
 
@@ -89,7 +102,7 @@ def host_record(host_path: Path, host: ImageModel, seed: int) -> dict[str, Any]:
             "build_seconds": 0.0, "recovered": None, "recovery_epochs": 0}
 
 
-def watermark_block(name: str, config: Any, host_path: Path, data: DataSplits, host_manifest: dict[str, Any], out: Path, *,
+def watermark_block(name: str, config: Any, host_path: Path, host: ImageModel, data: DataSplits, host_manifest: dict[str, Any], out: Path, *,
                     executor: dict[str, Any], progress: bool = True, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Run the protocol of watermark ``name`` for every repeat of ``config`` and return its figures.
 
@@ -100,19 +113,18 @@ def watermark_block(name: str, config: Any, host_path: Path, data: DataSplits, h
         share of negatives and of positives whose p-value is at most :data:`ALPHA`), ``embedding_s`` and
         ``marked_zoo_s``, each as mean and standard deviation over the repeats.
     """
-    host = load_model(host_path, device=config.device)
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     negatives = [r for r in host_manifest["suspects"] if r["kind"] == "negative"] + [host_record(host_path, host, config.seed)]
     per_repeat, zoo_seconds, first_suspects = [], [], None
+    spec, host_reading = marked_zoo_spec(config.zoo_spec(), name), read_test(host, data)
     for repeat in range(config.repeats):
         scheme = config.watermark_scheme(name, repeat)
         log(f"watermark {name}, key {repeat + 1}/{config.repeats}: embedding ...")
-        marked_path, key = embed_or_reuse(scheme, host, data, folder, repeat, progress)
-        marked = load_model(marked_path, device=config.device)
+        marked_path, marked, key = embed_or_reuse(scheme, host, data, folder, repeat, progress, config.device)
         t = time.perf_counter()
         log(f"watermark {name}, key {repeat + 1}/{config.repeats}: the marked model's zoo ...")
-        manifest = build_zoo(marked_zoo_spec(config.zoo_spec(), name), marked_path, config.data, folder / f"zoo-{repeat}", progress=progress, **executor)
+        manifest = build_zoo(spec, marked_path, config.data, folder / f"zoo-{repeat}", progress=progress, **executor)
         zoo_seconds.append(time.perf_counter() - t)
         suspects = manifest["suspects"] + negatives
         first_suspects = first_suspects or suspects
@@ -122,7 +134,7 @@ def watermark_block(name: str, config: Any, host_path: Path, data: DataSplits, h
             "scores": scores,
             "target_scores": {f"ms_{MODE_KEYS[m]}": scheme.verify(WhiteBox(marked), key, mode=m).matching_score for m in scheme.modes},
             "stealth": {},
-            "fidelity": fidelity(host, marked, data),
+            "fidelity": fidelity(host_reading, read_test(marked, data), host.spec.task),
         })
     block = scheme_summary(scheme.modes, first_suspects, per_repeat)  # type: ignore[arg-type]
     block["fidelity"] = {k: mean_std([r["fidelity"][k] for r in per_repeat]) for k in per_repeat[0]["fidelity"]}

@@ -102,7 +102,7 @@ class DeepSigns(WatermarkScheme):
         if host.spec.task != "classification":
             raise InputError(f"the {self.name} watermark marks classifiers, not {host.spec.task} models")
         device = next(host.parameters()).device
-        classes = int(predict(host, data.images[:1]).shape[1])
+        classes = host.spec.num_outputs
         if classes < 2:
             raise InputError("a classifier with at least 2 classes is needed")
         g = torch.Generator().manual_seed(self.seed)
