@@ -2,11 +2,19 @@
 
 For a finished evaluation of the ``paper-distill`` preset (its target, zoo and owner's helper models are reused),
 trains the owner's surrogates by the recipes named (``--recipes t1,hard,top3,adam``: the distillation family's
-settings, seeds 6100+, never a zoo student's) in OUT/owner_recipes, makes the owner configuration's sets with them
-in place of the paper-recipe surrogates (references and calibration models unchanged) in OUT/saliency-recipes, verifies
-every suspect of the zoo, and prints ROC AUC, ARUC and every distilled student's score per mode:
+settings; ``paper`` is the paper zoo's recipe and an architecture's name a student of that architecture; seeds
+6100+, never a zoo student's) in OUT/owner_recipes, makes the owner configuration's sets with them in place of the
+paper-recipe surrogates (``--keep K`` keeps the first K of those beside them; references and calibration models
+unchanged; ``--set`` changes settings on top of the owner configuration, ``--black-box-only`` makes the black-box
+group alone) in OUT/FOLDER, verifies every suspect of the zoo, and prints ROC AUC, ARUC and every distilled
+student's score per mode:
 
     python bench/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --repeats 1
+    python bench/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --keep 2 \
+        --recipes mobilefacenet,mobilefacenet --folder saliency-arch
+    python bench/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --keep 4 --recipes "" \
+        --black-box-only --folder saliency-xi45 --set 'black_box_settings={"gamma": 1.0, "occlusion": 1.0,
+        "threshold_anchor": "surrogates", "pool": 3.0, "select": "black_box", "xi": 4.5}'
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
+from modelprint.architectures import ARCHITECTURES
 from modelprint.data import load_data
 from modelprint.metrics import aruc, roc_auc
 from modelprint.models import load_model
@@ -26,7 +35,8 @@ from modelprint.zoo.build import build_zoo
 from modelprint.zoo.spec import POSITIVE, SuspectSpec, ZooSpec
 
 RECIPES = {"t1": {"temperature": 1.0}, "t10": {"temperature": 10.0}, "hard": {"labels": "hard"}, "top3": {"labels": "top_k", "top_k": 3},
-           "adam": {"optimizer": "adam", "lr": 0.002}}
+           "adam": {"optimizer": "adam", "lr": 0.002}, "paper": {},
+           **{arch: {"arch": arch} for arch in ARCHITECTURES}}
 
 
 def main() -> None:
@@ -37,24 +47,34 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--recipes", default="t1,hard,top3,adam")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--keep", type=int, default=0, help="keep the first K paper-recipe surrogates of OUT/owner beside the new ones")
+    parser.add_argument("--folder", default="saliency-recipes", help="where the sets go, in OUT")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting on top of the owner configuration (JSON value)")
+    parser.add_argument("--black-box-only", action="store_true", help="make and read only the black-box group of samples")
     args = parser.parse_args()
-    config = EvaluationConfig(data=args.data, arch=args.arch, width=args.width, preset="paper-distill", schemes=("saliency",), repeats=args.repeats)
+    settings = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
+    config = EvaluationConfig(data=args.data, arch=args.arch, width=args.width, preset="paper-distill", schemes=("saliency",),
+                              repeats=args.repeats, scheme={"preset": "owner", **settings})
     target_path = args.run / "target.safetensors"
-    spec = ZooSpec(tuple(SuspectSpec(f"surrogate_{name}", POSITIVE, "distill", {"epochs": config.epochs, **RECIPES[name]}, 6100 + i)
-                         for i, name in enumerate(args.recipes.split(","))))
-    built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes")
-    helpers = load_helpers(json.loads((args.run / "owner" / "manifest.json").read_text()), roles=("references", "calibration"))
-    helpers["surrogates"] = [load_model(r["path"]) for r in built["suspects"]]
+    recipes = [name for name in args.recipes.split(",") if name]
+    spec = ZooSpec(tuple(SuspectSpec(f"surrogate_{name}_{6100 + i}", POSITIVE, "distill", {"epochs": config.epochs, **RECIPES[name]}, 6100 + i)
+                         for i, name in enumerate(recipes)))
+    built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes")["suspects"] if recipes else []
+    helpers = load_helpers(json.loads((args.run / "owner" / "manifest.json").read_text()))
+    helpers["surrogates"] = helpers["surrogates"][: args.keep] + [load_model(r["path"]) for r in built]
     target, data, task = load_model(target_path), load_data(args.data), config.task_adapter()
     suspects = json.loads((args.run / "zoo" / "manifest.json").read_text())["suspects"]
     kinds = {r["name"]: r["kind"] for r in suspects}
-    folder = args.run / "saliency-recipes"
+    folder = args.run / args.folder
     folder.mkdir(exist_ok=True)
     for repeat in range(args.repeats):
         scheme = config.fingerprint_scheme(repeat)
+        if args.black_box_only:
+            scheme = scheme.groups()[1]
+            helpers = {role: models for role, models in helpers.items() if role in scheme.reads()}
         fingerprints = generate_or_reuse(scheme, target, task, data, folder / f"fingerprints-{repeat}.safetensors", helpers, True)
         scores = verify_all(scheme, fingerprints, suspects, folder / f"verification-{repeat}.json", True)
-        for mode in ("white_box", "black_box"):
+        for mode in ("black_box",) if args.black_box_only else ("white_box", "black_box"):
             pos = [scores[n][f"ms_{mode}"] for n in kinds if kinds[n] == "positive"]
             neg = [scores[n][f"ms_{mode}"] for n in kinds if kinds[n] == "negative"]
             students = {n: round(scores[n][f"ms_{mode}"], 3) for n in kinds if n.startswith("distill")}

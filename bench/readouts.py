@@ -1,0 +1,154 @@
+"""Other read-outs of the saliency sets of a finished evaluation, computed on its own sets and suspects. Not a test.
+
+The fingerprints are not regenerated: each suspect's per-sample values are read once, then scored by
+
+- ``stored``: the set's own per-sample thresholds (what the evaluation reported);
+- ``surrogate-anchored``: per sample, midway between the calibration models' mean and the surrogates' mean
+  (for the white-box group, whose stored thresholds sit midway to the target instead);
+- ``P over controls`` (black-box): the share of samples on which masking P moves F_c more than masking any of the
+  other corner cells or the centre cell of the grid (the same size): a read-out relative to the suspect's own
+  response to masking;
+- ``log-ratio`` (black-box): log(change at P / mean change at the control cells), thresholded per sample midway
+  between the calibration models' and the surrogates' means;
+
+and prints, per read-out and mode, ROC AUC and ARUC over the 3 sets (paper zoo alone, and with the distillation
+family), the two lowest students and the highest independent model per set. ``--negatives-from`` adds the
+independent models of another zoo on the same data (say, of another architecture) to the negatives:
+
+    python bench/readouts.py runs/paper_distill
+    python bench/readouts.py runs/paper_distill --negatives-from runs/vgg_distill/zoo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from modelprint.access import WhiteBox
+from modelprint.fingerprints.saliency.objective import bb_change, input_mask
+from modelprint.fingerprints.saliency.readout import black_box_values, rows_read_by, white_box_values
+from modelprint.fingerprints.sets import FingerprintSet
+from modelprint.metrics import aruc, roc_auc
+from modelprint.models import load_model
+from modelprint.zoo.spec import FAMILY_SEED
+
+
+def control_cells(pattern: torch.Tensor) -> list[torch.Tensor]:
+    """Grid masks of the same size as P's cell: the four corners other than P and the centre."""
+    h, w = pattern.shape
+    cells = {(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (h // 2, w // 2)} - {tuple(int(i) for i in pattern.nonzero()[0])}
+    masks = []
+    for r, c in sorted(cells):
+        mask = torch.zeros(h, w)
+        mask[r, c] = 1.0
+        masks.append(mask)
+    return masks
+
+
+def control_changes(model: torch.nn.Module, fingerprints: FingerprintSet) -> torch.Tensor:
+    """Per control cell and sample, how far masking that cell moves F_c (the set's ``bb_score``); row 0 is P."""
+    task, how, x = fingerprints.task_adapter(), fingerprints.config.get("bb_score", "abs"), fingerprints.samples
+    fill, cond = float(fingerprints.config.get("fill", 0.0)), task.condition_from(fingerprints.labels, None)
+    with torch.no_grad():
+        def score(images: torch.Tensor) -> torch.Tensor:
+            return task.score_deployed(task.deployed(model(images)), cond)
+        before = score(x)
+        rows = []
+        for grid in [fingerprints.tensors["pattern"], *control_cells(fingerprints.tensors["pattern"])]:
+            mask = input_mask(grid, tuple(x.shape[-2:]))
+            rows.append(bb_change(how, before, score(x * (1 - mask) + fill * mask)))
+    return torch.stack(rows)
+
+
+def read_models(run: Path, negatives_from: Path | None = None) -> dict[str, dict]:
+    """Every model of the run: the target, the owner's helper models (by role), the zoo's suspects, and the
+    independent models of another zoo (``negatives_from``, named ``other:NAME``)."""
+    models = {"target": {"kind": "target", "role": "target", "path": run / "target.safetensors"}}
+    if negatives_from is not None:
+        for record in json.loads((negatives_from / "manifest.json").read_text())["suspects"]:
+            if record["kind"] == "negative":
+                models[f"other:{record['name']}"] = {"kind": "negative", "role": "independent", "path": record["path"], "other": True}
+    for folder in ("owner", "zoo"):
+        for record in json.loads((run / folder / "manifest.json").read_text())["suspects"]:
+            role = record["name"].rpartition("_")[0] if folder == "owner" else record["transform"]
+            family = folder == "zoo" and FAMILY_SEED <= record["seed"] < FAMILY_SEED + 50
+            models[record["name"]] = {"kind": record["kind"], "role": role, "path": record["path"], "family": family}
+    return models
+
+
+def values_of(models: dict[str, dict], fingerprints: FingerprintSet) -> dict[str, dict[str, torch.Tensor]]:
+    """Per model: white-box values, black-box values and control changes of the rows each mode reads."""
+    white, black = rows_read_by(fingerprints, "white-box"), rows_read_by(fingerprints, "black-box")
+    task = fingerprints.task_adapter()
+    out = {}
+    for name, info in models.items():
+        model = load_model(info["path"]).eval()
+        access = WhiteBox(model)
+        out[name] = {"wb": white_box_values(access, white), "bb": black_box_values(access.black_box(task), black),
+                     "controls": control_changes(model, black)}
+    return out
+
+
+def readouts(values: dict, models: dict, fingerprints: FingerprintSet) -> dict[tuple[str, str], dict[str, float]]:
+    """Per (read-out, mode): every zoo suspect's score."""
+    def mean_of(role: str, key: str) -> torch.Tensor:
+        return torch.stack([values[n][key] for n, m in models.items() if m["role"] == role]).mean(dim=0)
+
+    def log_ratio(changes: torch.Tensor) -> torch.Tensor:
+        return (changes[0] + 1e-4).log() - (changes[1:].mean(dim=0) + 1e-4).log()
+
+    stored = {mode: rows_read_by(fingerprints, mode).tensors[f"t_{mode.replace('-', '_')}"] for mode in ("white-box", "black-box")}
+    anchored = {key: (mean_of("calibration", key) + mean_of("surrogate", key)) / 2 for key in ("wb", "bb")}
+    null_ratio = torch.stack([log_ratio(values[n]["controls"]) for n, m in models.items() if m["role"] == "calibration"]).mean(dim=0)
+    pirated_ratio = torch.stack([log_ratio(values[n]["controls"]) for n, m in models.items() if m["role"] == "surrogate"]).mean(dim=0)
+    rules = {
+        ("stored", "white-box"): lambda v: v["wb"] >= stored["white-box"],
+        ("stored", "black-box"): lambda v: v["bb"] >= stored["black-box"],
+        ("surrogate-anchored", "white-box"): lambda v: v["wb"] >= anchored["wb"],
+        ("surrogate-anchored", "black-box"): lambda v: v["bb"] >= anchored["bb"],
+        ("P over controls", "black-box"): lambda v: v["controls"][0] > v["controls"][1:].max(dim=0).values,
+        ("log-ratio", "black-box"): lambda v: log_ratio(v["controls"]) >= (null_ratio + pirated_ratio) / 2,
+    }
+    suspects = [n for n, m in models.items() if m["role"] not in ("target", "reference", "surrogate", "calibration")]
+    return {rule: {n: float(test(values[n]).float().mean()) for n in suspects} for rule, test in rules.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished evaluation with the owner configuration's sets")
+    parser.add_argument("--scheme-folder", default="saliency", help="the folder of the sets in RUN")
+    parser.add_argument("--negatives-from", type=Path, help="a zoo folder (same data) whose independent models join the negatives, e.g. of another architecture")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    models = read_models(args.run, args.negatives_from)
+    sets = sorted((args.run / args.scheme_folder).glob("fingerprints-*.safetensors"))
+    per_set = []
+    for path in sets:
+        fingerprints = FingerprintSet.load(path)
+        per_set.append(readouts(values_of(models, fingerprints), models, fingerprints))
+    family = {n for n, m in models.items() if m.get("family")}
+    other = [n for n, m in models.items() if m.get("other")]
+    print("| read-out | mode | zoo | ROC AUC | ARUC | lowest students | highest independent |" + (" highest other zoo's independent |" if other else "")
+          + "\n|---|---|---|---|---|---|---|" + ("---|" if other else ""))
+    for rule in per_set[0]:
+        for zoo, excluded in (("paper", family), ("paper + family", set())):
+            aucs, arucs, lows, highs = [], [], [], []
+            for scores in per_set:
+                kept = {n: s for n, s in scores[rule].items() if n not in excluded}
+                pos = [s for n, s in kept.items() if models[n]["kind"] == "positive"]
+                neg = [s for n, s in kept.items() if models[n]["kind"] == "negative"]
+                students = {n: s for n, s in kept.items() if models[n]["role"] == "distill"}
+                aucs.append(roc_auc(pos, neg))
+                arucs.append(aruc(pos, neg))
+                lows.append(" / ".join(f"{n} {students[n]:.2f}" for n in sorted(students, key=students.get)[:2]))
+                highs.append(max(neg))
+            highest_other = [max(scores[rule][n] for n in other) for scores in per_set] if other else []
+            print(f"| {rule[0]} | {rule[1]} | {zoo} | {sum(aucs) / len(aucs):.3f} | {sum(arucs) / len(arucs):.3f} | "
+                  f"{'; '.join(lows)} | {', '.join(f'{h:.2f}' for h in highs)} |" + (f" {', '.join(f'{h:.2f}' for h in highest_other)} |" if other else ""))
+
+
+if __name__ == "__main__":
+    main()
