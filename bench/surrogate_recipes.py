@@ -57,9 +57,11 @@ def main() -> None:
                               repeats=args.repeats, scheme={"preset": "owner", **settings})
     target_path = args.run / "target.safetensors"
     recipes = [name for name in args.recipes.split(",") if name]
-    spec = ZooSpec(tuple(SuspectSpec(f"surrogate_{name}_{6100 + i}", POSITIVE, "distill", {"epochs": config.epochs, **RECIPES[name]}, 6100 + i)
-                         for i, name in enumerate(recipes)))
-    built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes")["suspects"] if recipes else []
+    built = []
+    if recipes:
+        spec = ZooSpec(tuple(SuspectSpec(f"surrogate_{name}_{6100 + i}", POSITIVE, "distill", {"epochs": config.epochs, **RECIPES[name]}, 6100 + i)
+                             for i, name in enumerate(recipes)))
+        built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes")["suspects"]
     helpers = load_helpers(json.loads((args.run / "owner" / "manifest.json").read_text()))
     helpers["surrogates"] = helpers["surrogates"][: args.keep] + [load_model(r["path"]) for r in built]
     target, data, task = load_model(target_path), load_data(args.data), config.task_adapter()

@@ -8,7 +8,7 @@ from modelprint.access import WhiteBox
 from modelprint.errors import InputError
 from modelprint.fingerprints import SaliencyFingerprint
 from modelprint.fingerprints.saliency import objective
-from modelprint.fingerprints.saliency.readout import white_box_values
+from modelprint.fingerprints.saliency.readout import suspect_layer, white_box_values
 from modelprint.models import build_model
 from modelprint.gradcam import GradCAM, find_cam_layer, normalise_maps
 from modelprint.tasks import Classification, Regression
@@ -72,6 +72,48 @@ def test_layer_discovery():
     assert find_cam_layer(plain, torch.rand(1, 3, 16, 16)) == "3"
     with pytest.raises(InputError, match="spatial feature map"):
         find_cam_layer(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), torch.rand(1, 3, 2, 2))
+
+
+def test_a_grid_floor_moves_a_coarse_layer_to_the_last_wide_enough_one():
+    """VGG11-BN declares its last stage, 2x2 at 32x32 and 1x1 at 28x28: with a floor of 4 the last module of its
+    4x4 (7x7) stage is read instead; ResNet-18's declared 4x4 layer4 stays; no wide enough map is a clear error."""
+    vgg = build_model("vgg11_bn", num_outputs=10, width=4)
+    modules = dict(vgg.named_modules())
+    assert find_cam_layer(vgg, torch.rand(1, 3, 32, 32), min_side=4) == "net.features.20"
+    assert isinstance(modules["net.features.20"], nn.ReLU) and isinstance(modules["net.features.21"], nn.MaxPool2d)
+    small = build_model("vgg11_bn", num_outputs=10, width=4, input_size=28, channels=1).train()
+    statistics = {k: v.clone() for k, v in small.state_dict().items()}
+    assert find_cam_layer(small, torch.rand(1, 1, 28, 28)) == "net.features"
+    assert find_cam_layer(small, torch.rand(1, 1, 28, 28), min_side=4) == "net.features.13"
+    # The probe is an eval-mode pass: a training model stays in training mode and its batch-norm statistics unmoved.
+    assert small.training and all(m.training for m in small.modules())
+    assert all(torch.equal(v, small.state_dict()[k]) for k, v in statistics.items())
+    resnet = build_model("resnet18", num_outputs=3, width=4)
+    assert find_cam_layer(resnet, torch.rand(1, 3, 32, 32), min_side=4) == "net.layer4"
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(4), nn.Conv2d(4, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert find_cam_layer(plain, torch.rand(1, 3, 14, 14)) == "3"  # 3x3
+    assert find_cam_layer(plain, torch.rand(1, 3, 14, 14), min_side=4) == "1"  # 12x12
+    with pytest.raises(InputError, match="at least 16x16"):
+        find_cam_layer(plain, torch.rand(1, 3, 14, 14), min_side=16)
+
+
+def test_a_coarser_suspect_is_read_on_a_map_as_fine_as_the_pattern(tiny_cnn):
+    """A set made on a 4x4 grid reads a VGG11-BN suspect (no layer of the target's name) on its 4x4 stage, not on
+    its 2x2 last stage; a suspect with the target's layer name is read there; a set made on a VGG11-BN target at
+    32x32 stores its declared 2x2 layer, or its 4x4 stage with ``min_grid=4``."""
+    vgg = build_model("vgg11_bn", num_outputs=3, width=4).eval()
+    x = torch.rand(1, 3, 32, 32)
+    assert suspect_layer(vgg, "net.layer4", x, 4) == "net.features.20"
+    assert suspect_layer(vgg, "net.layer4", x) == "net.features"  # the rule of sets made on a coarser grid
+    assert suspect_layer(vgg, "net.features", x, 4) == "net.features"  # the target's own layer, by name
+    torch.manual_seed(0)
+    images, labels = torch.rand(6, 3, 32, 32), torch.zeros(6, dtype=torch.long)
+    with torch.no_grad():
+        labels = vgg(images).argmax(1)
+    fingerprints = SaliencyFingerprint(n=2, steps=1, seed=0, min_grid=4).generate(vgg, images, labels)
+    assert fingerprints.config["layer"] == "net.features.20" and fingerprints.tensors["pattern"].shape == (4, 4)
+    default = SaliencyFingerprint(n=2, steps=1, seed=0).generate(vgg, images, labels)
+    assert default.config["layer"] == "net.features" and default.tensors["pattern"].shape == (2, 2)
 
 
 def test_unknown_layer_is_a_clear_error(tiny_cnn):

@@ -28,36 +28,61 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     return layer, modules[layer]
 
 
-def find_cam_layer(model: nn.Module, example: torch.Tensor) -> str:
+def find_cam_layer(model: nn.Module, example: torch.Tensor, *, min_side: int = 1) -> str:
     """The name of the layer whose output Grad-CAM should read.
 
     A model may declare it (``model.cam_layer``, as modelprint's architectures and :class:`ImageModel` do).
     Otherwise the choice is the last sub-module, in execution order, whose output is a 4-D feature map with more
-    than one spatial position: the output of the last convolutional stage, before global pooling.
+    than one spatial position: the output of the last convolutional stage, before global pooling. With
+    ``min_side`` > 1, a choice whose map is narrower than ``min_side`` on either side gives way to the last
+    sub-module whose map is at least ``min_side`` on both (VGG11-BN reads 2x2 at 32x32 and 1x1 at 28x28; its
+    4x4 stage is read instead with ``min_side=4``).
+
+    Raises:
+        InputError: no sub-module produces a spatial map (wide enough).
     """
     declared = getattr(model, "cam_layer", None)
     if isinstance(declared, str) and declared:
-        return resolve_layer(model, declared)[0]
-    finished: list[str] = []
+        name = resolve_layer(model, declared)[0]
+        if min_side <= 1:
+            return name
+        grids = _grids(model, example)
+        if min(grids.get(name, (min_side, min_side))) >= min_side:
+            return name
+    else:
+        grids = _grids(model, example)
+    spatial = [name for name, (h, w) in grids.items() if h * w > 1 and min(h, w) >= min_side]
+    if not spatial:
+        wide = f" at least {min_side}x{min_side}" if min_side > 1 else ""
+        raise InputError(f"no layer of the model produces a spatial feature map{wide}: Grad-CAM needs a CNN")
+    return spatial[-1]
+
+
+def _grids(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[int, int]]:
+    """The spatial size of every 4-D output of ``model``'s sub-modules on one example, in the order they finish
+    (an eval-mode pass: batch-norm statistics are neither read from one sample nor updated; modes restored)."""
+    grids: dict[str, tuple[int, int]] = {}
     handles = []
     for name, module in model.named_modules():
         if name == "":
             continue
 
         def hook(_module, _inputs, output, name=name):
-            if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
-                finished.append(name)
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                grids.pop(name, None)  # a module called twice counts where it last finished
+                grids[name] = (int(output.shape[2]), int(output.shape[3]))
 
         handles.append(module.register_forward_hook(hook))
+    modes = {module: module.training for module in model.modules()}
     try:
         with torch.no_grad():
-            model(example[:1])
+            model.eval()(example[:1])
     finally:
         for handle in handles:
             handle.remove()
-    if not finished:
-        raise InputError("no layer of the model produces a spatial feature map: Grad-CAM needs a CNN")
-    return finished[-1]
+        for module, training in modes.items():
+            module.training = training
+    return grids
 
 
 class GradCAM:

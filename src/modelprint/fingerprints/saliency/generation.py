@@ -47,7 +47,7 @@ def generate_group(s: SaliencySettings, model: torch.nn.Module, images: torch.Te
     if task.needs_pairs and (pairs is None or len(pairs) != len(images)):
         raise InputError(f"the {task.name} task needs one pair image per candidate")
 
-    layer = s.layer or find_cam_layer(model, images[:1].to(device))
+    layer = s.layer or find_cam_layer(model, images[:1].to(device), min_side=s.min_grid)
     resolve_layer(model, layer)
     generator = torch.Generator().manual_seed(s.seed)
     order = torch.randperm(len(images), generator=generator)
@@ -57,7 +57,7 @@ def generate_group(s: SaliencySettings, model: torch.nn.Module, images: torch.Te
 
     with GradCAM(model, layer) as cam, contextlib.ExitStack() as stack:
         helpers = [
-            (role, stack.enter_context(GradCAM(helper.eval(), find_cam_layer(helper, images[:1].to(device)))))
+            (role, stack.enter_context(GradCAM(helper.eval(), find_cam_layer(helper, images[:1].to(device), min_side=s.min_grid))))
             for role, group in (("reference", references), ("surrogate", surrogates))
             for helper in group
         ]

@@ -39,7 +39,7 @@ def saliency_maps(access: WhiteBox, fingerprints: FingerprintSet, *, batch_size:
     if isinstance(model, ImageModel) and model.spec.num_outputs > 0:
         check_outputs(task, (model.spec.num_outputs,), fingerprints, "the suspect model")
     grid = tuple(fingerprints.tensors["pattern"].shape)
-    layer = access.layer or suspect_layer(model, config.get("layer"), samples[:1].to(device))
+    layer = access.layer or suspect_layer(model, config.get("layer"), samples[:1].to(device), min(grid))
     maps = []
     with GradCAM(model, layer) as cam:
         for start in range(0, len(samples), batch_size):
@@ -122,8 +122,11 @@ def rows_of(tensor: torch.Tensor | None, index) -> torch.Tensor | None:
     return None if tensor is None else tensor[index]
 
 
-def suspect_layer(model: torch.nn.Module, stored: str | None, example: torch.Tensor) -> str:
-    """The Grad-CAM layer of a suspect: the target's layer name when the suspect has it, else its own last one."""
+def suspect_layer(model: torch.nn.Module, stored: str | None, example: torch.Tensor, min_side: int = 1) -> str:
+    """The Grad-CAM layer of a suspect: the target's layer name when the suspect has it, else its own declared or
+    last spatial layer, or (when that map is narrower than ``min_side``, the side of the pattern's grid) the last
+    one at least that wide: a coarser map resampled to the pattern's grid spreads one cell over P and its
+    neighbours, which lets independent models of such an architecture light P up (docs/ablation.md)."""
     if stored and stored in dict(model.named_modules()):
         return stored
-    return find_cam_layer(model, example)
+    return find_cam_layer(model, example, min_side=min_side)
