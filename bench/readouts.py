@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from modelprint.access import WhiteBox
-from modelprint.fingerprints.saliency.objective import bb_change, input_mask
+from modelprint.fingerprints.saliency.objective import bb_change, masked
 from modelprint.fingerprints.saliency.readout import black_box_values, rows_read_by, white_box_values
 from modelprint.fingerprints.sets import FingerprintSet
 from modelprint.metrics import aruc, roc_auc
@@ -37,9 +37,9 @@ from modelprint.zoo.spec import FAMILY_SEED
 
 
 def control_cells(pattern: torch.Tensor) -> list[torch.Tensor]:
-    """Grid masks of the same size as P's cell: the four corners other than P and the centre."""
+    """One-cell grid masks: the four corners and the centre, those in P left out."""
     h, w = pattern.shape
-    cells = {(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (h // 2, w // 2)} - {tuple(int(i) for i in pattern.nonzero()[0])}
+    cells = {(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (h // 2, w // 2)} - {tuple(cell) for cell in pattern.nonzero().tolist()}
     masks = []
     for r, c in sorted(cells):
         mask = torch.zeros(h, w)
@@ -58,8 +58,7 @@ def control_changes(model: torch.nn.Module, fingerprints: FingerprintSet) -> tor
         before = score(x)
         rows = []
         for grid in [fingerprints.tensors["pattern"], *control_cells(fingerprints.tensors["pattern"])]:
-            mask = input_mask(grid, tuple(x.shape[-2:]))
-            rows.append(bb_change(how, before, score(x * (1 - mask) + fill * mask)))
+            rows.append(bb_change(how, before, score(masked(x, grid, fill))))
     return torch.stack(rows)
 
 
@@ -80,12 +79,13 @@ def read_models(run: Path, negatives_from: Path | None = None) -> dict[str, dict
 
 
 def values_of(models: dict[str, dict], fingerprints: FingerprintSet) -> dict[str, dict[str, torch.Tensor]]:
-    """Per model: white-box values, black-box values and control changes of the rows each mode reads."""
+    """Per model (loaded in ``models[name]["model"]``): white-box values, black-box values and control changes of
+    the rows each mode reads."""
     white, black = rows_read_by(fingerprints, "white-box"), rows_read_by(fingerprints, "black-box")
     task = fingerprints.task_adapter()
     out = {}
     for name, info in models.items():
-        model = load_model(info["path"]).eval()
+        model = info["model"]
         access = WhiteBox(model)
         out[name] = {"wb": white_box_values(access, white), "bb": black_box_values(access.black_box(task), black),
                      "controls": control_changes(model, black)}
@@ -124,6 +124,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = read_models(args.run, args.negatives_from)
+    for info in models.values():
+        info["model"] = load_model(info["path"]).eval()
     sets = sorted((args.run / args.scheme_folder).glob("fingerprints-*.safetensors"))
     per_set = []
     for path in sets:

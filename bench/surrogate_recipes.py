@@ -69,11 +69,12 @@ def main() -> None:
     kinds = {r["name"]: r["kind"] for r in suspects}
     folder = args.run / args.folder
     folder.mkdir(exist_ok=True)
+    if args.black_box_only:  # the black-box group reads its own roles of helper models
+        helpers = {role: models for role, models in helpers.items() if role in config.fingerprint_scheme(0).groups()[1].reads()}
     for repeat in range(args.repeats):
         scheme = config.fingerprint_scheme(repeat)
         if args.black_box_only:
             scheme = scheme.groups()[1]
-            helpers = {role: models for role, models in helpers.items() if role in scheme.reads()}
         fingerprints = generate_or_reuse(scheme, target, task, data, folder / f"fingerprints-{repeat}.safetensors", helpers, True)
         scores = verify_all(scheme, fingerprints, suspects, folder / f"verification-{repeat}.json", True)
         for mode in ("black_box",) if args.black_box_only else ("white_box", "black_box"):

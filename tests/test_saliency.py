@@ -97,7 +97,7 @@ def test_a_grid_floor_moves_a_coarse_layer_to_the_last_wide_enough_one():
         find_cam_layer(plain, torch.rand(1, 3, 14, 14), min_side=16)
 
 
-def test_a_coarser_suspect_is_read_on_a_map_as_fine_as_the_pattern(tiny_cnn):
+def test_a_coarser_suspect_is_read_on_a_map_as_fine_as_the_pattern():
     """A set made on a 4x4 grid reads a VGG11-BN suspect (no layer of the target's name) on its 4x4 stage, not on
     its 2x2 last stage; a suspect with the target's layer name is read there; a set made on a VGG11-BN target at
     32x32 stores its declared 2x2 layer, or its 4x4 stage with ``min_grid=4``."""
@@ -107,7 +107,7 @@ def test_a_coarser_suspect_is_read_on_a_map_as_fine_as_the_pattern(tiny_cnn):
     assert suspect_layer(vgg, "net.layer4", x) == "net.features"  # the rule of sets made on a coarser grid
     assert suspect_layer(vgg, "net.features", x, 4) == "net.features"  # the target's own layer, by name
     torch.manual_seed(0)
-    images, labels = torch.rand(6, 3, 32, 32), torch.zeros(6, dtype=torch.long)
+    images = torch.rand(6, 3, 32, 32)
     with torch.no_grad():
         labels = vgg(images).argmax(1)
     fingerprints = SaliencyFingerprint(n=2, steps=1, seed=0, min_grid=4).generate(vgg, images, labels)

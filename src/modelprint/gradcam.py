@@ -42,15 +42,12 @@ def find_cam_layer(model: nn.Module, example: torch.Tensor, *, min_side: int = 1
         InputError: no sub-module produces a spatial map (wide enough).
     """
     declared = getattr(model, "cam_layer", None)
-    if isinstance(declared, str) and declared:
-        name = resolve_layer(model, declared)[0]
-        if min_side <= 1:
-            return name
-        grids = _grids(model, example)
-        if min(grids.get(name, (min_side, min_side))) >= min_side:
-            return name
-    else:
-        grids = _grids(model, example)
+    name = resolve_layer(model, declared)[0] if isinstance(declared, str) and declared else None
+    if name is not None and min_side <= 1:
+        return name
+    grids = _grids(model, example)
+    if name is not None and min(grids.get(name, (min_side, min_side))) >= min_side:
+        return name
     spatial = [name for name, (h, w) in grids.items() if h * w > 1 and min(h, w) >= min_side]
     if not spatial:
         wide = f" at least {min_side}x{min_side}" if min_side > 1 else ""
