@@ -5,6 +5,8 @@ The fingerprints are not regenerated: each suspect's per-sample values are read 
 - ``stored``: the set's own per-sample thresholds (what the evaluation reported);
 - ``surrogate-anchored``: per sample, midway between the calibration models' mean and the surrogates' mean
   (for the white-box group, whose stored thresholds sit midway to the target instead);
+- ``above calibration``: the share of samples on which the suspect's value exceeds every calibration model's (a
+  rank test: an innocent model exchangeable with the K calibration models scores 1 / (K + 1) on average);
 - ``P over controls`` (black-box): the share of samples on which masking P moves F_c more than masking any of the
   other corner cells or the centre cell of the grid (the same size): a read-out relative to the suspect's own
   response to masking;
@@ -102,6 +104,7 @@ def readouts(values: dict, models: dict, fingerprints: FingerprintSet) -> dict[t
 
     stored = {mode: rows_read_by(fingerprints, mode).tensors[f"t_{mode.replace('-', '_')}"] for mode in ("white-box", "black-box")}
     anchored = {key: (mean_of("calibration", key) + mean_of("surrogate", key)) / 2 for key in ("wb", "bb")}
+    highest_null = {key: torch.stack([values[n][key] for n, m in models.items() if m["role"] == "calibration"]).max(dim=0).values for key in ("wb", "bb")}
     null_ratio = torch.stack([log_ratio(values[n]["controls"]) for n, m in models.items() if m["role"] == "calibration"]).mean(dim=0)
     pirated_ratio = torch.stack([log_ratio(values[n]["controls"]) for n, m in models.items() if m["role"] == "surrogate"]).mean(dim=0)
     rules = {
@@ -109,6 +112,8 @@ def readouts(values: dict, models: dict, fingerprints: FingerprintSet) -> dict[t
         ("stored", "black-box"): lambda v: v["bb"] >= stored["black-box"],
         ("surrogate-anchored", "white-box"): lambda v: v["wb"] >= anchored["wb"],
         ("surrogate-anchored", "black-box"): lambda v: v["bb"] >= anchored["bb"],
+        ("above calibration", "white-box"): lambda v: v["wb"] > highest_null["wb"],
+        ("above calibration", "black-box"): lambda v: v["bb"] > highest_null["bb"],
         ("P over controls", "black-box"): lambda v: v["controls"][0] > v["controls"][1:].max(dim=0).values,
         ("log-ratio", "black-box"): lambda v: log_ratio(v["controls"]) >= (null_ratio + pirated_ratio) / 2,
     }

@@ -15,6 +15,8 @@ student's score per mode:
     python bench/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --keep 4 --recipes "" \
         --black-box-only --folder saliency-xi45 --set 'black_box_settings={"gamma": 1.0, "occlusion": 1.0,
         "threshold_anchor": "surrogates", "pool": 3.0, "select": "black_box", "xi": 4.5}'
+    python bench/surrogate_recipes.py runs/vgg_distill --data ../shared/data/cifar10_test_32 --arch vgg11_bn --keep 4 \
+        --recipes "" --set 'pattern=[[0,0],[0,1]]' --folder saliency-p2 --repeats 3
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The stealth detectors flag obvious adversarial inputs, so that a low detection rate for fingerprints means
 something; their false-positive rate on held-out clean images stays near the rate they were set to."""
 
+import math
+
 import pytest
 import torch
 
@@ -45,7 +47,9 @@ def test_feature_squeezing_flags_large_epsilonfgsm(binary_digits_target):
     x, y = test.images, test.labels
     half = len(x) // 2
     detector = FeatureSqueezing(bits=1, median=2, fpr=0.05).fit(model, x[:half])
-    assert detector.detection_rate(model, x[half:]) <= 0.05  # held-out clean images
+    # Held-out clean images: the 5% quantile was read on the other half (180 images), so the held-out rate is 5%
+    # within sampling error: two binomial standard deviations (one torch thread gives 0.072, two 0.05 or less).
+    assert detector.detection_rate(model, x[half:]) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / half)
     adversarial = fgsm(model, x[half:], y[half:], eps=0.3)
     fooled = model(adversarial).argmax(dim=1) != y[half:]
     assert fooled.float().mean() >= 0.5  # the attack works, so the detection rate below is about real examples

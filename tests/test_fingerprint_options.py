@@ -219,6 +219,12 @@ def test_pool_selection_keeps_the_samples_with_the_largest_conferrability_margin
     values = [torch.tensor(pooled.verify(WhiteBox(m), everything).values) for m in (digits_target, surrogate, reference)]
     weakest = torch.minimum(values[0], values[1]) - values[2]
     assert torch.equal(anchored.samples, everything.samples[weakest.topk(N).indices.sort().values])
+    # Anchored on the worst surrogate: per sample, the smallest surrogate value is the pirated side.
+    other = build_model("resnet18", num_outputs=10, width=8).eval()
+    worst = _generate(replace(scheme, select_anchor="worst_surrogate"), digits_target, digits, references=[reference], surrogates=[surrogate, other])
+    values = [torch.tensor(pooled.verify(WhiteBox(m), everything).values) for m in (surrogate, other)]
+    weakest = torch.minimum(values[0], values[1]) - torch.tensor(pooled.verify(WhiteBox(reference), everything).values)
+    assert torch.equal(worst.samples, everything.samples[weakest.topk(N).indices.sort().values])
     with pytest.raises(InputError, match="select_anchor='target_and_surrogates' ranks a pool"):
         _generate(replace(scheme, select_anchor="target_and_surrogates"), digits_target, digits, references=[reference])
     assert repr(SaliencyFingerprint(xi=9, pool=5)) == repr(SaliencyFingerprint(xi=9.0, pool=5.0))  # how a run recognises its set

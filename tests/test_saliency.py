@@ -53,6 +53,37 @@ def test_sam_loss_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(sam_loss, (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+def test_the_surrogates_terms_combine_by_their_mean_or_their_worst():
+    """helper_loss per sample: the references' terms averaged; the surrogates' averaged, or the largest of them
+    (the surrogate that carries the trace least) with surrogate_weight="worst"."""
+    torch.manual_seed(0)
+    models = [TinyCNN().eval() for _ in range(3)]
+    task = Classification()
+    labels = torch.tensor([0, 1, 2])
+    x = torch.rand(3, 3, 8, 8)
+    pattern = SaliencyFingerprint().pattern_mask((4, 4))
+
+    def score(out):
+        return task.score(out, labels)
+
+    def loss(settings, roles):
+        with GradCAM(models[0], "features") as a, GradCAM(models[1], "features") as b, GradCAM(models[2], "features") as c:
+            cams = [(role, cam) for role, cam in zip(roles, (a, b, c)) if role]
+            return objective.helper_loss(settings, cams, task, x, labels, score, pattern).detach()
+
+    for weight in ("mean", "worst"):
+        settings = SaliencyFingerprint(beta=0.7, gamma=1.3, occlusion=0.5, bb_score="log", surrogate_weight=weight)
+        alone = [loss(settings, [role if i == j else None for j, role in enumerate(("reference", "surrogate", "surrogate"))]) for i in range(3)]
+        surrogates = torch.stack(alone[1:])
+        expected = alone[0] + (surrogates.max(dim=0).values if weight == "worst" else surrogates.mean(dim=0))
+        assert torch.allclose(loss(settings, ("reference", "surrogate", "surrogate")), expected, atol=1e-6)
+    assert not torch.allclose(surrogates[0], surrogates[1])  # two surrogates that differ: the two rules differ
+    with pytest.raises(InputError, match="surrogate_weight must be one of"):
+        SaliencyFingerprint(surrogate_weight="median")
+    with pytest.raises(InputError, match="surrogate_weight='worst' weighs the surrogates' terms"):
+        SaliencyFingerprint(surrogate_weight="worst").check_helpers(surrogates=2)
+
+
 def test_hooks_are_released_even_on_error(tiny_cnn):
     layer = tiny_cnn.features
     with pytest.raises(ValueError):

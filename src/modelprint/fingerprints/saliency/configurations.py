@@ -69,4 +69,7 @@ SELECT_BY = ("white_box", "black_box", "both")
 CAM_DIRECTIONS = ("value", "dominant")
 
 #: The pirated side of the pool's conferrability margin (see ``select_anchor``).
-SELECT_ANCHORS = ("surrogates", "target_and_surrogates")
+SELECT_ANCHORS = ("surrogates", "target_and_surrogates", "worst_surrogate")
+
+#: How the surrogates' terms of the objective combine per sample (see ``surrogate_weight``).
+SURROGATE_WEIGHTS = ("mean", "worst")

@@ -79,25 +79,36 @@ def occlusion_value(settings: SaliencySettings, model: torch.nn.Module, task: Ta
 
 def helper_loss(settings: SaliencySettings, helpers: Sequence[tuple[str, GradCAM]], task: Task, x: torch.Tensor,
                 cond: torch.Tensor, score_fn, pattern: torch.Tensor) -> torch.Tensor:
-    """Per sample: beta x the references' mean P-saliency, plus gamma x the surrogates' mean L_sam, minus
-    (occlusion) the surrogates' mean black-box value, plus (occlusion) the references' mean black-box value.
+    """Per sample: beta x the references' mean P-saliency, plus gamma x the surrogates' L_sam, minus (occlusion) the
+    surrogates' black-box value, plus (occlusion) the references' mean black-box value. The surrogates' terms are
+    combined by ``surrogate_weight``: their mean, or per sample the largest (the surrogate that carries the trace
+    least).
 
     Args:
         helpers: (role, Grad-CAM of the helper model) with role ``"reference"`` or ``"surrogate"``.
     """
     total = torch.zeros(len(x), device=x.device)
     for role in ("reference", "surrogate"):
-        cams = [helper for r, helper in helpers if r == role]
-        for helper in cams:
-            maps, outputs = helper(x, score_fn, create_graph=True)
-            if role == "reference":
-                term = settings.beta * inside_share(maps, pattern)
-            else:
-                if maps.shape[1:] != pattern.shape:
-                    maps = F.interpolate(maps[:, None], size=tuple(pattern.shape), mode="bilinear", align_corners=False)[:, 0]
-                term = settings.gamma * sam_loss(maps, pattern, settings.sam_norm)
-            if settings.occlusion > 0:
-                sign = 1.0 if role == "reference" else -1.0
-                term = term + sign * settings.occlusion * occlusion_value(settings, helper.model, task, x, outputs, cond, pattern)
-            total = total + term / len(cams)
+        terms = [_helper_term(settings, role, helper, task, x, cond, score_fn, pattern) for r, helper in helpers if r == role]
+        if terms and role == "surrogate" and settings.surrogate_weight == "worst":
+            total = total + torch.stack(terms).max(dim=0).values
+            continue
+        for term in terms:
+            total = total + term / len(terms)
     return total
+
+
+def _helper_term(settings: SaliencySettings, role: str, helper: GradCAM, task: Task, x: torch.Tensor, cond: torch.Tensor,
+                 score_fn, pattern: torch.Tensor) -> torch.Tensor:
+    """One helper model's term of :func:`helper_loss`, per sample."""
+    maps, outputs = helper(x, score_fn, create_graph=True)
+    if role == "reference":
+        term = settings.beta * inside_share(maps, pattern)
+    else:
+        if maps.shape[1:] != pattern.shape:
+            maps = F.interpolate(maps[:, None], size=tuple(pattern.shape), mode="bilinear", align_corners=False)[:, 0]
+        term = settings.gamma * sam_loss(maps, pattern, settings.sam_norm)
+    if settings.occlusion > 0:
+        sign = 1.0 if role == "reference" else -1.0
+        term = term + sign * settings.occlusion * occlusion_value(settings, helper.model, task, x, outputs, cond, pattern)
+    return term

@@ -92,12 +92,15 @@ def black_box_values(box: BlackBox, fingerprints: FingerprintSet) -> torch.Tenso
 
 
 def mean_values(models: Sequence[torch.nn.Module], fingerprints: FingerprintSet, task: Task, *,
-                batch_size: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample: the models' mean white-box value and mean black-box value on the fingerprints."""
+                batch_size: int = 100, reduce: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: the models' mean (``reduce="min"``: smallest) white-box value and black-box value on the
+    fingerprints."""
     accesses = [WhiteBox(m) for m in models]
-    white = torch.stack([white_box_values(a, fingerprints, batch_size=batch_size) for a in accesses]).mean(dim=0)
-    black = torch.stack([black_box_values(a.black_box(task), fingerprints) for a in accesses]).mean(dim=0)
-    return white, black
+    white = torch.stack([white_box_values(a, fingerprints, batch_size=batch_size) for a in accesses])
+    black = torch.stack([black_box_values(a.black_box(task), fingerprints) for a in accesses])
+    if reduce == "min":
+        return white.min(dim=0).values, black.min(dim=0).values
+    return white.mean(dim=0), black.mean(dim=0)
 
 
 def rows_read_by(fingerprints: FingerprintSet, mode: str) -> FingerprintSet:

@@ -23,7 +23,8 @@ def select(settings: SaliencySettings, fingerprints: FingerprintSet, task: Task,
         The kept set and the mean margins (white-box ``wb``, black-box ``bb``) of the pool and of the kept samples.
     """
     size = settings.batch_size
-    pirated = mean_values(list(surrogates) or [model], fingerprints, task, batch_size=size)
+    reduce = "min" if settings.select_anchor == "worst_surrogate" else "mean"
+    pirated = mean_values(list(surrogates) or [model], fingerprints, task, batch_size=size, reduce=reduce)
     if settings.select_anchor == "target_and_surrogates" and surrogates:
         pirated = tuple(torch.minimum(t, s) for t, s in zip(mean_values([model], fingerprints, task, batch_size=size), pirated))
     margins = [p - r for p, r in zip(pirated, mean_values(references, fingerprints, task, batch_size=size))]

@@ -19,7 +19,7 @@ from ...errors import InputError
 from ..base import FingerprintScheme
 from .configurations import (
     BB_SCORES, BB_THRESHOLDS, CALIBRATED, CAM_DIRECTIONS, CONFIGURATIONS, OWNER_MODELS, OWNER_TASK_SETTINGS, SELECT_ANCHORS, SELECT_BY,
-    TASK_DEFAULTS, WB_THRESHOLDS,
+    SURROGATE_WEIGHTS, TASK_DEFAULTS, WB_THRESHOLDS,
 )
 
 
@@ -71,6 +71,10 @@ class SaliencySettings(FingerprintScheme):
             copies the owner makes of its own model (distilled ones, say), standing for the thief's.
         occlusion: weight of the occlusion term, which aligns generation with the black-box test: it raises the
             black-box value (``bb_score``) of the target and the surrogates and lowers that of the references.
+        surrogate_weight: how the surrogates' terms (robustness reward and occlusion) combine per sample:
+            ``"mean"`` or ``"worst"`` (the largest term: the step follows the surrogate that carries the trace
+            least). With ``select_anchor="worst_surrogate"``, measured on a VGG11-BN target's distilled students:
+            no gain over the mean (docs/ablation.md).
         wb_threshold: how t_wb is derived: ``"target"`` (mean P-saliency of the target over original and
             fingerprint samples, the paper), ``"calibration"`` (midway between the target's mean on the fingerprints
             and that of the *calibration* models given to ``generate``: independently trained models of the owner,
@@ -90,9 +94,11 @@ class SaliencySettings(FingerprintScheme):
         select: the mode whose margins rank the pool: ``"white_box"``, ``"black_box"`` or ``"both"`` (the mean of a
             sample's rank in the two modes).
         select_anchor: the pirated side of the conferrability margin: ``"surrogates"`` (the surrogates' mean value,
-            the target's when there are none) or ``"target_and_surrogates"`` (per sample, the smaller of the target's
+            the target's when there are none), ``"target_and_surrogates"`` (per sample, the smaller of the target's
             value and the surrogates' mean: a sample is kept only if the target carries the trace as well as its
-            copies; a distilled surrogate can light up P where the target's own Grad-CAM does not).
+            copies; a distilled surrogate can light up P where the target's own Grad-CAM does not) or
+            ``"worst_surrogate"`` (per sample, the smallest surrogate value: a sample is kept for the copy that
+            keeps the trace least).
         black_box_settings: settings (a mapping) that replace this object's for a second group of N samples,
             optimised for and read by black-box verification only; this object's own settings then make the N samples
             that white-box verification reads. None (the paper): one group of samples serves both modes. ``n``,
@@ -137,6 +143,7 @@ class SaliencySettings(FingerprintScheme):
     beta: float = 0.0
     gamma: float = 0.0
     occlusion: float = 0.0
+    surrogate_weight: str = "mean"
     wb_threshold: str = "target"
     bb_threshold: str = "originals"
     threshold_anchor: str = "target"
@@ -180,6 +187,7 @@ class SaliencySettings(FingerprintScheme):
             (self.retries >= 0 and self.batch_size >= 1, f"need retries >= 0 and batch_size >= 1, got {self.retries}, {self.batch_size}"),
             (self.step_size is None or self.step_size > 0, f"step_size must be > 0, got {self.step_size}"),
             (self.select in SELECT_BY, f"select must be one of {', '.join(SELECT_BY)}, got {self.select!r}"),
+            (self.surrogate_weight in SURROGATE_WEIGHTS, f"surrogate_weight must be one of {', '.join(SURROGATE_WEIGHTS)}, got {self.surrogate_weight!r}"),
             (self.select_anchor in SELECT_ANCHORS, f"select_anchor must be one of {', '.join(SELECT_ANCHORS)}, got {self.select_anchor!r}"),
             (self.threshold_anchor in ("target", "surrogates"), f"threshold_anchor must be 'target' or 'surrogates', got {self.threshold_anchor!r}"),
             (
@@ -268,8 +276,10 @@ class SaliencySettings(FingerprintScheme):
                 raise InputError(f"gamma={group.gamma:g} needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
             if group.selects and not references:
                 raise InputError(f"pool={group.pool:g} selects by conferrability, which needs reference models (generate(..., references=[...]), evaluate --references K)")
-            if group.select_anchor == "target_and_surrogates" and not (group.selects and surrogates):
-                raise InputError("select_anchor='target_and_surrogates' ranks a pool by the target and its surrogates: set pool > 1 and give surrogate models")
+            if group.select_anchor != "surrogates" and not (group.selects and surrogates):
+                raise InputError(f"select_anchor={group.select_anchor!r} ranks a pool by the surrogates: set pool > 1 and give surrogate models")
+            if group.surrogate_weight != "mean" and not (surrogates and (group.gamma > 0 or group.occlusion > 0)):
+                raise InputError(f"surrogate_weight={group.surrogate_weight!r} weighs the surrogates' terms: set gamma or occlusion > 0 and give surrogate models")
             if group.threshold_anchor == "surrogates" and not surrogates:
                 raise InputError("threshold_anchor='surrogates' needs surrogate models (generate(..., surrogates=[...]), evaluate --surrogates S)")
         if references and not self.uses_references:
