@@ -71,3 +71,24 @@ def test_bad_recipes_are_refused_when_the_spec_is_read():
     for params, message in (({"labels": "logits"}, "labels must be"), ({"optimizer": "lbfgs"}, "optimizer must be"), ({"top_k": 0}, "top_k")):
         with pytest.raises(InputError, match=message):
             SuspectSpec("bad", "positive", "distill", params, 1)
+
+
+def test_the_transfer_student_distils_on_the_data_set_named_and_only_another_one(tmp_path, monkeypatch):
+    from modelprint.data import same_recipe
+    from modelprint.protocol import EvaluationConfig
+
+    faces, other = write_npz_folder(tmp_path / "faces"), write_npz_folder(tmp_path / "other")
+    monkeypatch.chdir(tmp_path)
+    family = distillation_family(train_epochs=5, data="digits", transfer="faces")
+    assert len(family) == 7 and family[-1].params == {"epochs": 5, "transfer": "faces"} and family[-1].seed == FAMILY_SEED + 6
+    with pytest.raises(InputError, match="another data set than the target's"):
+        distillation_family(train_epochs=5, data="faces", transfer=str(faces))  # one folder by two names
+    recipe = {"suspect": {"name": "distill_transfer", "params": {"transfer": "faces"}}, "data": "digits"}
+    assert same_recipe(recipe, {**recipe, "suspect": {**recipe["suspect"], "params": {"transfer": str(faces)}}})  # reused by any path
+    assert not same_recipe(recipe, {**recipe, "suspect": {**recipe["suspect"], "params": {"transfer": str(other)}}})
+    config = EvaluationConfig(data="digits", preset="paper-distill", transfer="faces")
+    assert config.zoo_spec().positives[-1].params["transfer"] == "faces" and config.to_dict()["transfer"] == "faces"
+    for preset, transfer, message in (("paper", "faces", "paper-distill or quick-distill preset"), ("quick-distill", "nowhere", "no such data folder"),
+                                      ("quick-distill", "digits", "another data set")):
+        with pytest.raises(InputError, match=message):
+            EvaluationConfig(data="digits", preset=preset, transfer=transfer)

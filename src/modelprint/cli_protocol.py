@@ -31,6 +31,9 @@ def evaluate(
     ),
     preset: ZooPreset = typer.Option(ZooPreset.quick, help="Zoo preset: quick (every transform kind) or paper (20 + 20); quick-distill and paper-distill add a family of students distilled by 7 other recipes."),
     zoo: Optional[Path] = typer.Option(None, help="A custom zoo spec (JSON or YAML) instead of the preset."),
+    transfer_data: Optional[str] = typer.Option(
+        None, help="Another data set (spec as --data) on which the distillation family's transfer student is distilled [default: digits]; -distill presets only."
+    ),
     repeats: int = typer.Option(1, min=1, help="Fingerprint sets drawn per scheme (seeds 0..R-1)."),
     n: int = typer.Option(100, min=1),
     schemes: Optional[str] = typer.Option(None, help="Schemes compared on the same target, zoo and helper models, comma-separated (e.g. saliency,ipguard,conferae), or 'all' (every scheme that protects the task) [default: saliency]; the first is the headline."),
@@ -66,7 +69,7 @@ def evaluate(
     settings = parse_assignments(setting)
     config = EvaluationConfig(  # checks every scheme's settings and helper models before any training
         data=data, task=task.value, similarity=similarity.value, arch=arch, width=width, epochs=epochs, preset=preset.value, zoo=str(zoo) if zoo else None,
-        repeats=repeats, n=n, schemes=parse_names(schemes, "--schemes") if schemes else None,
+        transfer=transfer_data, repeats=repeats, n=n, schemes=parse_names(schemes, "--schemes") if schemes else None,
         scheme={**({"preset": configuration} if configuration else {}), **settings}, references=references, surrogates=surrogates, calibration=calibration,
         executor=executor.value, workers=workers, ray_address=ray_address, target=str(target) if target else None, device=device,
         training_zoo_dir=str(training_zoo_dir) if training_zoo_dir else None, watermarks=parse_names(watermark, "--watermark") if watermark else (),

@@ -96,16 +96,22 @@ def data_key(spec: str) -> str:
     return str(path.resolve()) if path.exists() else spec
 
 
+def is_data_spec(spec: str) -> bool:
+    """Whether ``spec`` names a data set :func:`load_data` can read (without reading it)."""
+    return spec == DIGITS or spec.startswith(MEDMNIST_PREFIX) or (Path(spec) / "train.npz").is_file()
+
+
 def same_recipe(stored: Any, wanted: Any) -> bool:
-    """Whether a model's stored recipe is ``wanted``, the data folder named by any path (``../shared/data/x`` and
-    ``/work/shared/data/x`` are one folder, so one recipe)."""
-    if not (isinstance(stored, dict) and isinstance(wanted, dict)):
-        return stored == wanted
+    """Whether a model's stored recipe is ``wanted``, a data folder named by any path (``../shared/data/x`` and
+    ``/work/shared/data/x`` are one folder, so one recipe): the recipe's ``data`` and, at any depth, a transform's
+    ``transfer`` data."""
+    return _paths_resolved(stored) == _paths_resolved(wanted)
 
-    def key(recipe: dict) -> dict:
-        return {**recipe, "data": data_key(recipe["data"])} if isinstance(recipe.get("data"), str) else recipe
 
-    return key(stored) == key(wanted)
+def _paths_resolved(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {k: data_key(v) if k in ("data", "transfer") and isinstance(v, str) else _paths_resolved(v) for k, v in value.items()}
 
 
 def same_label_pairs(data: ImageDataset, *, seed: int = 0) -> tuple[ImageDataset, torch.Tensor]:

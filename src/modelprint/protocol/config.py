@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..data import is_data_spec
 from ..errors import InputError
 from ..fingerprints import DEFAULT_SCHEME, OWNER_ROLES, SCHEMES, FingerprintScheme
 from ..tasks import Task, task_named
@@ -45,6 +46,9 @@ class EvaluationConfig:
             ``"quick-distill"``, :func:`modelprint.zoo.spec.distillation_family`), unless ``zoo`` names a JSON/YAML
             zoo spec file.
         zoo: path of a custom zoo spec.
+        transfer: the transfer data of the distillation family's student (``-distill`` presets only; see
+            :func:`modelprint.zoo.spec.distillation_family`): a data spec other than ``data``; when None, the
+            built-in digits.
         repeats: fingerprint sets drawn per scheme (seeds 0 .. repeats-1).
         n: fingerprints per set.
         schemes: the registered schemes compared on the same target and zoo (default: the central one); the first
@@ -79,6 +83,7 @@ class EvaluationConfig:
     seed: int = 0
     preset: str = "quick"
     zoo: str | None = None
+    transfer: str | None = None
     repeats: int = 1
     n: int = 100
     schemes: tuple[str, ...] | None = None
@@ -104,6 +109,12 @@ class EvaluationConfig:
             object.__setattr__(self, "epochs", PRESET_EPOCHS.get(self.preset, DEFAULT_EPOCHS) if self.zoo is None else DEFAULT_EPOCHS)
         if self.preset not in PRESETS and self.zoo is None:
             raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.transfer is not None:
+            if self.zoo is not None or not self.preset.endswith("-distill"):
+                raise InputError(f"transfer data is the distillation family's: it needs the paper-distill or quick-distill preset, not {self.zoo or self.preset!r}")
+            if not is_data_spec(self.transfer):
+                raise InputError(f"transfer data {self.transfer!r}: no such data folder (expected digits, medmnist:FLAG or a folder with train.npz)")
+            self.zoo_spec()  # the same data as the target's fails now
         self.task_adapter()  # an unknown task or similarity metric fails now
         names = tuple(self.schemes or (DEFAULT_SCHEME,))
         if names == ("all",):  # every registered scheme that protects the task, the central one first
@@ -199,7 +210,7 @@ class EvaluationConfig:
     def zoo_spec(self) -> ZooSpec:
         if self.zoo:
             return ZooSpec.from_file(self.zoo)
-        return PRESETS[self.preset](train_epochs=self.epochs, arch=self.arch, data=self.data)
+        return PRESETS[self.preset](train_epochs=self.epochs, arch=self.arch, data=self.data, transfer=self.transfer)
 
     def task_adapter(self) -> Task:
         return task_named(self.task, similarity=self.similarity)
