@@ -20,7 +20,7 @@ DEFAULTS = {"temperature": 4.0, "labels": "soft", "optimizer": "sgd", "arch": No
 
 def recipe(params: dict) -> str:
     """What a student's recipe changes from the paper zoo's distillation, in a few words."""
-    changed = [f"{k}={v}" for k, v in params.items() if k in DEFAULTS and v != DEFAULTS[k]]
+    changed = [f"{k}={Path(v).name if k == 'transfer' else v}" for k, v in params.items() if k in DEFAULTS and v != DEFAULTS[k]]
     if params.get("labels") == "top_k":
         changed.append(f"top_k={params.get('top_k', 3)}")
     return ", ".join(changed) or "paper zoo's (T=4, soft, SGD, same arch, own split)"
