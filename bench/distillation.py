@@ -18,12 +18,17 @@ from pathlib import Path
 DEFAULTS = {"temperature": 4.0, "labels": "soft", "optimizer": "sgd", "arch": None, "transfer": None}
 
 
-def recipe(params: dict) -> str:
-    """What a student's recipe changes from the paper zoo's distillation, in a few words."""
+def changes(params: dict) -> list[str]:
+    """What a student's recipe changes from the paper zoo's distillation (empty for the paper zoo's own students)."""
     changed = [f"{k}={Path(v).name if k == 'transfer' else v}" for k, v in params.items() if k in DEFAULTS and v != DEFAULTS[k]]
     if params.get("labels") == "top_k":
         changed.append(f"top_k={params.get('top_k', 3)}")
-    return ", ".join(changed) or "paper zoo's (T=4, soft, SGD, same arch, own split)"
+    return changed
+
+
+def recipe(params: dict) -> str:
+    """What a student's recipe changes from the paper zoo's distillation, in a few words."""
+    return ", ".join(changes(params)) or "paper zoo's (T=4, soft, SGD, same arch, own split)"
 
 
 def main() -> None:

@@ -16,21 +16,23 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from statistics import fmean
 
-from distillation import DEFAULTS, recipe  # the family's recipes, as bench/distillation.py names them
+from distillation import changes  # the family's recipes, as bench/distillation.py names them
 
-from modelprint.metrics import aruc, roc_auc
+from modelprint.protocol.summary import separation
 
 MODES = ("white_box", "black_box")
 #: The rows' order; each family student comes between the paper zoo's students and the independent models.
 ORDER = ["finetune", "retrain", "weight_prune", "filter_prune", "paper zoo's students", "student", "independent"]
+FAMILY = "student: "
 
 
 def kind(suspect: dict) -> str:
     """The row a suspect is counted in: its transform, or a family student's own recipe."""
-    params = suspect.get("params") or {}
-    if suspect["transform"] == "distill" and any(k in params and params[k] != v for k, v in DEFAULTS.items()):
-        return f"student: {recipe(params)}"
+    changed = changes(suspect.get("params") or {}) if suspect["transform"] == "distill" else []
+    if changed:
+        return FAMILY + ", ".join(changed)
     return {"distill": "paper zoo's students"}.get(suspect["transform"], suspect["transform"])
 
 
@@ -42,7 +44,7 @@ def main() -> None:
     manifest = args.run / "zoo" / "manifest.json"
     if not manifest.is_file():
         sys.exit(f"no zoo/manifest.json in {args.run}: run `modelprint evaluate --out {args.run}` first")
-    suspects = {s["name"]: s for s in json.loads(manifest.read_text())["suspects"]}
+    suspects = {s["name"]: {**s, "row": kind(s)} for s in json.loads(manifest.read_text())["suspects"]}
     present = [{p.name for p in (args.run / f).glob("verification-*.json")} for f in args.folders]
     sets = sorted(set.intersection(*present))
     if not sets:
@@ -57,28 +59,30 @@ def main() -> None:
 
 
 def column(folder: Path, sets: list[str], suspects: dict[str, dict], mode: str) -> dict[str, str]:
-    """One folder's cells for one mode: ROC AUC per set, mean ARUC, and each kind's mean (lowest-highest)."""
-    caches = [json.loads((folder / name).read_text())["suspects"] for name in sets]
+    """One folder's cells for one mode: ROC AUC per set, mean ARUC, and each kind's mean (lowest-highest). A cached
+    score of a suspect whose file has changed since (another sha256 than the manifest's) is not read."""
+    caches = [{n: v for n, v in json.loads((folder / name).read_text())["suspects"].items()
+               if n in suspects and v.get("sha256") == suspects[n]["sha256"]} for name in sets]
+    if not all(caches):
+        sys.exit(f"{folder}: a set holds no score of the zoo's suspects as they are now; verify them again")
     if any(f"ms_{mode}" not in value for cache in caches for value in cache.values()):
         return {}  # a folder made for the other mode only
     by_kind: dict[str, list[float]] = {}
-    auc_all, auc_paper, aruc_all, aruc_paper = [], [], [], []
+    every, paper = [], []  # per set: separation() over every positive, over the paper zoo's alone
     for cache in caches:
-        scored = {n: v[f"ms_{mode}"] for n, v in cache.items() if n in suspects}
+        scored = {n: v[f"ms_{mode}"] for n, v in cache.items()}
         for name, value in scored.items():
-            by_kind.setdefault(kind(suspects[name]), []).append(value)
+            by_kind.setdefault(suspects[name]["row"], []).append(value)
         neg = [v for n, v in scored.items() if suspects[n]["kind"] == "negative"]
         pos = [v for n, v in scored.items() if suspects[n]["kind"] == "positive"]
-        paper = [v for n, v in scored.items() if suspects[n]["kind"] == "positive" and not kind(suspects[n]).startswith("student")]
-        auc_all.append(roc_auc(pos, neg))
-        auc_paper.append(roc_auc(paper, neg))
-        aruc_all.append(aruc(pos, neg))
-        aruc_paper.append(aruc(paper, neg))
-    order = sorted(by_kind, key=lambda k: (ORDER.index("student" if k.startswith("student") else k), k))
+        pos_paper = [v for n, v in scored.items() if suspects[n]["kind"] == "positive" and not suspects[n]["row"].startswith(FAMILY)]
+        every.append(separation(pos, neg))
+        paper.append(separation(pos_paper, neg))
+    order = sorted(by_kind, key=lambda k: (ORDER.index("student" if k.startswith(FAMILY) else k), k))
     return {
-        "ROC AUC per set, every positive": " / ".join(f"{a:.3f}" for a in auc_all),
-        "ROC AUC per set, paper zoo": " / ".join(f"{a:.3f}" for a in auc_paper),
-        "ARUC, every positive / paper zoo": f"{sum(aruc_all) / len(sets):.3f} / {sum(aruc_paper) / len(sets):.3f}",
+        "ROC AUC per set, every positive": " / ".join(f"{f['auc']:.3f}" for f in every),
+        "ROC AUC per set, paper zoo": " / ".join(f"{f['auc']:.3f}" for f in paper),
+        "ARUC, every positive / paper zoo": f"{fmean(f['aruc'] for f in every):.3f} / {fmean(f['aruc'] for f in paper):.3f}",
         **{k: f"{sum(by_kind[k]) / len(by_kind[k]):.3f} ({min(by_kind[k]):.2f}-{max(by_kind[k]):.2f})" for k in order},
     }
 
