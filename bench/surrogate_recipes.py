@@ -1,13 +1,14 @@
-"""The saliency fingerprint's owner configuration with surrogates distilled by several recipes. Not a test.
+"""The saliency fingerprint's owner configuration with surrogates made by several recipes. Not a test.
 
-For a finished evaluation of the ``paper-distill`` preset (its target, zoo and owner's helper models are reused),
-trains the owner's surrogates by the recipes named (``--recipes t1,hard,top3,adam``: the distillation family's
-settings; ``paper`` is the paper zoo's recipe and an architecture's name a student of that architecture; seeds
-6100+, never a zoo student's) in OUT/owner_recipes, makes the owner configuration's sets with them in place of the
-paper-recipe surrogates (``--keep K`` keeps the first K of those beside them; references and calibration models
-unchanged; ``--set`` changes settings on top of the owner configuration, ``--black-box-only`` makes the black-box
-group alone) in OUT/FOLDER, verifies every suspect of the zoo, and prints ROC AUC, ARUC and every distilled
-student's score per mode:
+For a finished evaluation (its target, zoo and owner's helper models are reused; its preset gives the students'
+epochs), trains the owner's surrogates by the recipes named (``--recipes t1,hard,top3,adam``: the distillation
+family's settings; ``paper`` is the paper zoo's recipe and an architecture's name a student of that architecture;
+``retrain_last``, ``finetune_all`` and ``weight_prune`` copies made by those pirating transforms instead of
+distillation; seeds 6100+, never a zoo suspect's) in OUT/owner_recipes, makes the owner configuration's sets with
+them in place of the paper-recipe surrogates (``--keep K`` keeps the first K of those beside them; references and
+calibration models unchanged; ``--set`` changes settings on top of the owner configuration, ``--black-box-only``
+makes the black-box group alone) in OUT/FOLDER, verifies every suspect of the zoo, and prints ROC AUC, ARUC, every
+distilled student's score and the lowest other pirated copy's per mode:
 
     python bench/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --repeats 1
     python bench/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --keep 2 \
@@ -17,6 +18,8 @@ student's score per mode:
         "threshold_anchor": "surrogates", "pool": 3.0, "select": "black_box", "xi": 4.5}'
     python bench/surrogate_recipes.py runs/vgg_distill --data ../shared/data/cifar10_test_32 --arch vgg11_bn --keep 4 \
         --recipes "" --set 'pattern=[[0,0],[0,1]]' --folder saliency-p2 --repeats 3
+    python bench/surrogate_recipes.py runs/digits_owner --data digits --keep 4 --recipes retrain_last --black-box-only \
+        --folder saliency-rtll
 """
 
 from __future__ import annotations
@@ -36,9 +39,12 @@ from modelprint.protocol.scores import verify_all
 from modelprint.zoo.build import build_zoo
 from modelprint.zoo.spec import POSITIVE, SuspectSpec, ZooSpec
 
-RECIPES = {"t1": {"temperature": 1.0}, "t10": {"temperature": 10.0}, "hard": {"labels": "hard"}, "top3": {"labels": "top_k", "top_k": 3},
-           "adam": {"optimizer": "adam", "lr": 0.002}, "paper": {},
-           **{arch: {"arch": arch} for arch in ARCHITECTURES}}
+#: A recipe's name: (transform, its settings); distilled students get the preset's epochs on top.
+RECIPES = {"t1": ("distill", {"temperature": 1.0}), "t10": ("distill", {"temperature": 10.0}), "hard": ("distill", {"labels": "hard"}),
+           "top3": ("distill", {"labels": "top_k", "top_k": 3}), "adam": ("distill", {"optimizer": "adam", "lr": 0.002}), "paper": ("distill", {}),
+           **{arch: ("distill", {"arch": arch}) for arch in ARCHITECTURES},
+           "retrain_last": ("retrain", {"layers": "last", "epochs": 1}), "finetune_all": ("finetune", {"layers": "all", "epochs": 1}),
+           "weight_prune": ("weight_prune", {"ratio": 0.4, "recover_epochs": 3})}
 
 
 def main() -> None:
@@ -55,13 +61,15 @@ def main() -> None:
     parser.add_argument("--black-box-only", action="store_true", help="make and read only the black-box group of samples")
     args = parser.parse_args()
     settings = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
-    config = EvaluationConfig(data=args.data, arch=args.arch, width=args.width, preset="paper-distill", schemes=("saliency",),
+    preset = json.loads((args.run / "report.json").read_text())["config"]["preset"] if (args.run / "report.json").is_file() else "paper-distill"
+    config = EvaluationConfig(data=args.data, arch=args.arch, width=args.width, preset=preset, schemes=("saliency",),
                               repeats=args.repeats, scheme={"preset": "owner", **settings})
     target_path = args.run / "target.safetensors"
     recipes = [name for name in args.recipes.split(",") if name]
     built = []
     if recipes:
-        spec = ZooSpec(tuple(SuspectSpec(f"surrogate_{name}_{6100 + i}", POSITIVE, "distill", {"epochs": config.epochs, **RECIPES[name]}, 6100 + i)
+        spec = ZooSpec(tuple(SuspectSpec(f"surrogate_{name}_{6100 + i}", POSITIVE, RECIPES[name][0],
+                                         {**({"epochs": config.epochs} if RECIPES[name][0] == "distill" else {}), **RECIPES[name][1]}, 6100 + i)
                              for i, name in enumerate(recipes)))
         built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes")["suspects"]
     helpers = load_helpers(json.loads((args.run / "owner" / "manifest.json").read_text()))
@@ -83,7 +91,9 @@ def main() -> None:
             pos = [scores[n][f"ms_{mode}"] for n in kinds if kinds[n] == "positive"]
             neg = [scores[n][f"ms_{mode}"] for n in kinds if kinds[n] == "negative"]
             students = {n: round(scores[n][f"ms_{mode}"], 3) for n in kinds if n.startswith("distill")}
-            print(f"set {repeat} {mode}: ROC AUC {roc_auc(pos, neg):.3f}, ARUC {aruc(pos, neg):.3f}, highest independent {max(neg):.3f}; students {students}")
+            lowest = min((n for n in kinds if kinds[n] == "positive" and n not in students), key=lambda n: scores[n][f"ms_{mode}"])
+            print(f"set {repeat} {mode}: ROC AUC {roc_auc(pos, neg):.3f}, ARUC {aruc(pos, neg):.3f}, highest independent {max(neg):.3f}; "
+                  f"students {students}; lowest other copy {lowest} {scores[lowest][f'ms_{mode}']:.3f}")
 
 
 if __name__ == "__main__":
