@@ -37,7 +37,7 @@ from modelprint.protocol.owner import load_helpers
 from modelprint.protocol.run import generate_or_reuse
 from modelprint.protocol.scores import verify_all
 from modelprint.zoo.build import build_zoo
-from modelprint.zoo.spec import POSITIVE, SuspectSpec, ZooSpec
+from modelprint.zoo.spec import NEGATIVE, POSITIVE, SuspectSpec, ZooSpec
 
 #: A recipe's name: (transform, its settings); distilled students get the preset's epochs on top.
 RECIPES = {"t1": ("distill", {"temperature": 1.0}), "t10": ("distill", {"temperature": 10.0}), "hard": ("distill", {"labels": "hard"}),
@@ -45,6 +45,14 @@ RECIPES = {"t1": ("distill", {"temperature": 1.0}), "t10": ("distill", {"tempera
            **{arch: ("distill", {"arch": arch}) for arch in ARCHITECTURES},
            "retrain_last": ("retrain", {"layers": "last", "epochs": 1}), "finetune_all": ("finetune", {"layers": "all", "epochs": 1}),
            "weight_prune": ("weight_prune", {"ratio": 0.4, "recover_epochs": 3})}
+
+
+def surrogate(name: str, seed: int, epochs: int) -> SuspectSpec:
+    """The surrogate made by recipe ``name``; a distilled one trains for the preset's ``epochs``."""
+    transform, params = RECIPES[name]
+    if transform == "distill":
+        params = {"epochs": epochs, **params}
+    return SuspectSpec(f"surrogate_{name}_{seed}", POSITIVE, transform, params, seed)
 
 
 def main() -> None:
@@ -61,22 +69,22 @@ def main() -> None:
     parser.add_argument("--black-box-only", action="store_true", help="make and read only the black-box group of samples")
     args = parser.parse_args()
     settings = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
-    preset = json.loads((args.run / "report.json").read_text())["config"]["preset"] if (args.run / "report.json").is_file() else "paper-distill"
+    report_file = args.run / "report.json"
+    preset = json.loads(report_file.read_text())["config"]["preset"] if report_file.is_file() else "paper-distill"
     config = EvaluationConfig(data=args.data, arch=args.arch, width=args.width, preset=preset, schemes=("saliency",),
                               repeats=args.repeats, scheme={"preset": "owner", **settings})
     target_path = args.run / "target.safetensors"
     recipes = [name for name in args.recipes.split(",") if name]
     built = []
     if recipes:
-        spec = ZooSpec(tuple(SuspectSpec(f"surrogate_{name}_{6100 + i}", POSITIVE, RECIPES[name][0],
-                                         {**({"epochs": config.epochs} if RECIPES[name][0] == "distill" else {}), **RECIPES[name][1]}, 6100 + i)
-                             for i, name in enumerate(recipes)))
+        spec = ZooSpec(tuple(surrogate(name, 6100 + i, config.epochs) for i, name in enumerate(recipes)))
         built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes")["suspects"]
     helpers = load_helpers(json.loads((args.run / "owner" / "manifest.json").read_text()))
     helpers["surrogates"] = helpers["surrogates"][: args.keep] + [load_model(r["path"]) for r in built]
     target, data, task = load_model(target_path), load_data(args.data), config.task_adapter()
     suspects = json.loads((args.run / "zoo" / "manifest.json").read_text())["suspects"]
     kinds = {r["name"]: r["kind"] for r in suspects}
+    students = [r["name"] for r in suspects if r["transform"] == "distill"]
     folder = args.run / args.folder
     folder.mkdir(exist_ok=True)
     if args.black_box_only:  # the black-box group reads its own roles of helper models
@@ -88,12 +96,12 @@ def main() -> None:
         fingerprints = generate_or_reuse(scheme, target, task, data, folder / f"fingerprints-{repeat}.safetensors", helpers, True)
         scores = verify_all(scheme, fingerprints, suspects, folder / f"verification-{repeat}.json", True)
         for mode in ("black_box",) if args.black_box_only else ("white_box", "black_box"):
-            pos = [scores[n][f"ms_{mode}"] for n in kinds if kinds[n] == "positive"]
-            neg = [scores[n][f"ms_{mode}"] for n in kinds if kinds[n] == "negative"]
-            students = {n: round(scores[n][f"ms_{mode}"], 3) for n in kinds if n.startswith("distill")}
-            lowest = min((n for n in kinds if kinds[n] == "positive" and n not in students), key=lambda n: scores[n][f"ms_{mode}"])
+            score = {n: scores[n][f"ms_{mode}"] for n in kinds}
+            pos = [score[n] for n in kinds if kinds[n] == POSITIVE]
+            neg = [score[n] for n in kinds if kinds[n] == NEGATIVE]
+            lowest = min((n for n in kinds if kinds[n] == POSITIVE and n not in students), key=score.get)
             print(f"set {repeat} {mode}: ROC AUC {roc_auc(pos, neg):.3f}, ARUC {aruc(pos, neg):.3f}, highest independent {max(neg):.3f}; "
-                  f"students {students}; lowest other copy {lowest} {scores[lowest][f'ms_{mode}']:.3f}")
+                  f"students { {n: round(score[n], 3) for n in students} }; lowest other copy {lowest} {score[lowest]:.3f}")
 
 
 if __name__ == "__main__":
