@@ -3,10 +3,11 @@
 For a finished evaluation (its target, zoo and owner's helper models are reused; its preset gives the students'
 epochs), trains the owner's surrogates by the recipes named (``--recipes t1,hard,top3,adam``: the distillation
 family's settings; ``paper`` is the paper zoo's recipe and an architecture's name a student of that architecture;
-``retrain_last``, ``finetune_all`` and ``weight_prune`` copies made by those pirating transforms instead of
-distillation; seeds 6100+, never a zoo suspect's) in OUT/owner_recipes, makes the owner configuration's sets with
-them in place of the paper-recipe surrogates (``--keep K`` keeps the first K of those beside them; references and
-calibration models unchanged; ``--set`` changes settings on top of the owner configuration, ``--black-box-only``
+``transfer`` a student distilled on ``--transfer-data`` instead of the owner's own data; ``retrain_last``,
+``finetune_all`` and ``weight_prune`` copies made by those pirating transforms instead of distillation; seeds 6100+,
+never a zoo suspect's) in OUT/owner_recipes, makes the owner configuration's sets with them in place of the
+paper-recipe surrogates (``--keep K`` keeps the first K of those beside them; references and calibration models
+unchanged; ``--set`` changes settings on top of the owner configuration, ``--black-box-only``
 makes the black-box group alone) in OUT/FOLDER, verifies every suspect of the zoo, and prints ROC AUC, ARUC, every
 distilled student's score and the lowest other pirated copy's per mode:
 
@@ -47,9 +48,15 @@ RECIPES = {"t1": ("distill", {"temperature": 1.0}), "t10": ("distill", {"tempera
            "weight_prune": ("weight_prune", {"ratio": 0.4, "recover_epochs": 3})}
 
 
-def surrogate(name: str, seed: int, epochs: int) -> SuspectSpec:
-    """The surrogate made by recipe ``name``; a distilled one trains for the preset's ``epochs``."""
-    transform, params = RECIPES[name]
+def surrogate(name: str, seed: int, epochs: int, transfer: str | None = None) -> SuspectSpec:
+    """The surrogate made by recipe ``name``; a distilled one trains for the preset's ``epochs``, the ``transfer``
+    one on the data spec ``transfer``."""
+    if name == "transfer":
+        if transfer is None:
+            raise SystemExit("the recipe 'transfer' needs --transfer-data")
+        transform, params = "distill", {"transfer": transfer}
+    else:
+        transform, params = RECIPES[name]
     if transform == "distill":
         params = {"epochs": epochs, **params}
     return SuspectSpec(f"surrogate_{name}_{seed}", POSITIVE, transform, params, seed)
@@ -62,6 +69,7 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--recipes", default="t1,hard,top3,adam")
+    parser.add_argument("--transfer-data", default=None, help="the data spec the 'transfer' recipe distils on")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--keep", type=int, default=0, help="keep the first K paper-recipe surrogates of OUT/owner beside the new ones")
     parser.add_argument("--folder", default="saliency-recipes", help="where the sets go, in OUT")
@@ -77,8 +85,8 @@ def main() -> None:
     recipes = [name for name in args.recipes.split(",") if name]
     built = []
     if recipes:
-        spec = ZooSpec(tuple(surrogate(name, 6100 + i, config.epochs) for i, name in enumerate(recipes)))
-        built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes")["suspects"]
+        spec = ZooSpec(tuple(surrogate(name, 6100 + i, config.epochs, args.transfer_data) for i, name in enumerate(recipes)))
+        built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes", executor="pool", workers=2)["suspects"]
     helpers = load_helpers(json.loads((args.run / "owner" / "manifest.json").read_text()))
     helpers["surrogates"] = helpers["surrogates"][: args.keep] + [load_model(r["path"]) for r in built]
     target, data, task = load_model(target_path), load_data(args.data), config.task_adapter()
