@@ -48,15 +48,9 @@ RECIPES = {"t1": ("distill", {"temperature": 1.0}), "t10": ("distill", {"tempera
            "weight_prune": ("weight_prune", {"ratio": 0.4, "recover_epochs": 3})}
 
 
-def surrogate(name: str, seed: int, epochs: int, transfer: str | None = None) -> SuspectSpec:
-    """The surrogate made by recipe ``name``; a distilled one trains for the preset's ``epochs``, the ``transfer``
-    one on the data spec ``transfer``."""
-    if name == "transfer":
-        if transfer is None:
-            raise SystemExit("the recipe 'transfer' needs --transfer-data")
-        transform, params = "distill", {"transfer": transfer}
-    else:
-        transform, params = RECIPES[name]
+def surrogate(name: str, seed: int, epochs: int, recipes: dict[str, tuple[str, dict]]) -> SuspectSpec:
+    """The surrogate made by recipe ``name`` of ``recipes``; a distilled one trains for the preset's ``epochs``."""
+    transform, params = recipes[name]
     if transform == "distill":
         params = {"epochs": epochs, **params}
     return SuspectSpec(f"surrogate_{name}_{seed}", POSITIVE, transform, params, seed)
@@ -82,11 +76,15 @@ def main() -> None:
     config = EvaluationConfig(data=args.data, arch=args.arch, width=args.width, preset=preset, schemes=("saliency",),
                               repeats=args.repeats, scheme={"preset": "owner", **settings})
     target_path = args.run / "target.safetensors"
+    table = {**RECIPES, **({"transfer": ("distill", {"transfer": args.transfer_data})} if args.transfer_data else {})}
     recipes = [name for name in args.recipes.split(",") if name]
+    unknown = [name for name in recipes if name not in table]
+    if unknown:
+        parser.error(f"unknown recipes {unknown} (known: {', '.join(table)}; 'transfer' needs --transfer-data)")
     built = []
     if recipes:
-        spec = ZooSpec(tuple(surrogate(name, 6100 + i, config.epochs, args.transfer_data) for i, name in enumerate(recipes)))
-        built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes", executor="pool", workers=2)["suspects"]
+        spec = ZooSpec(tuple(surrogate(name, 6100 + i, config.epochs, table) for i, name in enumerate(recipes)))
+        built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes", executor=config.executor, workers=config.workers)["suspects"]
     helpers = load_helpers(json.loads((args.run / "owner" / "manifest.json").read_text()))
     helpers["surrogates"] = helpers["surrogates"][: args.keep] + [load_model(r["path"]) for r in built]
     target, data, task = load_model(target_path), load_data(args.data), config.task_adapter()
