@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 
 from modelprint.architectures import ARCHITECTURES
-from modelprint.data import load_data
+from modelprint.data import data_key, is_data_spec, load_data
 from modelprint.metrics import aruc, roc_auc
 from modelprint.models import load_model
 from modelprint.protocol import EvaluationConfig
@@ -76,6 +76,8 @@ def main() -> None:
     config = EvaluationConfig(data=args.data, arch=args.arch, width=args.width, preset=preset, schemes=("saliency",),
                               repeats=args.repeats, scheme={"preset": "owner", **settings})
     target_path = args.run / "target.safetensors"
+    if args.transfer_data and not (is_data_spec(args.transfer_data) and data_key(args.transfer_data) != data_key(args.data)):
+        parser.error(f"--transfer-data {args.transfer_data!r}: not a data folder other than --data's")
     table = {**RECIPES, **({"transfer": ("distill", {"transfer": args.transfer_data})} if args.transfer_data else {})}
     recipes = [name for name in args.recipes.split(",") if name]
     unknown = [name for name in recipes if name not in table]
