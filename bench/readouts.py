@@ -5,6 +5,8 @@ The fingerprints are not regenerated: each suspect's per-sample values are read 
 - ``stored``: the set's own per-sample thresholds (what the evaluation reported);
 - ``surrogate-anchored``: per sample, midway between the calibration models' mean and the surrogates' mean
   (for the white-box group, whose stored thresholds sit midway to the target instead);
+- ``quarter-way``: per sample, a quarter of the way from the calibration models' mean to the surrogates' mean (a
+  bar for the copy that keeps a quarter of what the owner's surrogates show, not half);
 - ``above calibration``: the share of samples on which the suspect's value exceeds every calibration model's (a
   rank test: an innocent model exchangeable with the K calibration models scores 1 / (K + 1) on average);
 - ``P over controls`` (black-box): the share of samples on which masking P moves F_c more than masking any of the
@@ -15,10 +17,14 @@ The fingerprints are not regenerated: each suspect's per-sample values are read 
 
 and prints, per read-out and mode, ROC AUC and ARUC over the 3 sets (paper zoo alone, and with the distillation
 family), the two lowest students and the highest independent model per set. ``--negatives-from`` adds the
-independent models of another zoo on the same data (say, of another architecture) to the negatives:
+independent models of another zoo on the same data (say, of another architecture) to the negatives;
+``--recipe-surrogates`` adds surrogates of ``bench/surrogate_recipes.py`` (by name, from RUN/owner_recipes) to the
+owner's, for the sets that folder made with them:
 
     python bench/readouts.py runs/paper_distill
     python bench/readouts.py runs/paper_distill --negatives-from runs/vgg_distill/zoo
+    python bench/readouts.py runs/paper_distill --scheme-folder saliency-tvw \
+        --recipe-surrogates surrogate_transfer_6100,surrogate_vgg11_bn_6101
 """
 
 from __future__ import annotations
@@ -64,9 +70,10 @@ def control_changes(model: torch.nn.Module, fingerprints: FingerprintSet) -> tor
     return torch.stack(rows)
 
 
-def read_models(run: Path, negatives_from: Path | None = None) -> dict[str, dict]:
-    """Every model of the run: the target, the owner's helper models (by role), the zoo's suspects, and the
-    independent models of another zoo (``negatives_from``, named ``other:NAME``)."""
+def read_models(run: Path, negatives_from: Path | None = None, recipe_surrogates: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Every model of the run: the target, the owner's helper models (by role; ``recipe_surrogates`` of
+    RUN/owner_recipes join the surrogates), the zoo's suspects, and the independent models of another zoo
+    (``negatives_from``, named ``other:NAME``)."""
     models = {"target": {"kind": "target", "role": "target", "path": run / "target.safetensors"}}
     if negatives_from is not None:
         for record in json.loads((negatives_from / "manifest.json").read_text())["suspects"]:
@@ -77,6 +84,13 @@ def read_models(run: Path, negatives_from: Path | None = None) -> dict[str, dict
             role = record["name"].rpartition("_")[0] if folder == "owner" else record["transform"]
             family = folder == "zoo" and FAMILY_SEED <= record["seed"] < FAMILY_SEED + 50
             models[record["name"]] = {"kind": record["kind"], "role": role, "path": record["path"], "family": family}
+    if recipe_surrogates:
+        records = {r["name"]: r for r in json.loads((run / "owner_recipes" / "manifest.json").read_text())["suspects"]}
+        missing = sorted(set(recipe_surrogates) - set(records))
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not in {run / 'owner_recipes'}")
+        for name in recipe_surrogates:
+            models[name] = {"kind": "positive", "role": "surrogate", "path": records[name]["path"], "family": False}
     return models
 
 
@@ -104,6 +118,7 @@ def readouts(values: dict, models: dict, fingerprints: FingerprintSet) -> dict[t
 
     stored = {mode: rows_read_by(fingerprints, mode).tensors[f"t_{mode.replace('-', '_')}"] for mode in ("white-box", "black-box")}
     anchored = {key: (mean_of("calibration", key) + mean_of("surrogate", key)) / 2 for key in ("wb", "bb")}
+    quarter = {key: (3 * mean_of("calibration", key) + mean_of("surrogate", key)) / 4 for key in ("wb", "bb")}
     highest_null = {key: torch.stack([values[n][key] for n, m in models.items() if m["role"] == "calibration"]).max(dim=0).values for key in ("wb", "bb")}
     null_ratio = torch.stack([log_ratio(values[n]["controls"]) for n, m in models.items() if m["role"] == "calibration"]).mean(dim=0)
     pirated_ratio = torch.stack([log_ratio(values[n]["controls"]) for n, m in models.items() if m["role"] == "surrogate"]).mean(dim=0)
@@ -112,6 +127,8 @@ def readouts(values: dict, models: dict, fingerprints: FingerprintSet) -> dict[t
         ("stored", "black-box"): lambda v: v["bb"] >= stored["black-box"],
         ("surrogate-anchored", "white-box"): lambda v: v["wb"] >= anchored["wb"],
         ("surrogate-anchored", "black-box"): lambda v: v["bb"] >= anchored["bb"],
+        ("quarter-way", "white-box"): lambda v: v["wb"] >= quarter["wb"],
+        ("quarter-way", "black-box"): lambda v: v["bb"] >= quarter["bb"],
         ("above calibration", "white-box"): lambda v: v["wb"] > highest_null["wb"],
         ("above calibration", "black-box"): lambda v: v["bb"] > highest_null["bb"],
         ("P over controls", "black-box"): lambda v: v["controls"][0] > v["controls"][1:].max(dim=0).values,
@@ -126,9 +143,13 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a finished evaluation with the owner configuration's sets")
     parser.add_argument("--scheme-folder", default="saliency", help="the folder of the sets in RUN")
     parser.add_argument("--negatives-from", type=Path, help="a zoo folder (same data) whose independent models join the negatives, e.g. of another architecture")
+    parser.add_argument("--recipe-surrogates", default="", help="surrogates of RUN/owner_recipes (comma-separated names) that join the owner's")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    models = read_models(args.run, args.negatives_from)
+    try:
+        models = read_models(args.run, args.negatives_from, tuple(n for n in args.recipe_surrogates.split(",") if n))
+    except ValueError as error:
+        parser.error(f"--recipe-surrogates: {error}")
     for info in models.values():
         info["model"] = load_model(info["path"]).eval()
     sets = sorted((args.run / args.scheme_folder).glob("fingerprints-*.safetensors"))
