@@ -117,8 +117,10 @@ def readouts(values: dict, models: dict, fingerprints: FingerprintSet) -> dict[t
         return (changes[0] + 1e-4).log() - (changes[1:].mean(dim=0) + 1e-4).log()
 
     stored = {mode: rows_read_by(fingerprints, mode).tensors[f"t_{mode.replace('-', '_')}"] for mode in ("white-box", "black-box")}
-    anchored = {key: (mean_of("calibration", key) + mean_of("surrogate", key)) / 2 for key in ("wb", "bb")}
-    quarter = {key: (3 * mean_of("calibration", key) + mean_of("surrogate", key)) / 4 for key in ("wb", "bb")}
+    null = {key: mean_of("calibration", key) for key in ("wb", "bb")}
+    pirated = {key: mean_of("surrogate", key) for key in ("wb", "bb")}
+    anchored = {key: (null[key] + pirated[key]) / 2 for key in ("wb", "bb")}  # the stored rule's arithmetic, to the bit
+    quarter = {key: (3 * null[key] + pirated[key]) / 4 for key in ("wb", "bb")}
     highest_null = {key: torch.stack([values[n][key] for n, m in models.items() if m["role"] == "calibration"]).max(dim=0).values for key in ("wb", "bb")}
     null_ratio = torch.stack([log_ratio(values[n]["controls"]) for n, m in models.items() if m["role"] == "calibration"]).mean(dim=0)
     pirated_ratio = torch.stack([log_ratio(values[n]["controls"]) for n, m in models.items() if m["role"] == "surrogate"]).mean(dim=0)

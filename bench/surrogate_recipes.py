@@ -30,7 +30,8 @@ import json
 from pathlib import Path
 
 from modelprint.architectures import ARCHITECTURES
-from modelprint.data import data_key, is_data_spec, load_data
+from modelprint.data import load_data
+from modelprint.errors import InputError
 from modelprint.metrics import aruc, roc_auc
 from modelprint.models import load_model
 from modelprint.protocol import EvaluationConfig
@@ -38,7 +39,7 @@ from modelprint.protocol.owner import load_helpers
 from modelprint.protocol.run import generate_or_reuse
 from modelprint.protocol.scores import verify_all
 from modelprint.zoo.build import build_zoo
-from modelprint.zoo.spec import NEGATIVE, POSITIVE, SuspectSpec, ZooSpec
+from modelprint.zoo.spec import NEGATIVE, POSITIVE, SuspectSpec, ZooSpec, check_transfer_data
 
 #: A recipe's name: (transform, its settings); distilled students get the preset's epochs on top.
 RECIPES = {"t1": ("distill", {"temperature": 1.0}), "t10": ("distill", {"temperature": 10.0}), "hard": ("distill", {"labels": "hard"}),
@@ -76,8 +77,11 @@ def main() -> None:
     config = EvaluationConfig(data=args.data, arch=args.arch, width=args.width, preset=preset, schemes=("saliency",),
                               repeats=args.repeats, scheme={"preset": "owner", **settings})
     target_path = args.run / "target.safetensors"
-    if args.transfer_data and not (is_data_spec(args.transfer_data) and data_key(args.transfer_data) != data_key(args.data)):
-        parser.error(f"--transfer-data {args.transfer_data!r}: not a data folder other than --data's")
+    if args.transfer_data:
+        try:
+            check_transfer_data(args.transfer_data, args.data)
+        except InputError as error:
+            parser.error(f"--transfer-data: {error}")
     table = {**RECIPES, **({"transfer": ("distill", {"transfer": args.transfer_data})} if args.transfer_data else {})}
     recipes = [name for name in args.recipes.split(",") if name]
     unknown = [name for name in recipes if name not in table]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..data import is_data_spec
 from ..errors import InputError
 from ..fingerprints import DEFAULT_SCHEME, OWNER_ROLES, SCHEMES, FingerprintScheme
 from ..tasks import Task, task_named
@@ -112,9 +111,7 @@ class EvaluationConfig:
         if self.transfer is not None:
             if self.zoo is not None or not self.preset.endswith("-distill"):
                 raise InputError(f"transfer data is the distillation family's: it needs the paper-distill or quick-distill preset, not {self.zoo or self.preset!r}")
-            if not is_data_spec(self.transfer):
-                raise InputError(f"transfer data {self.transfer!r}: no such data folder (expected digits, medmnist:FLAG or a folder with train.npz)")
-            self.zoo_spec()  # the same data as the target's fails now
+            self.zoo_spec()  # transfer data that is no data folder, or the target's, fails now
         self.task_adapter()  # an unknown task or similarity metric fails now
         names = tuple(self.schemes or (DEFAULT_SCHEME,))
         if names == ("all",):  # every registered scheme that protects the task, the central one first

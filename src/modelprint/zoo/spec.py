@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import DIGITS, data_key
+from ..data import DIGITS, data_key, is_data_spec
 from ..errors import InputError
 from . import TRANSFORMS
 from .base import Transform
@@ -153,6 +153,15 @@ OTHER_ARCH = {"vgg11_bn": "resnet18"}
 FAMILY_SEED = 450
 
 
+def check_transfer_data(transfer: str, data: str | None) -> None:
+    """Raise :class:`InputError` unless ``transfer`` names a data folder other than ``data`` (the target's; None:
+    not compared), by any path or name."""
+    if not is_data_spec(transfer):
+        raise InputError(f"transfer data {transfer!r}: no such data folder (expected digits, medmnist:FLAG or a folder with train.npz)")
+    if data is not None and data_key(transfer) == data_key(data):
+        raise InputError(f"the transfer data must be another data set than the target's, got {transfer!r} for both")
+
+
 def distillation_family(*, train_epochs: int, arch: str | None = None, data: str | None = None, transfer: str | None = None) -> tuple[SuspectSpec, ...]:
     """Students distilled by other recipes than the paper zoo's (same architecture, soft labels at T = 4, SGD, the
     thief's own split), one setting changed each: temperature 1 and 10, top-1 labels only, the API's top-3
@@ -167,8 +176,8 @@ def distillation_family(*, train_epochs: int, arch: str | None = None, data: str
             which then gets no transfer student. Digits give a CIFAR-10 target's student 12.4% test accuracy (it
             agrees with the target at chance), natural RGB images such as UTKFace's faces 40% (docs/ablation.md).
     """
-    if transfer is not None and data is not None and data_key(transfer) == data_key(data):
-        raise InputError(f"the transfer data must be another data set than the target's, got {transfer!r} for both")
+    if transfer is not None:
+        check_transfer_data(transfer, data)
     recipes: list[tuple[str, dict[str, Any]]] = [
         ("distill_t1", {"temperature": 1.0}),
         ("distill_t10", {"temperature": 10.0}),
