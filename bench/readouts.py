@@ -14,6 +14,9 @@ The fingerprints are not regenerated: each suspect's per-sample values are read 
   response to masking;
 - ``log-ratio`` (black-box): log(change at P / mean change at the control cells), thresholded per sample midway
   between the calibration models' and the surrogates' means;
+- ``held-apart anchored`` (with ``--held-apart``): per sample, midway between the calibration models' mean and the
+  mean of surrogates that generation never saw (by name, from RUN/owner_recipes: ``bench/surrogate_recipes.py
+  --train-only``), whose own scores by the stored thresholds are printed after the table;
 
 and prints, per read-out and mode, ROC AUC and ARUC over the 3 sets (paper zoo alone, and with the distillation
 family), the two lowest students and the highest independent model per set. ``--negatives-from`` adds the
@@ -24,7 +27,8 @@ owner's, for the sets that folder made with them:
     python bench/readouts.py runs/paper_distill
     python bench/readouts.py runs/paper_distill --negatives-from runs/vgg_distill/zoo
     python bench/readouts.py runs/paper_distill --scheme-folder saliency-tvw \
-        --recipe-surrogates surrogate_transfer_6100,surrogate_vgg11_bn_6101
+        --recipe-surrogates surrogate_transfer_6100,surrogate_vgg11_bn_6101 \
+        --held-apart surrogate_transfer_6102,surrogate_vgg11_bn_6103,surrogate_paper_6104,surrogate_paper_6105
 """
 
 from __future__ import annotations
@@ -70,10 +74,11 @@ def control_changes(model: torch.nn.Module, fingerprints: FingerprintSet) -> tor
     return torch.stack(rows)
 
 
-def read_models(run: Path, negatives_from: Path | None = None, recipe_surrogates: tuple[str, ...] = ()) -> dict[str, dict]:
+def read_models(run: Path, negatives_from: Path | None = None, recipe_surrogates: tuple[str, ...] = (),
+                held_apart: tuple[str, ...] = ()) -> dict[str, dict]:
     """Every model of the run: the target, the owner's helper models (by role; ``recipe_surrogates`` of
-    RUN/owner_recipes join the surrogates), the zoo's suspects, and the independent models of another zoo
-    (``negatives_from``, named ``other:NAME``)."""
+    RUN/owner_recipes join the surrogates, ``held_apart`` ones have a role of their own), the zoo's suspects, and the
+    independent models of another zoo (``negatives_from``, named ``other:NAME``)."""
     models = {"target": {"kind": "target", "role": "target", "path": run / "target.safetensors"}}
     if negatives_from is not None:
         for record in json.loads((negatives_from / "manifest.json").read_text())["suspects"]:
@@ -84,13 +89,14 @@ def read_models(run: Path, negatives_from: Path | None = None, recipe_surrogates
             role = record["name"].rpartition("_")[0] if folder == "owner" else record["transform"]
             family = folder == "zoo" and FAMILY_SEED <= record["seed"] < FAMILY_SEED + 50
             models[record["name"]] = {"kind": record["kind"], "role": role, "path": record["path"], "family": family}
-    if recipe_surrogates:
+    if recipe_surrogates or held_apart:
         records = {r["name"]: r for r in json.loads((run / "owner_recipes" / "manifest.json").read_text())["suspects"]}
-        missing = sorted(set(recipe_surrogates) - set(records))
+        missing = sorted(set(recipe_surrogates + held_apart) - set(records))
         if missing:
             raise ValueError(f"{', '.join(missing)} not in {run / 'owner_recipes'}")
-        for name in recipe_surrogates:
-            models[name] = {"kind": "positive", "role": "surrogate", "path": records[name]["path"], "family": False}
+        for role, names in (("surrogate", recipe_surrogates), ("held-apart", held_apart)):
+            for name in names:
+                models[name] = {"kind": "positive", "role": role, "path": records[name]["path"], "family": False}
     return models
 
 
@@ -136,6 +142,10 @@ def readouts(values: dict, models: dict, fingerprints: FingerprintSet) -> dict[t
         ("P over controls", "black-box"): lambda v: v["controls"][0] > v["controls"][1:].max(dim=0).values,
         ("log-ratio", "black-box"): lambda v: log_ratio(v["controls"]) >= (null_ratio + pirated_ratio) / 2,
     }
+    if any(m["role"] == "held-apart" for m in models.values()):
+        held = {key: (null[key] + mean_of("held-apart", key)) / 2 for key in ("wb", "bb")}
+        rules[("held-apart anchored", "white-box")] = lambda v: v["wb"] >= held["wb"]
+        rules[("held-apart anchored", "black-box")] = lambda v: v["bb"] >= held["bb"]
     suspects = [n for n, m in models.items() if m["role"] not in ("target", "reference", "surrogate", "calibration")]
     return {rule: {n: float(test(values[n]).float().mean()) for n in suspects} for rule, test in rules.items()}
 
@@ -146,12 +156,14 @@ def main() -> None:
     parser.add_argument("--scheme-folder", default="saliency", help="the folder of the sets in RUN")
     parser.add_argument("--negatives-from", type=Path, help="a zoo folder (same data) whose independent models join the negatives, e.g. of another architecture")
     parser.add_argument("--recipe-surrogates", default="", help="surrogates of RUN/owner_recipes (comma-separated names) that join the owner's")
+    parser.add_argument("--held-apart", default="", help="surrogates of RUN/owner_recipes (comma-separated names) the sets were made without, for the held-apart anchor")
     args = parser.parse_args()
     torch.set_num_threads(1)
     try:
-        models = read_models(args.run, args.negatives_from, tuple(n for n in args.recipe_surrogates.split(",") if n))
+        models = read_models(args.run, args.negatives_from, tuple(n for n in args.recipe_surrogates.split(",") if n),
+                             tuple(n for n in args.held_apart.split(",") if n))
     except ValueError as error:
-        parser.error(f"--recipe-surrogates: {error}")
+        parser.error(f"--recipe-surrogates / --held-apart: {error}")
     for info in models.values():
         info["model"] = load_model(info["path"]).eval()
     sets = sorted((args.run / args.scheme_folder).glob("fingerprints-*.safetensors"))
@@ -160,6 +172,7 @@ def main() -> None:
         fingerprints = FingerprintSet.load(path)
         per_set.append(readouts(values_of(models, fingerprints), models, fingerprints))
     family = {n for n, m in models.items() if m.get("family")}
+    held = {n for n, m in models.items() if m["role"] == "held-apart"}
     other = [n for n, m in models.items() if m.get("other")]
     print("| read-out | mode | zoo | ROC AUC | ARUC | lowest students | highest independent |" + (" highest other zoo's independent |" if other else "")
           + "\n|---|---|---|---|---|---|---|" + ("---|" if other else ""))
@@ -167,7 +180,7 @@ def main() -> None:
         for zoo, excluded in (("paper", family), ("paper + family", set())):
             aucs, arucs, lows, highs = [], [], [], []
             for scores in per_set:
-                kept = {n: s for n, s in scores[rule].items() if n not in excluded}
+                kept = {n: s for n, s in scores[rule].items() if n not in excluded | held}
                 pos = [s for n, s in kept.items() if models[n]["kind"] == "positive"]
                 neg = [s for n, s in kept.items() if models[n]["kind"] == "negative"]
                 students = {n: s for n, s in kept.items() if models[n]["role"] == "distill"}
@@ -178,6 +191,10 @@ def main() -> None:
             highest_other = [max(scores[rule][n] for n in other) for scores in per_set] if other else []
             print(f"| {rule[0]} | {rule[1]} | {zoo} | {sum(aucs) / len(aucs):.3f} | {sum(arucs) / len(arucs):.3f} | "
                   f"{'; '.join(lows)} | {', '.join(f'{h:.2f}' for h in highs)} |" + (f" {', '.join(f'{h:.2f}' for h in highest_other)} |" if other else ""))
+    for mode in ("white-box", "black-box"):
+        for name in sorted(held):
+            per = ", ".join(f"{scores['stored', mode][name]:.2f}" for scores in per_set)
+            print(f"held apart, stored thresholds, {mode}: {name} {per}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ family's settings; ``paper`` is the paper zoo's recipe and an architecture's nam
 never a zoo suspect's) in OUT/owner_recipes, makes the owner configuration's sets with them in place of the
 paper-recipe surrogates (``--keep K`` keeps the first K of those beside them; references and calibration models
 unchanged; ``--set`` changes settings on top of the owner configuration, ``--black-box-only``
-makes the black-box group alone) in OUT/FOLDER, verifies every suspect of the zoo, and prints ROC AUC, ARUC, every
+makes the black-box group alone) in OUT/FOLDER (``--train-only``: the surrogates alone, say to hold them apart for
+``bench/readouts.py --held-apart``), verifies every suspect of the zoo, and prints ROC AUC, ARUC, every
 distilled student's score and the lowest other pirated copy's per mode:
 
     python bench/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --repeats 1
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--folder", default="saliency-recipes", help="where the sets go, in OUT")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting on top of the owner configuration (JSON value)")
     parser.add_argument("--black-box-only", action="store_true", help="make and read only the black-box group of samples")
+    parser.add_argument("--train-only", action="store_true", help="build the recipes' surrogates in OUT/owner_recipes and stop (no sets)")
     args = parser.parse_args()
     settings = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
     report_file = args.run / "report.json"
@@ -91,6 +93,8 @@ def main() -> None:
     if recipes:
         spec = ZooSpec(tuple(surrogate(name, 6100 + i, config.epochs, table) for i, name in enumerate(recipes)))
         built = build_zoo(spec, target_path, args.data, args.run / "owner_recipes", executor=config.executor, workers=config.workers)["suspects"]
+    if args.train_only:
+        return
     helpers = load_helpers(json.loads((args.run / "owner" / "manifest.json").read_text()))
     helpers["surrogates"] = helpers["surrogates"][: args.keep] + [load_model(r["path"]) for r in built]
     target, data, task = load_model(target_path), load_data(args.data), config.task_adapter()
