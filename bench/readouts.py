@@ -115,35 +115,40 @@ def values_of(models: dict[str, dict], fingerprints: FingerprintSet) -> dict[str
 
 
 def readouts(values: dict, models: dict, fingerprints: FingerprintSet) -> dict[tuple[str, str], dict[str, float]]:
-    """Per (read-out, mode): every zoo suspect's score."""
-    def mean_of(role: str, key: str) -> torch.Tensor:
-        return torch.stack([values[n][key] for n, m in models.items() if m["role"] == role]).mean(dim=0)
+    """Per (read-out, mode): every zoo suspect's score (and every held-apart surrogate's)."""
+    def of_role(role: str, read) -> torch.Tensor:
+        """``read(values of a model)`` for every model of ``role``, stacked."""
+        return torch.stack([read(values[n]) for n, m in models.items() if m["role"] == role])
 
     def log_ratio(changes: torch.Tensor) -> torch.Tensor:
         return (changes[0] + 1e-4).log() - (changes[1:].mean(dim=0) + 1e-4).log()
 
+    keys = ("wb", "bb")
     stored = {mode: rows_read_by(fingerprints, mode).tensors[f"t_{mode.replace('-', '_')}"] for mode in ("white-box", "black-box")}
-    null = {key: mean_of("calibration", key) for key in ("wb", "bb")}
-    pirated = {key: mean_of("surrogate", key) for key in ("wb", "bb")}
-    anchored = {key: (null[key] + pirated[key]) / 2 for key in ("wb", "bb")}  # the stored rule's arithmetic, to the bit
-    quarter = {key: (3 * null[key] + pirated[key]) / 4 for key in ("wb", "bb")}
-    highest_null = {key: torch.stack([values[n][key] for n, m in models.items() if m["role"] == "calibration"]).max(dim=0).values for key in ("wb", "bb")}
-    null_ratio = torch.stack([log_ratio(values[n]["controls"]) for n, m in models.items() if m["role"] == "calibration"]).mean(dim=0)
-    pirated_ratio = torch.stack([log_ratio(values[n]["controls"]) for n, m in models.items() if m["role"] == "surrogate"]).mean(dim=0)
+    null = {key: of_role("calibration", lambda v: v[key]).mean(dim=0) for key in keys}
+    pirated = {key: of_role("surrogate", lambda v: v[key]).mean(dim=0) for key in keys}
+    bars = {  # per-sample thresholds between the calibration models' mean and an anchor
+        "surrogate-anchored": {key: (null[key] + pirated[key]) / 2 for key in keys},  # the stored rule's arithmetic, to the bit
+        "quarter-way": {key: (3 * null[key] + pirated[key]) / 4 for key in keys},
+    }
+    highest_null = {key: of_role("calibration", lambda v: v[key]).max(dim=0).values for key in keys}
+    null_ratio = of_role("calibration", lambda v: log_ratio(v["controls"])).mean(dim=0)
+    pirated_ratio = of_role("surrogate", lambda v: log_ratio(v["controls"])).mean(dim=0)
     rules = {
         ("stored", "white-box"): lambda v: v["wb"] >= stored["white-box"],
         ("stored", "black-box"): lambda v: v["bb"] >= stored["black-box"],
-        ("surrogate-anchored", "white-box"): lambda v: v["wb"] >= anchored["wb"],
-        ("surrogate-anchored", "black-box"): lambda v: v["bb"] >= anchored["bb"],
-        ("quarter-way", "white-box"): lambda v: v["wb"] >= quarter["wb"],
-        ("quarter-way", "black-box"): lambda v: v["bb"] >= quarter["bb"],
+    }
+    for name, bar in bars.items():
+        rules[(name, "white-box")] = lambda v, bar=bar: v["wb"] >= bar["wb"]
+        rules[(name, "black-box")] = lambda v, bar=bar: v["bb"] >= bar["bb"]
+    rules.update({
         ("above calibration", "white-box"): lambda v: v["wb"] > highest_null["wb"],
         ("above calibration", "black-box"): lambda v: v["bb"] > highest_null["bb"],
         ("P over controls", "black-box"): lambda v: v["controls"][0] > v["controls"][1:].max(dim=0).values,
         ("log-ratio", "black-box"): lambda v: log_ratio(v["controls"]) >= (null_ratio + pirated_ratio) / 2,
-    }
+    })
     if any(m["role"] == "held-apart" for m in models.values()):
-        held = {key: (null[key] + mean_of("held-apart", key)) / 2 for key in ("wb", "bb")}
+        held = {key: (null[key] + of_role("held-apart", lambda v: v[key]).mean(dim=0)) / 2 for key in keys}
         rules[("held-apart anchored", "white-box")] = lambda v: v["wb"] >= held["wb"]
         rules[("held-apart anchored", "black-box")] = lambda v: v["bb"] >= held["bb"]
     suspects = [n for n, m in models.items() if m["role"] not in ("target", "reference", "surrogate", "calibration")]
