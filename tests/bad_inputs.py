@@ -219,6 +219,11 @@ class Workspace:
         for split in ("train", "test"):
             np.savez(empty_zip / f"{split}.npz")
         made["data_nothing"] = str(empty_zip)
+        zip_signature = folder / "data_zipsig"  # a zip signature and nothing of a zip after it
+        zip_signature.mkdir()
+        for split in ("train", "test"):
+            (zip_signature / f"{split}.npz").write_bytes(b"PK\x03\x04" + bytes(60))
+        made["data_zipsig"] = str(zip_signature)
         return made
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import torch
 
-from modelprint.access import BlackBox
+from modelprint.access import BlackBox, default_spliced, probe_count
 from modelprint.errors import InputError, QueryBudgetExceeded, RemoteError
 from modelprint.evidence.record import file_identity, write_record
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint
@@ -140,15 +140,17 @@ def test_a_restarted_server_serving_another_model_is_caught_by_the_probe(setting
     with server:
         code, _, err = run_cli(args, capsys)
     one_line(code, err, "no longer answers as the journal", "--new-journal", "noisy")
-    assert served.inference_count == 1  # the probe, nothing more
+    probe = probe_count(2 * N, default_spliced(2 * N))  # a random sample of the journalled images, sized to catch a 10% splice
+    assert served.inference_count == probe  # the probe, nothing more
     served, server = serve(models["target"])  # the journalled model again: the probe passes, the rest is replayed
     with server:
         code, out, err = run_cli(args, capsys)
     assert code == 0, err
     summary = json.loads(out)
-    assert served.inference_count == 1 and summary["sent"] == 1 and summary["queries"] == 2 * N
+    assert served.inference_count == probe and summary["sent"] == probe and summary["queries"] == 2 * N
     record = json.loads(Path(summary["record"]).read_text())
     assert record["queries"]["probe"]["max_difference"] <= 1e-4 and record["queries"]["answered_from_journal"] == 2 * N
+    assert record["queries"]["probe"]["images"] == probe
 
 
 def test_an_edited_journal_is_refused(setting, tmp_path, capsys):

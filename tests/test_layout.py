@@ -13,10 +13,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "modelprint"
 FLOORS: list[set[str]] = [
     {"_version", "errors"},
     {"checks", "hashing", "urls", "signing", "data", "architectures", "models", "model_checks", "tasks", "metrics", "journal_lines",
-     "journal", "gradcam", "losses", "train", "detectors", "serving.client", "serving.limits", "serving.parse"},
+     "journal", "locks", "gradcam", "losses", "train", "detectors", "serving.client", "serving.limits", "serving.parse"},
     {"access", "serving.server", "zoo"},
     {"fingerprints", "watermarks", "evidence.record", "evidence.check"},
-    {"evidence.verification", "evidence", "protocol", "demo"},
+    {"evidence.verification", "evidence.replay", "evidence", "protocol", "demo"},
     {"report", "report_comparison", "report_watermarks"},
     {"cli", "cli_common", "cli_protocol", "cli_serving", "cli_signing", "cli_watermark", "__init__", "__main__", "serving"},
 ]

@@ -70,6 +70,8 @@ class VGG11BN(nn.Module):
 
     cam_layer = "features"
     _plan = (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8)
+    #: The least input side: four max-pools halve it to a 1x1 map at 16.
+    min_input_size = 16
 
     def __init__(self, num_outputs: int = 10, in_channels: int = 3, width: int = 16) -> None:
         super().__init__()

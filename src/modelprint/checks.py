@@ -79,80 +79,274 @@ def device(name: str) -> None:
     raise InputError(f"--device {name}: modelprint runs on cpu, cuda or mps")
 
 
+def path_argument(value: Any, what: str) -> Path:
+    """``value`` as a :class:`~pathlib.Path`, refusing what is not a path (None, a number, an empty string).
+
+    Args:
+        value: what was given for a file or folder.
+        what: how the caller named it (``--out``, ``path``, ...).
+
+    Returns:
+        The path.
+
+    Raises:
+        InputError: not a ``str`` or ``os.PathLike``, empty, or holding a NUL character.
+    """
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        raise InputError(f"{what} must be a file path (str or os.PathLike), got {type(value).__name__}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text.strip() or "\0" in text:
+        raise InputError(f"{what} {text!r}: not a usable path")
+    try:
+        os.stat(text)  # a name too long, a loop of links, a folder it may not enter: one line, not an OSError later
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise InputError(f"{what} {text[:120]}{'...' if len(text) > 120 else ''}: cannot be reached ({reason})") from None
+    return Path(text)
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def _probe(folder: Path, path: Path, what: str, *, make_folder: bool) -> None:
+    """Create and remove a temporary file (or folder) in the existing ``folder``: the only sure test that something
+    can be written there (permissions, read-only file systems, /proc, a root user for whom ``os.access`` says yes)."""
+    import tempfile
+
+    try:
+        if make_folder:
+            os.rmdir(tempfile.mkdtemp(prefix=".modelprint-probe-", dir=folder))
+        else:
+            handle, name = tempfile.mkstemp(prefix=".modelprint-probe-", dir=folder)
+            os.close(handle)
+            os.unlink(name)
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot write in {folder} ({exc.strerror or type(exc).__name__})") from None
+
+
 def _creatable(path: Path, what: str) -> None:
-    """The nearest existing ancestor of ``path`` is a writable folder (so ``path``'s folders can be made)."""
-    for ancestor in path.absolute().parents:
+    """``path`` can be made: its nearest existing ancestor is a folder in which a probe file (or, when folders
+    must be made first, a probe folder) can be created, and no part of the name is too long."""
+    path = path.absolute()
+    for ancestor in path.parents:
         if ancestor.exists():
             if not ancestor.is_dir():
                 raise InputError(f"{what} {path}: {ancestor} is a file, not a folder")
-            if not os.access(ancestor, os.W_OK | os.X_OK):
-                raise InputError(f"{what} {path}: cannot write in {ancestor}")
+            longest = max((len(os.fsencode(part)) for part in path.relative_to(ancestor).parts), default=0)
+            if longest > _name_max(ancestor):
+                raise InputError(f"{what} {path}: a name in it is longer than the file system allows ({longest} bytes)")
+            _probe(ancestor, path, what, make_folder=ancestor != path.parent)
             return
 
 
 def output_file(path: str | os.PathLike, what: str = "--out") -> Path:
-    """Raise unless a file can be written at ``path`` (not a folder; its folder exists or can be made).
+    """Raise unless a file can be written at ``path`` (not a folder; its folder exists or can be made), checked by
+    writing a probe file beside it, before any work.
+
+    Args:
+        path: the file to be written.
+        what: how the user named it.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: not a path, a folder, an existing file that cannot be opened for writing, or a folder where
+            nothing can be written.
     """
-    path = Path(path)
+    path = path_argument(path, what)
     if path.is_dir():
         raise InputError(f"{what} {path}: is a folder; give a file name")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"{what} {path}: the file exists and cannot be written")
+    if path.exists():
+        if not path.is_file():
+            raise InputError(f"{what} {path}: exists and is not a regular file")
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            raise InputError(f"{what} {path}: the file exists and cannot be written ({exc.strerror or type(exc).__name__})") from None
     _creatable(path, what)
     return path
 
 
 def output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
-    """Raise unless ``path`` is a folder, or can be made as one.
+    """Raise unless ``path`` is a folder in which files can be written, or can be made as one (probed by writing).
+
+    Args:
+        path: the folder.
+        what: how the user named it.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: not a path, a file, or a place where nothing can be written.
     """
-    path = Path(path)
+    path = path_argument(path, what)
     if path.exists():
         if not path.is_dir():
             raise InputError(f"{what} {path}: is a file, not a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise InputError(f"{what} {path}: cannot write in this folder")
+        _probe(path, path, what, make_folder=False)
         return path
     _creatable(path, what)
     return path
 
 
-_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+def input_file(path: str | os.PathLike, what: str, kind: str = "file") -> Path:
+    """Raise unless ``path`` is a regular file that can be opened and read (checked by reading its first byte).
+
+    Args:
+        path: the file.
+        what: how the user named it.
+        kind: what the file is, for the message when it is missing ("model file", ...).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: not a path, missing, a folder or device, or unreadable.
+    """
+    path = path_argument(path, what)
+    if not path.exists():
+        raise InputError(f"{what} {path}: no such {kind}")
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a folder, not a file")
+    if not path.is_file():
+        raise InputError(f"{what} {path}: not a regular file")
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    return path
+
+
+def input_folder(path: str | os.PathLike, what: str) -> Path:
+    """Raise unless ``path`` is a folder whose entries can be listed.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: not a path, missing, a file, or unreadable.
+    """
+    path = path_argument(path, what)
+    if not path.is_dir():
+        raise InputError(f"{what} {path}: {'is a file, not a folder' if path.exists() else 'no such folder'}")
+    try:
+        os.listdir(path)
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    return path
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The text of a UTF-8 file the user named, failing in one line (missing, unreadable, binary).
+
+    Raises:
+        InputError: naming the file and what is wrong.
+    """
+    path = input_file(path, what)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} {path}: not a UTF-8 text file (byte {exc.start} cannot be decoded)") from None
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+
 
 
 def setting_types(settings: Any) -> None:
-    """Raise unless every field of a settings dataclass holds a value of its annotated scalar type.
+    """Raise unless every field of a settings dataclass holds a value of its annotated type and shape.
 
-    Fields annotated ``int``, ``float``, ``str`` or ``bool`` (optionally ``| None``) are checked; numbers must be
-    finite (``bool`` is not a number here). Other annotations (tuples, nested settings) are left to the class.
+    Scalars (``int``, ``float``, ``str``, ``bool``, optionally ``| None``) are checked exactly, numbers finite
+    (``bool`` is not a number here); tuples (``tuple[tuple[int, int], ...]``, taken as JSON lists too) element by
+    element and by length; a tuple of ``(str, value)`` pairs also takes a mapping. Annotations this check does not
+    know (nested settings objects) are left to the class.
 
     Args:
         settings: a dataclass instance whose annotations are strings (``from __future__ import annotations``).
 
     Raises:
-        InputError: naming the first setting of the wrong type or a NaN/infinite number.
+        InputError: naming the first setting of the wrong type or shape, or a NaN/infinite number.
     """
     from dataclasses import fields
 
     owner = type(settings).__name__
     for spec in fields(settings):
-        annotation = str(spec.type).replace(" ", "")
-        optional = annotation.endswith("|None")
-        kinds = _SCALARS.get(annotation.removesuffix("|None"))
-        value = getattr(settings, spec.name)
-        if kinds is None or (optional and value is None):
+        if spec.name.startswith("_"):
             continue
-        numeric = kinds[0] in (int, float)
-        if not isinstance(value, kinds) or (numeric and isinstance(value, bool)):
-            expected = annotation.replace("|", " or ")
-            raise InputError(f"{owner}: setting {spec.name} must be {expected}, got {value!r}")
-        if numeric and not math.isfinite(value):
-            raise InputError(f"{owner}: setting {spec.name} must be a finite number, got {value}")
+        annotation = " ".join(str(spec.type).split())
+        value = getattr(settings, spec.name)
+        if not fits(value, annotation):
+            finite = not isinstance(value, float) or math.isfinite(value)
+            problem = f"must be {annotation.replace(' | ', ' or ')}" if finite else "must be a finite number"
+            raise InputError(f"{owner}: setting {spec.name} {problem}, got {_shown(value)}")
+        if spec.name == "seed" and isinstance(value, int) and not 0 <= value < 2**63:
+            raise InputError(f"{owner}: setting seed must lie in [0, 2**63), got {value}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def fits(value: Any, annotation: str) -> bool:
+    """Whether ``value`` fits a type annotation written as a string (``"float | None"``,
+    ``"tuple[tuple[int, int], ...]"``): tuples may be lists, floats must be finite, ``bool`` is no number; a type
+    it does not know fits anything.
+
+    Args:
+        value: the value given.
+        annotation: the field's annotation as text.
+
+    Returns:
+        True when it fits.
+    """
+    alternatives = _split_top(annotation, "|")
+    if len(alternatives) > 1:
+        return any(fits(value, a) for a in alternatives)
+    base, _, inner = annotation.strip().partition("[")
+    base = base.strip()
+    if base == "None":
+        return value is None
+    if base == "bool":
+        return isinstance(value, bool)
+    if base == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if base == "str":
+        return isinstance(value, str)
+    if base not in ("tuple", "list", "Sequence"):
+        return True  # Any, a mapping, a nested settings object: the class checks it
+    args = _split_top(inner[:-1], ",") if inner else []
+    if isinstance(value, dict) and len(args) == 2 and args[1] == "..." and args[0].startswith("tuple[str,"):
+        value = list(value.items())  # a mapping given for (name, value) pairs
+    if not isinstance(value, (list, tuple)):
+        return False
+    if not args or (len(args) == 2 and args[1] == "..."):
+        return not args or all(fits(v, args[0]) for v in value)
+    return len(value) == len(args) and all(fits(v, a) for v, a in zip(value, args))
+
+
+def _split_top(text: str, separator: str) -> list[str]:
+    """Split ``text`` at ``separator`` outside brackets."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += (char == "[") - (char == "]")
+        if char == separator and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [p.strip() for p in parts + [current]]
 
 
 def rules(checks: list[tuple[bool, str]]) -> None:

@@ -1,10 +1,14 @@
 """The ``modelprint`` command line: every command is one call into the library.
 
-Bad input ends with one line on stderr and exit code 2, never a traceback.
+Bad input ends with one line on stderr and exit code 2, never a traceback. An interrupted command ends with one
+line on stderr and the shell's code for the signal: 130 for SIGINT (Ctrl+C), 143 for SIGTERM; the processes it
+started end with it, and the commands that resume (``evaluate``, ``owner-models``, ``training-zoo``, ``demo``)
+continue from what was finished when started again.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,7 +17,7 @@ import typer
 from rich.table import Table
 
 from .checks import parse_assignments
-from .cli_common import TASK_HELP, Mode, SimilarityMetric, TaskName, console, print_verification, stdout
+from .cli_common import TASK_HELP, Mode, SimilarityMetric, TaskName, check_model_file, check_seed, check_verify_paths, console, input_files, print_verification, stdout
 from .cli_protocol import evaluate, owner_models, training_zoo
 from .cli_serving import serve
 from .cli_signing import keys_app, records_app
@@ -64,17 +68,26 @@ def train(
     checks.device(device)
     checks.number(width, "--width", minimum=1, integer=True)
     checks.number(channels, "--channels", minimum=1, integer=True)
-    if size is not None:
-        checks.number(size, "--size", minimum=1, integer=True)
-    from .data import load_data
+    check_seed(seed)
+    from dataclasses import replace
+
+    from .architectures import ARCHITECTURES
+    from .data import check_data_spec, load_data
     from .models import save_model
     from .train import TrainConfig, train_new_model
 
+    if arch not in ARCHITECTURES:
+        raise InputError(f"--arch {arch!r}: choose one of {', '.join(sorted(ARCHITECTURES))}")
+    if size is not None:
+        checks.number(size, "--size", minimum=getattr(ARCHITECTURES[arch], "min_input_size", 1), integer=True)
+    check_data_spec(data, "--data", channels=channels, size=size)
+    from .train import CROP_PAD
+
+    if size is not None and size <= CROP_PAD and (augment is None or "crop" in augment):
+        raise InputError(f"--size {size}: too small for the 'crop' augmentation ({CROP_PAD}-pixel padding); give --size > {CROP_PAD} or --augment flip or ''")
+    config = TrainConfig(epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, bf16=bf16, device=device, augment=augment or "")  # checked now
     splits = load_data(data, channels=channels, size=size)
-    config = TrainConfig(
-        epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, bf16=bf16, device=device,
-        augment=splits.augment if augment is None else augment,
-    )
+    config = replace(config, augment=splits.augment if augment is None else augment)
     model, result = train_new_model(splits, arch=arch, width=width, config=config, task_name=task.value, embedding_dim=embedding_dim)
     save_model(model, out)
     console.print(f"test {result.metric_name}: {result.test_metric:.4f}  ({result.seconds:.1f} s)  -> {out}")
@@ -108,6 +121,15 @@ def generate(
 
     checks.output_file(out)
     checks.device(device)
+    check_model_file(model, "--model")
+    input_files((sign, "--sign"))
+    for folder, what in ((owner_models_dir, "--owner-models"), (training_zoo_dir, "--training-zoo")):
+        if folder is not None:
+            checks.input_folder(folder, what)
+    check_seed(seed)
+    from .data import check_data_spec
+
+    check_data_spec(data, "--data")
     if tolerance is not None:
         checks.number(tolerance, "--tolerance", above=0)
     settings = parse_assignments(setting)
@@ -143,7 +165,7 @@ def verify(
     journal: Optional[Path] = typer.Option(None, help="Query log and resume journal [default: RECORDS/<verification id>.queries.jsonl]."),
     fresh: bool = typer.Option(False, help="Ask the suspect again instead of resuming from the journal of an earlier run (as --new-journal)."),
     new_journal: bool = typer.Option(False, "--new-journal", help="Set an existing journal aside (renamed NAME.<UTC>.set-aside.jsonl) and start a new one, e.g. for a journal of another suspect or a damaged one."),
-    probe_tolerance: float = typer.Option(1e-4, min=0, help="When a server's journal is resumed, one journalled image is asked again: largest difference allowed between its answers (PROBE_TOLERANCE in modelprint.access)."),
+    probe_tolerance: Optional[float] = typer.Option(None, min=0, help="When a server's journal is resumed, a random sample of journalled images is asked again: largest difference allowed between their answers [default: 1e-4, or the set's cap, a quarter of its black-box threshold, when lower; a larger value than the cap is refused]."),
     records: Path = typer.Option(Path("modelprint-records"), help="Folder of evidence records and query journals."),
     record: Optional[Path] = typer.Option(None, help="Evidence record to write [default: RECORDS/<verification id>-<UTC time>.json]."),
     null: Optional[Path] = typer.Option(None, help="Matching scores of independent models, for a calibrated verdict with p-value: a JSON list, or the verification-K.json of an evaluation run made with this fingerprint set."),
@@ -152,15 +174,18 @@ def verify(
     device: str = typer.Option("cpu"),
     trusted_key: Optional[Path] = typer.Option(None, help="The owner's public key: refuse a fingerprint set it did not sign, before anything is sent to the suspect."),
     expect_sha256: Optional[str] = typer.Option(None, help="Refuse a fingerprint set whose content SHA-256 is not this one (published beforehand)."),
+    target: Optional[Path] = typer.Option(None, help="The owner's target model file: refuse a set that names other weights (a set can name any SHA-256; this confirms it)."),
     sign: Optional[Path] = typer.Option(None, help="Sign the evidence record with this private key (check it with 'modelprint records check')."),
 ) -> None:
     """Verify a suspect, a model file or a model behind a prediction server, and write an evidence record."""
+    check_verify_paths(fingerprints, "--fingerprints", suspect=suspect, null=null, trusted_key=trusted_key, sign=sign, records=records,
+                       record=record, journal=journal, device=device)
     from .evidence.verification import verify_suspect
 
     done = verify_suspect(
         fingerprints, task=task.value if task else None, suspect=suspect, url=url, model_name=model_name, mode=mode.value if mode else None, budget=budget,
         batch_size=batch_size, records=records, journal=journal, fresh=fresh, new_journal=new_journal, probe_tolerance=probe_tolerance, record=record, null=null, alpha=alpha,
-        device=device, trusted_key=trusted_key, expect_sha256=expect_sha256, sign=sign, **({"timeout": timeout, "retries": retries, "rate_limit": rate_limit, "output": output} if url else {}),
+        device=device, trusted_key=trusted_key, expect_sha256=expect_sha256, target=target, sign=sign, **({"timeout": timeout, "retries": retries, "rate_limit": rate_limit, "output": output} if url else {}),
     )
     print_verification(done, alpha=alpha, as_json=as_json)
 
@@ -192,8 +217,30 @@ def demo(
     stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary written to {out / 'summary.json'}")
 
 
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that clean-ups run (pool workers are stopped) as on Ctrl+C."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script: a bad input of any kind ends with one line on stderr and exit code 2."""
+    """Entry point of the console script: a bad input of any kind ends with one line on stderr and exit code 2;
+    SIGINT and SIGTERM end it with one line and code 130 or 143."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    before = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> None:
+    """:func:`main` with SIGTERM already turned into :class:`Terminated`."""
     from typer._click import exceptions as click_errors
 
     try:
@@ -212,8 +259,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"modelprint: error: {' '.join(str(exc).split())}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print("modelprint: interrupted", file=sys.stderr)
+        print("modelprint: interrupted (SIGINT)", file=sys.stderr)
         raise SystemExit(130) from None
+    except Terminated:
+        print("modelprint: terminated (SIGTERM)", file=sys.stderr)
+        raise SystemExit(143) from None
+    if code == 130:  # typer turns a KeyboardInterrupt in a command into exit code 130
+        print("modelprint: interrupted (SIGINT)", file=sys.stderr)
     if isinstance(code, int) and code:
         raise SystemExit(code)
 

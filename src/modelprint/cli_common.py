@@ -84,3 +84,63 @@ def print_verification(done: Any, *, alpha: float, as_json: bool) -> None:
     else:
         stdout.print(f"verdict: {'PIRATED' if verdict['pirated'] else 'not shown to be pirated'} (p = {verdict['p_value']:.3g}, alpha {alpha}{own})")
     console.print(f"evidence record: {done.record_path}")
+
+
+def input_files(*given: "tuple[Any, str]") -> None:
+    """Check, before any work, that each optional input file given as ``(path or None, option)`` exists and can
+    be read.
+
+    Raises:
+        InputError: naming the option and the file.
+    """
+    from . import checks
+
+    for path, what in given:
+        if path is not None:
+            checks.input_file(path, what)
+
+
+def check_seed(seed: int, what: str = "--seed") -> None:
+    """A seed torch and numpy both take: a whole number in [0, 2**63)."""
+    from . import checks
+
+    checks.number(seed, what, minimum=0, maximum=2**63 - 1, integer=True)
+
+
+def check_verify_paths(file: Any, what: str, *, suspect: Any, null: Any, trusted_key: Any, sign: Any, records: Any, record: Any,
+                       journal: Any, device: str) -> None:
+    """What ``verify`` and ``watermark verify`` check before anything is read or sent: the files they read exist
+    and can be read, the records folder, record and journal can be written, and the device exists.
+
+    Raises:
+        InputError: naming the option.
+    """
+    from . import checks
+
+    checks.input_file(file, what, "fingerprint file" if what == "--fingerprints" else "watermark key file")
+    input_files((suspect, "--suspect"), (null, "--null"), (trusted_key, "--trusted-key"), (sign, "--sign"))
+    checks.output_folder(records, "--records")
+    if record is not None:
+        checks.output_file(record, "--record")
+    if journal is not None:
+        checks.output_file(journal, "--journal")
+        if journal.exists():
+            checks.input_file(journal, "--journal")
+    checks.device(device)
+
+
+def check_model_file(path: Any, what: str) -> None:
+    """A model file the command reads, checked before any work: it exists, can be read and loads as a modelprint
+    model (header, architecture, weights; a few milliseconds to a second, against minutes of training).
+
+    Raises:
+        InputError: naming the option and what is wrong.
+    """
+    from . import checks
+    from .models import load_model
+
+    checks.input_file(path, what, "model file")
+    try:
+        load_model(path)
+    except InputError as exc:
+        raise InputError(f"{what} {exc}") from None

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from .checks import parse_assignments
-from .cli_common import TASK_HELP, Executor, SimilarityMetric, TaskName, ZooPreset, console, mean_std_text, parse_names, stdout
+from .cli_common import TASK_HELP, Executor, SimilarityMetric, TaskName, ZooPreset, check_model_file, console, input_files, mean_std_text, parse_names, stdout
 from .errors import InputError
 
 #: Where models are trained, in every command that builds a zoo or the owner's models.
@@ -63,6 +63,16 @@ def evaluate(
     checks.number(width, "--width", minimum=1, integer=True)
     if target is not None and not target.is_file():
         raise InputError(f"--target {target}: no such model file")
+    input_files((zoo, "--zoo"))
+    if target is not None:
+        check_model_file(target, "--target")
+    if training_zoo_dir is not None:
+        checks.output_folder(training_zoo_dir, "--training-zoo")
+    from .data import check_data_spec
+
+    check_data_spec(data, "--data")
+    if transfer_data is not None:
+        check_data_spec(transfer_data, "--transfer-data")
     from .protocol import EvaluationConfig, run_evaluation
     from .report import write_report
 
@@ -140,7 +150,7 @@ def owner_models(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Train the owner's helper models (references, surrogates, calibration models) that a configuration reads."""
-    _check_build(out, device, target)
+    _check_build(out, device, target, data)
     from .fingerprints import SCHEMES
     from .protocol.owner import build_owner_models
 
@@ -171,7 +181,7 @@ def training_zoo(
 ) -> None:
     """Train the owner's training zoo: pirated and independent models that a learning scheme (metav) learns from,
     with seeds no preset evaluation zoo uses, and checkpoints of the models it trains."""
-    _check_build(out, device, target)
+    _check_build(out, device, target, data)
     from .protocol.training_zoo import build_training_zoo, cost
 
     manifest = build_training_zoo(size, target, data, out, epochs=epochs, executor=executor.value, workers=workers, ray_address=ray_address, device=device)
@@ -180,12 +190,16 @@ def training_zoo(
                  f"({spent['build_seconds']:.0f} s of training; manifest.json lists them)")
 
 
-def _check_build(out: Path, device: str, target: Path) -> None:
-    """What a command that trains models around a target checks before any work: the output folder, the device
-    and the target's file."""
+def _check_build(out: Path, device: str, target: Path, data: str) -> None:
+    """What a command that trains models around a target checks before any work: the output folder, the device,
+    the target's file and the data spec."""
     from . import checks
 
     checks.output_folder(out)
     checks.device(device)
     if not target.is_file():
         raise InputError(f"--target {target}: no such model file")
+    check_model_file(target, "--target")
+    from .data import check_data_spec
+
+    check_data_spec(data, "--data")

@@ -37,6 +37,11 @@ def serve(
     if round_to is not None:
         checks.number(round_to, "--round", minimum=0, integer=True)
     checks.number(guard_fpr, "--guard-fpr", above=0, below=1)
+    checks.input_file(model, "--model")
+    if guard_data is not None:
+        from .data import check_data_spec
+
+        check_data_spec(guard_data, "--guard-data")
     if not is_loopback(host):
         print(f"modelprint: warning: --host {host} is not a loopback address: the server has no authentication, "
               "anyone who reaches it can query the model", file=sys.stderr)

@@ -23,7 +23,11 @@ def keys_new(
     out: Path = typer.Option(..., help="Name of the key pair: writes OUT.key (private, mode 0600) and OUT.pub (public)."),
 ) -> None:
     """Make a signing key pair for the owner (never overwrites an existing key file)."""
+    from . import checks
     from .signing import key_fingerprint, load_private_key, new_key_files
+
+    for suffix in (".key", ".pub"):
+        checks.output_file(f"{out}{suffix}", "--out")
 
     private_path, public_path = new_key_files(out)
     stdout.print(f"key {key_fingerprint(load_private_key(private_path))}")
@@ -35,14 +39,36 @@ def keys_new(
 
 @records_app.command("check")
 def records_check(
-    record: Path = typer.Argument(..., help="The evidence record (JSON) written by 'verify --sign'."),
-    trusted_key: Path = typer.Option(..., help="The owner's public key (PEM, or a file holding its 64 hex digits)."),
-    fingerprints: Optional[Path] = typer.Option(None, help="Also check that this fingerprint file (or watermark key) is the one the record names."),
-    suspect: Optional[Path] = typer.Option(None, help="Also check that this model file is the suspect the record names."),
+    record: Path = typer.Argument(..., help="The evidence record (JSON) written by 'verify'."),
+    trusted_key: Optional[Path] = typer.Option(None, help="The owner's public key (PEM, or a file holding its 64 hex digits): the record must be signed by it (required without --replay)."),
+    fingerprints: Optional[Path] = typer.Option(None, help="Also check that this fingerprint file (or watermark key) is the one the record names (required with --replay)."),
+    suspect: Optional[Path] = typer.Option(None, help="Also check that this model file is the suspect the record names; with --replay, the model file asked again."),
+    replay: bool = typer.Option(False, "--replay", help="Ask the suspect again (--suspect FILE, or --url with --model-name) and compare with the record's journal and score: the record counts only when they match."),
+    url: Optional[str] = typer.Option(None, help="With --replay: the server the record's suspect is served by."),
+    model_name: Optional[str] = typer.Option(None, help="With --replay --url: the model's name on the server."),
+    journal: Optional[Path] = typer.Option(None, help="With --replay: the record's query journal [default: the path it names]."),
+    sample: Optional[int] = typer.Option(None, min=1, help="With --replay --url: ask again only this many journalled images, drawn with --seed [default: every one]."),
+    seed: int = typer.Option(0, help="With --replay --sample: seeds the draw."),
 ) -> None:
-    """Check that a record is signed by the owner's key and unchanged (and, given them, that it names these files)."""
+    """Check that a record is signed by the owner's key and unchanged (and, given them, that it names these files);
+    with --replay, ask the suspect again and check that it answers as the record's journal holds."""
+    from .errors import InputError
     from .evidence.check import check_record_file
 
-    done = check_record_file(record, trusted_key, fingerprints=fingerprints, suspect=suspect)
-    for line in done.checked:
+    if not replay:
+        if trusted_key is None:
+            raise InputError("records check needs --trusted-key (the owner's public key), or --replay with the suspect")
+        if url is not None or sample is not None or journal is not None:
+            raise InputError("--url, --journal and --sample go with --replay")
+        done = check_record_file(record, trusted_key, fingerprints=fingerprints, suspect=suspect)
+        for line in done.checked:
+            stdout.print(f"ok: {line}")
+        return
+    from .evidence.replay import replay_record
+
+    if fingerprints is None:
+        raise InputError("--replay needs --fingerprints: the fingerprint set (or watermark key) the record names")
+    replayed = replay_record(record, fingerprints=fingerprints, suspect=suspect, url=url, model_name=model_name,
+                             journal=journal, sample=sample, seed=seed, trusted_key=trusted_key)
+    for line in replayed.checked:
         stdout.print(f"ok: {line}")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .cli_common import Mode, console, print_verification, stdout
+from .cli_common import Mode, check_model_file, check_seed, check_verify_paths, console, input_files, print_verification, stdout
 from .errors import InputError
 
 watermark_app = typer.Typer(no_args_is_help=True, help="Watermarks: mark the owner's model at training time, and verify suspects with the secret key.")
@@ -38,6 +38,19 @@ def embed(
     for path, what in ((out, "--out"), (key, "--key")):
         checks.output_file(path, what)
     checks.device(device)
+    input_files((sign, "--sign"))
+    if model is not None:
+        check_model_file(model, "--model")
+    check_seed(seed)
+    checks.number(width, "--width", minimum=1, integer=True)
+    from .data import check_data_spec
+
+    check_data_spec(data, "--data")
+    if arch is not None:
+        from .architectures import ARCHITECTURES
+
+        if arch not in ARCHITECTURES:
+            raise InputError(f"--arch {arch!r}: choose one of {', '.join(sorted(ARCHITECTURES))}")
     from .signing import load_private_key
 
     signing_key = load_private_key(sign) if sign is not None else None
@@ -93,17 +106,20 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     trusted_key: Optional[Path] = typer.Option(None, help="The owner's public key: refuse a key it did not sign, before anything is sent."),
     expect_sha256: Optional[str] = typer.Option(None, help="Refuse a key whose content SHA-256 is not this one."),
+    target: Optional[Path] = typer.Option(None, help="The owner's target model file: refuse a set that names other weights (a set can name any SHA-256; this confirms it)."),
     sign: Optional[Path] = typer.Option(None, help="Sign the evidence record with this private key."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Verify a suspect with a watermark key, a model file or a model behind a prediction server, and write an
     evidence record whose verdict is the scheme's own (binomial) p-value unless --null is given."""
+    check_verify_paths(key, "--key", suspect=suspect, null=null, trusted_key=trusted_key, sign=sign, records=records, record=record,
+                       journal=journal, device=device)
     from .evidence.verification import verify_suspect
     from .watermarks import WatermarkKey
 
     done = verify_suspect(
         key, suspect=suspect, url=url, model_name=model_name, mode=mode.value if mode else None, budget=budget, batch_size=batch_size, records=records,
-        journal=journal, fresh=fresh, record=record, null=null, alpha=alpha, device=device, trusted_key=trusted_key, expect_sha256=expect_sha256,
+        journal=journal, fresh=fresh, record=record, null=null, alpha=alpha, device=device, trusted_key=trusted_key, expect_sha256=expect_sha256, target=target,
         sign=sign, kind=WatermarkKey, **({"timeout": timeout, "retries": retries} if url else {}),
     )
     print_verification(done, alpha=alpha, as_json=as_json)

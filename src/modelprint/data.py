@@ -223,8 +223,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any failure to parse the user's file (BadZipFile, EOFError, zlib.error, ...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{path}: not a readable .npz file ({type(exc).__name__}: {first})") from None
 
 
 def load_npz_folder(
@@ -306,15 +307,78 @@ def load_data(spec: str, *, channels: int | None = 3, size: int | None = None) -
     Returns:
         The train and test splits.
     """
+    spec = check_data_spec(spec, "data", channels=channels, size=size)
     if spec == DIGITS:
         return load_digits(size=size or 32, channels=channels or 3)
     if spec.startswith(MEDMNIST_PREFIX):
-        flag, _, file_size = spec[len(MEDMNIST_PREFIX):].partition("@")
-        if not flag:
-            raise InputError(f"{spec!r}: expected medmnist:FLAG or medmnist:FLAG@SIZE")
-        try:
-            file_size_int = int(file_size) if file_size else None
-        except ValueError:
-            raise InputError(f"{spec!r}: the size after '@' must be a number") from None
-        return load_medmnist(flag, size=file_size_int, channels=channels, resize=size)
+        flag, file_size = _medmnist_spec(spec)
+        return load_medmnist(flag, size=file_size, channels=channels, resize=size)
     return load_npz_folder(spec, channels=channels, size=size)
+
+
+def _medmnist_spec(spec: str) -> tuple[str, int | None]:
+    """``"medmnist:FLAG@SIZE"`` -> (FLAG, SIZE or None)."""
+    flag, _, file_size = spec[len(MEDMNIST_PREFIX):].partition("@")
+    if not flag:
+        raise InputError(f"{spec!r}: expected medmnist:FLAG or medmnist:FLAG@SIZE")
+    try:
+        size = int(file_size) if file_size else None
+    except ValueError:
+        raise InputError(f"{spec!r}: the size after '@' must be a number") from None
+    if size is not None and size < 1:
+        raise InputError(f"{spec!r}: the size after '@' must be >= 1")
+    return flag, size
+
+
+def check_data_spec(spec: Any, what: str = "--data", *, channels: Any = None, size: Any = None) -> str:
+    """The cheap checks of a data spec, before anything is read or trained: its type, the MedMNIST spec's form,
+    a data folder that can be listed with ``train.npz`` and ``test.npz`` readable files, and ``channels``/``size``.
+
+    Args:
+        spec: the data spec (a str or a path).
+        what: how the caller named it.
+        channels, size: the channels and side the images are to be brought to (None: kept).
+
+    Returns:
+        The spec as a string.
+
+    Raises:
+        InputError: naming what is wrong.
+    """
+    from . import checks
+
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str) or not spec:
+        raise InputError(f"{what} must be a data spec ('digits', a folder or medmnist:FLAG), got {spec!r}")
+    for value, name in ((channels, "channels"), (size, "size")):
+        if value is not None:
+            checks.number(value, name, minimum=1, integer=True)
+    if spec == DIGITS:
+        return spec
+    if spec.startswith(MEDMNIST_PREFIX):
+        _medmnist_spec(spec)
+        return spec
+    checks.path_argument(spec, what)
+    if not Path(spec).exists():
+        raise InputError(f"{spec}: no such data folder ('digits', a folder with train.npz/test.npz, or medmnist:FLAG)")
+    folder = checks.input_folder(spec, what)
+    for split in ("train", "test"):
+        if not (folder / f"{split}.npz").exists():
+            raise InputError(f"{folder}: missing {split}.npz (a data folder holds train.npz and test.npz)")
+        path = checks.input_file(folder / f"{split}.npz", what)
+        names = _npz_names(path)
+        missing = [key for key in ("images", "labels") if key not in names]
+        if missing:
+            raise InputError(f"{path}: no '{missing[0]}' array (found {sorted(names)})")
+    return spec
+
+
+def _npz_names(path: Path) -> list[str]:
+    """The arrays an ``.npz`` file holds, from its zip directory (no array is read)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return list(archive.files)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse the user's file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{path}: not a readable .npz file ({type(exc).__name__}: {first})") from None

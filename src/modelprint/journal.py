@@ -7,9 +7,12 @@ SHA-256 of each image, and a rerun that asks the same images again is answered f
 
 A journal answers for one verification only. Its first line binds it to the fingerprint set and the suspect
 (:mod:`modelprint.journal_lines`); :meth:`QueryJournal.bind` refuses a journal of another set or suspect, or sets
-it aside (renamed ``NAME.<UTC>.set-aside.jsonl``) and starts a new one. Every line is checked against its own hashes
-when read. A bound journal holds a lock file (``NAME.lock``) until :meth:`QueryJournal.close`, so two runs cannot
-write one journal.
+it aside (renamed ``NAME.<UTC>.set-aside.jsonl``) and starts a new one. Every line is checked when read against its
+own hashes and against the line before it (a hash chain from the header), and two answers to one image must agree,
+so a journal spliced from two, reordered, cut in the middle or holding contradictory answers is refused. A bound
+journal holds a lock file (``NAME.lock``) until :meth:`QueryJournal.close`, which removes it, so two runs cannot
+write one journal and no lock file outlives its run (one left by a killed run is taken over and removed by the
+next).
 
 Each line is written, flushed and fsync'ed before the next batch is sent, so at most the batch in flight is lost
 when the process or the server dies; a truncated last line (a crash mid-write) is ignored on reading.
@@ -25,11 +28,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from filelock import FileLock, Timeout
 
 from .errors import InputError, IntegrityError
 from .hashing import tensors_sha256
-from .journal_lines import SET_ASIDE_HINT, check_entry, check_header, describe_binding, log_line, make_entry, make_header
+from .journal_lines import (SET_ASIDE_HINT, check_entry, check_header, describe_binding, line_sha256, log_line, make_entry,
+                            make_header)
+from .locks import ExclusiveLock, LockHeld
 
 
 def image_key(image: torch.Tensor) -> str:
@@ -75,7 +79,7 @@ class QueryJournal:
         self.before_run: dict[str, Any] | None = None
         self.set_aside: Path | None = None
         self._pending_header: dict[str, Any] | None = None
-        self._lock: FileLock | None = None
+        self._lock: ExclusiveLock | None = None
         self._reset()
         if read:
             self._read()
@@ -86,6 +90,8 @@ class QueryJournal:
         self._log: list[dict] = []
         self._shape: tuple[int, ...] | None = None
         self._resumed: frozenset[str] = frozenset()
+        self._seq = 0
+        self._last_sha256: str | None = None  # of the last line read or written: the next line's prev_sha256
 
     # ------------------------------------------------------------------------------------------------- reading
     def _read(self) -> None:
@@ -107,26 +113,50 @@ class QueryJournal:
                     self._truncate_to(text.rfind("\n") + 1)
                     break
                 raise IntegrityError(f"{self.path}: line {number} is not JSON; the query journal was damaged: {SET_ASIDE_HINT}") from None
+            where = f"{self.path}: line {number}"
             if first:
                 self.header, first = check_header(entry, str(self.path)), False
+                self._last_sha256 = line_sha256(row)
                 continue
-            keys, outputs, probe = check_entry(entry, f"{self.path}: line {number}")
-            self._remember(keys, outputs, entry, probe=probe, where=f"{self.path}: line {number}")
+            keys, outputs, tolerance = check_entry(entry, where)
+            self._check_place(entry, where)
+            self._remember(keys, outputs, entry, tolerance=tolerance, where=where)
+            self._last_sha256 = line_sha256(row)
         self._resumed = frozenset(self._answers)
+
+    def _check_place(self, entry: Mapping[str, Any], where: str) -> None:
+        """A batch line must be the next one (``seq``) and follow the line before it (``prev_sha256``)."""
+        if entry["seq"] != self._seq + 1:
+            raise IntegrityError(f"{where} is batch {entry['seq']}, but batch {self._seq + 1} comes next: a line was dropped, "
+                                 f"moved or reordered; {SET_ASIDE_HINT}")
+        if entry["prev_sha256"] != self._last_sha256:
+            raise IntegrityError(f"{where} does not follow the line before it (its prev_sha256 is not that line's SHA-256): "
+                                 f"a line or block taken from another journal, or an edited one; {SET_ASIDE_HINT}")
+        self._seq += 1
 
     def _truncate_to(self, size: int) -> None:
         with open(self.path, "r+b") as handle:
             handle.truncate(size)
 
-    def _remember(self, keys: list[str], outputs: torch.Tensor, entry: Mapping[str, Any], *, probe: bool, where: str) -> None:
+    def _remember(self, keys: list[str], outputs: torch.Tensor, entry: Mapping[str, Any], *, tolerance: float | None, where: str) -> None:
+        """Keep a line's answers; a second answer to one image must agree with the first (a probe's within its
+        tolerance, any other exactly), and a probe re-asks only images answered before."""
         shape = tuple(outputs.shape[1:])
         if self._shape is not None and shape != self._shape:
             raise IntegrityError(f"{where}: outputs of shape {list(shape)} per image, earlier lines hold {list(self._shape)}; "
                                  f"the query journal was edited or mixes two suspects: {SET_ASIDE_HINT}")
         self._shape = shape
-        if not probe:  # a probe re-asked an image already answered: the answer used stays the first one
-            for key, answer in zip(keys, outputs):
+        for key, answer in zip(keys, outputs):
+            known = self._answers.get(key)
+            if known is None:
+                if tolerance is not None:
+                    raise IntegrityError(f"{where}: a probe of image {key[:12]}..., which no earlier line answered; {SET_ASIDE_HINT}")
                 self._answers[key] = answer
+                continue
+            difference = float((answer.double() - known.double()).abs().max()) if answer.numel() else 0.0
+            if difference > (tolerance or 0.0):
+                raise IntegrityError(f"{where}: answers image {key[:12]}... otherwise than an earlier line (by {difference:.3g}): "
+                                     f"contradictory answers to one image; {SET_ASIDE_HINT}")
         self._log.append(log_line(entry))
 
     # ------------------------------------------------------------------------------------------------- binding
@@ -173,20 +203,18 @@ class QueryJournal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"query journal {self.path}: cannot make its folder ({exc.strerror or exc})") from None
-        lock = FileLock(str(lock_path), timeout=0, thread_local=False)
         try:
-            lock.acquire(timeout=0)
-        except Timeout:
+            self._lock = ExclusiveLock.take(lock_path)
+        except LockHeld:
             raise InputError(f"query journal {self.path} is in use by another verification (its lock {lock_path.name} is held): "
                              "two runs cannot write one journal; wait for the other to end, or give another journal") from None
         except OSError as exc:
             raise InputError(f"query journal {self.path}: cannot create its lock file {lock_path} ({exc.strerror or exc})") from None
-        self._lock = lock
 
     def close(self) -> None:
-        """Release the lock (a journal that was not bound holds none)."""
+        """Release the lock and remove its file (a journal that was not bound holds none)."""
         if self._lock is not None:
-            self._lock.release(force=True)
+            self._lock.release()
             self._lock = None
 
     @property
@@ -212,23 +240,33 @@ class QueryJournal:
         """The stored answer for an image key, or None."""
         return self._answers.get(key)
 
-    def record(self, keys: list[str], images: torch.Tensor, outputs: torch.Tensor, *, seconds: float, probe: bool = False) -> None:
-        """Append one answered batch and make it durable before returning.
+    def record(
+        self, keys: list[str], images: torch.Tensor, outputs: torch.Tensor, *, seconds: float, tolerance: float | None = None
+    ) -> None:
+        """Append one answered batch, chained to the line before it, and make it durable before returning.
 
         Args:
             keys: each image's key (:func:`image_key`).
             images: the batch sent.
             outputs: the answer.
             seconds: how long the request took.
-            probe: the batch re-asked an earlier run's image (logged, but its answer is not used).
+            tolerance: for a probe (a batch re-asking images answered before), the largest difference allowed from
+                the journalled answers; None for a batch of new images.
+
+        Raises:
+            IntegrityError: the batch contradicts the journal (see :meth:`_remember`); nothing is written then.
         """
         outputs = outputs.detach().cpu()
-        entry = make_entry(keys, images, outputs, seconds=seconds, probe=probe)
-        text = json.dumps(entry, allow_nan=False) + "\n"
-        header = None
+        header, text, last = None, "", self._last_sha256
         if self.header is None:
             header = self._pending_header or make_header(None, None)
-            text = json.dumps(header, allow_nan=False) + "\n" + text
+            header_line = json.dumps(header, allow_nan=False)
+            text, last = header_line + "\n", line_sha256(header_line)
+        entry = make_entry(keys, images, outputs, seconds=seconds, seq=self._seq + 1, prev_sha256=str(last),
+                           probe=tolerance is not None, tolerance=tolerance)
+        line = json.dumps(entry, allow_nan=False)
+        self._remember(keys, outputs, entry, tolerance=tolerance, where=str(self.path))
+        text += line + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:
             handle.write(text)
@@ -236,7 +274,7 @@ class QueryJournal:
             os.fsync(handle.fileno())
         if header is not None:
             self.header = header
-        self._remember(keys, outputs, entry, probe=probe, where=str(self.path))
+        self._seq, self._last_sha256 = self._seq + 1, line_sha256(line)
 
     @property
     def lines(self) -> int:

@@ -2,10 +2,13 @@
 
 Line 1 is the *header*: the fingerprint set's SHA-256 and the suspect's identity the journal answers for (a file's
 SHA-256; or a server's URL without credentials, the model name and the metadata the server declared), with the
-SHA-256 of that binding. Every further line is one batch: time, size, seconds, the SHA-256 of the inputs, of the
-outputs and of each image, and the outputs themselves. Reading checks every line against its own hashes, so an
-edited or damaged journal is refused with one line naming the line; hashes without a key do not stop someone who
-recomputes them (the evidence record states the journal's SHA-256 as it was before the run for that reason).
+SHA-256 of that binding. Every further line is one batch: its place in the journal (``seq``), the SHA-256 of the
+line before it (``prev_sha256``, the header's for line 2), time, size, seconds, the SHA-256 of the inputs, of the
+outputs and of each image, and the outputs themselves. Reading checks every line against its own hashes and against
+the line before it, so an edited or damaged line, a line moved from another journal, an appended block of another
+journal, a dropped or reordered line is refused with one line naming the line. Hashes without a key do not stop
+someone who recomputes every one of them: only asking the suspect again does (``records check --replay``, and the
+resume probe of :mod:`modelprint.access`).
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from .hashing import tensors_sha256
 from .urls import redact_url
 
 #: The format of the header and lines; a journal of another format is refused.
-JOURNAL_FORMAT = 1
+JOURNAL_FORMAT = 2
 HEADER_KEY = "modelprint_query_journal"
 #: How to get past a journal that cannot be used, in every message that refuses one.
 SET_ASIDE_HINT = "give another journal, or set this one aside and start a new one (verify --new-journal, BlackBox(new_journal=True))"
+#: The largest difference a resume probe may ever allow between a journalled answer and the fresh one (output units):
+#: a tenth of the smallest black-box threshold any scheme derives in practice (docs/evidence.md); a set's own cap is
+#: lower when its thresholds are (:func:`modelprint.access.tolerance_cap`).
+MAX_PROBE_TOLERANCE = 1e-2
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DTYPES = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
 
@@ -113,7 +120,15 @@ def describe_binding(header: Mapping[str, Any]) -> str:
     return f"{who} with fingerprint set {fingerprints[:12] + '...' if fingerprints else '(none named)'}"
 
 
-def make_entry(keys: list[str], images: torch.Tensor, outputs: torch.Tensor, *, seconds: float, probe: bool = False) -> dict[str, Any]:
+def line_sha256(text: str) -> str:
+    """SHA-256 of one journal line as written (UTF-8, without its newline): what the next line's ``prev_sha256`` holds."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_entry(
+    keys: list[str], images: torch.Tensor, outputs: torch.Tensor, *, seconds: float, seq: int, prev_sha256: str,
+    probe: bool = False, tolerance: float | None = None,
+) -> dict[str, Any]:
     """One answered batch as a journal line.
 
     Args:
@@ -121,9 +136,14 @@ def make_entry(keys: list[str], images: torch.Tensor, outputs: torch.Tensor, *, 
         images: the batch sent.
         outputs: the answer, on the CPU.
         seconds: how long the request took.
-        probe: the batch re-asked an image of an earlier run to check that the suspect still answers the same.
+        seq: the line's number among the batch lines (1 for the first after the header).
+        prev_sha256: :func:`line_sha256` of the line before it (the header for ``seq`` 1).
+        probe: the batch re-asked images of an earlier run to check that the suspect still answers the same.
+        tolerance: a probe's largest allowed difference from the journalled answers (stored with it).
     """
     entry = {
+        "seq": seq,
+        "prev_sha256": prev_sha256,
         "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "batch_size": len(keys),
         "seconds": round(seconds, 6),
@@ -135,10 +155,11 @@ def make_entry(keys: list[str], images: torch.Tensor, outputs: torch.Tensor, *, 
     }
     if probe:
         entry["probe"] = True
+        entry["tolerance"] = tolerance
     return entry
 
 
-def check_entry(entry: Any, where: str) -> tuple[list[str], torch.Tensor, bool]:
+def check_entry(entry: Any, where: str) -> tuple[list[str], torch.Tensor, float | None]:
     """The keys, outputs and probe flag of one batch line, checked against its own hashes.
 
     Args:
@@ -146,7 +167,7 @@ def check_entry(entry: Any, where: str) -> tuple[list[str], torch.Tensor, bool]:
         where: ``"PATH: line K"``, for messages.
 
     Returns:
-        (image keys, outputs tensor, whether the line is a probe).
+        (image keys, outputs tensor, the probe's tolerance when the line is a probe, else None).
 
     Raises:
         IntegrityError: a field missing or malformed, or outputs that do not match their SHA-256.
@@ -156,15 +177,17 @@ def check_entry(entry: Any, where: str) -> tuple[list[str], torch.Tensor, bool]:
 
     if not isinstance(entry, dict):
         raise refuse("not a JSON object")
-    missing = [k for k in ("time", "batch_size", "inputs_sha256", "outputs_sha256", "image_sha256", "dtype", "outputs") if k not in entry]
+    missing = [k for k in ("seq", "prev_sha256", "time", "batch_size", "inputs_sha256", "outputs_sha256", "image_sha256", "dtype", "outputs") if k not in entry]
     if missing:
         raise refuse(f"no {', '.join(missing)}")
     size, keys, dtype = entry["batch_size"], entry["image_sha256"], entry["dtype"]
+    if isinstance(entry["seq"], bool) or not isinstance(entry["seq"], int) or entry["seq"] < 1:
+        raise refuse(f"seq {entry['seq']!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise refuse(f"batch_size {size!r}")
     if not isinstance(keys, list) or len(keys) != size or not all(isinstance(k, str) and 0 < len(k) <= 128 for k in keys):
         raise refuse(f"image_sha256 is not a list of {size} image keys")
-    for field in ("inputs_sha256", "outputs_sha256"):
+    for field in ("prev_sha256", "inputs_sha256", "outputs_sha256"):
         if not isinstance(entry[field], str) or not _HEX64.fullmatch(entry[field]):
             raise refuse(f"{field} is not a SHA-256 digest")
     if dtype not in _DTYPES:
@@ -179,12 +202,19 @@ def check_entry(entry: Any, where: str) -> tuple[list[str], torch.Tensor, bool]:
         raise refuse("outputs that are NaN or infinite")
     if tensors_sha256({"outputs": outputs}) != entry["outputs_sha256"]:
         raise refuse("its outputs do not match their SHA-256")
-    return keys, outputs, entry.get("probe") is True
+    if entry.get("probe") is not None and entry.get("probe") is not True:
+        raise refuse(f"probe {entry.get('probe')!r}")
+    if entry.get("probe") is True:
+        tolerance = entry.get("tolerance")
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance <= MAX_PROBE_TOLERANCE:
+            raise refuse(f"a probe's tolerance {tolerance!r} (at most {MAX_PROBE_TOLERANCE:g})")
+        return keys, outputs, float(tolerance)
+    return keys, outputs, None
 
 
 def log_line(entry: Mapping[str, Any]) -> dict[str, Any]:
     """What the query log of a record keeps of a line: time, size, seconds and hashes (and a probe's flag)."""
-    kept = {k: entry.get(k) for k in ("time", "batch_size", "seconds", "inputs_sha256", "outputs_sha256")}
+    kept = {k: entry.get(k) for k in ("seq", "prev_sha256", "time", "batch_size", "seconds", "inputs_sha256", "outputs_sha256")}
     if entry.get("probe") is True:
         kept["probe"] = True
     return kept

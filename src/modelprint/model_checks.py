@@ -56,6 +56,9 @@ def check_spec_values(spec: Any, builder: Callable[..., Any], where: str) -> Non
         raise InputError(f"{where}: input_size must be [height, width], got {size!r}")
     for side in size:
         _positive_int(side, f"{where}: input_size")
+    least = int(getattr(builder, "min_input_size", 1))
+    if min(size) < least:
+        raise InputError(f"{where}: architecture {spec.arch} needs inputs of at least {least}x{least}, got {size[0]}x{size[1]}")
     for name in ("mean", "std"):
         values = getattr(spec, name)
         if not isinstance(values, (tuple, list)) or len(values) != channels:

@@ -187,7 +187,9 @@ def save_model(model: ImageModel, path: str | os.PathLike) -> Path:
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:
     """The :class:`ModelSpec` of a model file, without loading the weights."""
-    path = Path(path)
+    from .checks import path_argument
+
+    path = path_argument(path, "model file")
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
     try:

@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .checks import path_argument
 from .errors import InputError, IntegrityError
 from .hashing import canonical_json as hashing_canonical_json
 
@@ -83,7 +84,7 @@ def load_private_key(source: PrivateKeySource) -> Ed25519PrivateKey:
     """
     if isinstance(source, Ed25519PrivateKey):
         return source
-    path = Path(source)
+    path = path_argument(source, "private key")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -107,7 +108,7 @@ def load_public_key(source: PublicKeySource) -> Ed25519PublicKey:
         return source
     if isinstance(source, str) and _HEX_KEY.match(source.strip()):
         return Ed25519PublicKey.from_public_bytes(bytes.fromhex(source.strip()))
-    path = Path(source)
+    path = path_argument(source, "public key")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -176,6 +177,37 @@ def check_message(block: Any, message: bytes, trusted: PublicKeySource, *, what:
     except (InvalidSignature, ValueError):
         raise IntegrityError(f"{what}: the signature by key {expected[:16]} does not match the content (changed after signing)") from None
     return expected
+
+
+def check_own_key(block: Any, message: bytes, *, what: str) -> str:
+    """Check a signature block against the public key it names itself: a signature that is there must hold, whether
+    or not anyone pinned a key (a set re-hashed after signing keeps a signature over its old digest).
+
+    This says only that the content is what the key in the block signed, not whose key that is: pin the owner's key
+    for that (:func:`check_message`).
+
+    Args:
+        block: the signature block (:func:`sign_message`).
+        message: the bytes that should have been signed.
+        what: names the signed thing in messages (a file, say).
+
+    Returns:
+        The fingerprint of the key the block names.
+
+    Raises:
+        IntegrityError: an unreadable block, a key fingerprint that is not its public key's, or a signature that
+            does not match the content.
+    """
+    key = block.get("public_key") if isinstance(block, dict) else None
+    if not isinstance(key, str) or not _HEX_KEY.match(key):
+        raise IntegrityError(f"{what}: unreadable signature block (expected an {ALGORITHM} signature with its 64-hex-digit public key)")
+    try:
+        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(key))
+    except ValueError:
+        raise IntegrityError(f"{what}: the signature block's public key is not an {ALGORITHM} key") from None
+    if block.get("key_fingerprint") != key_fingerprint(public):
+        raise IntegrityError(f"{what}: the signature block names key {str(block.get('key_fingerprint'))[:16]}, not its public key's fingerprint")
+    return check_message(block, message, public, what=what)
 
 
 def set_message(digest: str) -> bytes:

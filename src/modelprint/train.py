@@ -93,7 +93,11 @@ class TrainResult:
     seconds: float
 
 
-def augment_batch(x: torch.Tensor, augment: str, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+#: The reflection padding of the 'crop' augmentation (a random translation of up to this many pixels).
+CROP_PAD = 4
+
+
+def augment_batch(x: torch.Tensor, augment: str, generator: torch.Generator, pad: int = CROP_PAD) -> torch.Tensor:
     """Random translation (reflect-padded crop) and/or horizontal flip, vectorised over the batch."""
     kinds = {a.strip() for a in augment.split(",") if a.strip()}
     unknown = kinds - {"crop", "flip"}
@@ -209,6 +213,9 @@ def fit(
     targets = (data.labels if targets is None else targets).to(device)
     if teacher is not None:
         teacher = teacher.to(device).eval()
+    if "crop" in config.augment and images.ndim == 4 and min(images.shape[-2:]) <= CROP_PAD:
+        raise InputError(f"images of {images.shape[-2]}x{images.shape[-1]} are too small for the 'crop' augmentation "
+                         f"({CROP_PAD}-pixel reflection padding needs sides > {CROP_PAD}); use larger images or --augment ''")
     generator = torch.Generator().manual_seed(config.seed)
     params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
     if isinstance(loss_fn, nn.Module):

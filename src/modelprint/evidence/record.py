@@ -57,28 +57,38 @@ def read_null_scores(path: str | os.PathLike, *, mode: str, fingerprints_sha256:
     Raises:
         InputError: the file is missing, holds no scores, or comes from another fingerprint set.
     """
-    path = Path(path)
+    from ..checks import path_argument
+
+    path = path_argument(path, "--null")
     data = _read_json(path, "null scores")
     if isinstance(data, dict) and "fingerprints_sha256" in data and "suspects" in data:
         if data["fingerprints_sha256"] != fingerprints_sha256:
             raise InputError(f"{path}: its scores were measured with another fingerprint set; null scores must come from the same set")
         beside = next((f / "report.json" for f in (path.parent, path.parent.parent) if (f / "report.json").is_file()), path.parent / "report.json")
         report = _read_json(beside, "the evaluation report (beside it, or one folder up)")
-        kinds = {s["name"]: s["kind"] for s in report.get("suspects", [])}
+        suspects = report.get("suspects") if isinstance(report, dict) else None
+        if not isinstance(suspects, list) or not isinstance(data["suspects"], dict):
+            raise InputError(f"{path}: not an evaluation's verification file with its report.json (no list of suspects)")
+        kinds = {s.get("name"): s.get("kind") for s in suspects if isinstance(s, dict) and isinstance(s.get("name"), str)}
         key = "ms_" + mode.replace("-", "_")
-        scores = [entry[key] for name, entry in data["suspects"].items() if kinds.get(name) == "negative" and key in entry]
+        scores = [entry[key] for name, entry in data["suspects"].items() if kinds.get(name) == "negative" and isinstance(entry, dict) and key in entry]
     else:
         scores = data.get("scores") if isinstance(data, dict) else data
-    if not isinstance(scores, list) or not scores or not all(isinstance(v, (int, float)) for v in scores):
+    if not isinstance(scores, list) or not scores or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores):
         raise InputError(f"{path}: expected a non-empty JSON list of matching scores, {{\"scores\": [...]}} or an evaluation's verification file")
+    if not all(math.isfinite(v) and 0 <= v <= 1 for v in scores):
+        raise InputError(f"{path}: matching scores must be finite numbers in [0, 1]")
     return [float(v) for v in scores]
 
 
 def _read_json(path: Path, what: str) -> Any:
+    from ..checks import read_text
+
+    text = read_text(path, what)
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read {what} ({exc})") from None
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"{path}: cannot read {what} ({' '.join(str(exc).split())})") from None
 
 
 def verification_record(
@@ -144,7 +154,10 @@ def query_counts(box: BlackBox) -> dict[str, Any]:
 
     Returns:
         ``answered`` (answers the verification read), ``answered_from_journal`` (of those, taken from the journal),
+        ``rechecked_against_journal`` (a file suspect's journalled answers computed again and found equal),
         ``sent_this_run`` (images put on the wire by this run, every attempt: retries and the probe included),
+        ``answer_levels`` (distinct values among this run's answers, up to 1000: 2 or fewer means the answers carry
+        no more than a label),
         ``budget``, ``probe`` (the resume probe's outcome, or None), ``journal`` (path, binding, the file as this
         run found it: SHA-256, answers and batches, and where an earlier journal was set aside) and ``log`` (the
         journal's path, SHA-256 after the run and per-batch lines).
@@ -153,7 +166,9 @@ def query_counts(box: BlackBox) -> dict[str, Any]:
     return {
         "answered": box.queries,
         "answered_from_journal": box.from_journal,
+        "rechecked_against_journal": box.rechecked,
         "sent_this_run": box.sent,
+        "answer_levels": box.levels,
         "budget": box.budget,
         "probe": box.probe,
         "journal": None if journal is None else journal.provenance(),

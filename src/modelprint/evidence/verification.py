@@ -14,11 +14,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..access import BLACK_BOX, PROBE_TOLERANCE, WHITE_BOX, BlackBox, WhiteBox, http_identity
+from ..access import BLACK_BOX, PROBE_TOLERANCE, WHITE_BOX, BlackBox, WhiteBox, http_identity, tolerance_cap
 from ..checks import device as check_device
 from ..checks import number, output_file, output_folder
-from ..errors import InputError
+from ..errors import InputError, IntegrityError
 from .record import file_identity, read_null_scores, verification_record, write_record
+from ..metrics import verdict as calibrated_verdict
 from ..fingerprints import FingerprintSet, VerificationResult, scheme_for
 from ..journal_lines import canonical_json
 from ..models import load_model
@@ -55,6 +56,55 @@ def verification_id(fingerprints_sha256: str, suspect: dict[str, Any], mode: str
     return hashlib.sha256(f"{fingerprints_sha256}|{who}|{mode}".encode()).hexdigest()[:16]
 
 
+def verdict_margin(result: VerificationResult, null_scores: list[float] | None, alpha: float) -> int | None:
+    """The fewest journalled answers that, answered otherwise, could have changed this result's verdict.
+
+    A verdict built on per-sample values (the matching score is the fraction of samples that matched, one answer
+    bearing on one sample) changes only when at least m samples change outcome, m the distance of the score from
+    the verdict's boundary in samples; a splice that changed the verdict replaced at least m answers. A single
+    value read from every answer at once (MetaV's verifier), or a scheme's own p-value (a watermark's), gives m = 1.
+
+    Returns:
+        m >= 1, or None when there is no verdict (no null scores and no p-value of the scheme's) or no number of
+        changed samples could change it.
+    """
+    if null_scores:
+        def pirated(score: float) -> bool:
+            return calibrated_verdict(score, null_scores, alpha=alpha).pirated
+    elif result.p_value is not None:
+        return 1
+    else:
+        return None
+    n = len(result.values)
+    matched = round(result.matching_score * n)
+    if n == 0 or abs(result.matching_score * n - matched) > 1e-6 or n == 1:
+        return 1
+    now = pirated(matched / n)
+    for m in range(1, n + 1):
+        if (matched + m <= n and pirated((matched + m) / n) != now) or (matched - m >= 0 and pirated((matched - m) / n) != now):
+            return m
+    return None
+
+
+def confirm_target(fingerprint_set: FingerprintSet, target: str | os.PathLike, where: str | os.PathLike) -> dict[str, Any]:
+    """Check that the model file ``target`` is the one the set names (its weights' SHA-256).
+
+    Returns:
+        What the record states: the file's path and its weights' SHA-256.
+
+    Raises:
+        InputError: the file is not a readable model file.
+        IntegrityError: it is another model than the set's target.
+    """
+    from ..models import state_sha256
+
+    named = fingerprint_set.target.get("sha256")
+    found = state_sha256(load_model(target))
+    if found != named:
+        raise IntegrityError(f"{where}: the set names target weights {str(named)[:16]}..., but {target} holds {found[:16]}... (another model)")
+    return {"path": str(target), "sha256": found}
+
+
 def verify_suspect(
     fingerprints: str | os.PathLike,
     *,
@@ -69,7 +119,7 @@ def verify_suspect(
     journal: str | os.PathLike | None = None,
     fresh: bool = False,
     new_journal: bool = False,
-    probe_tolerance: float = PROBE_TOLERANCE,
+    probe_tolerance: float | None = None,
     record: str | os.PathLike | None = None,
     null: str | os.PathLike | None = None,
     alpha: float = 0.05,
@@ -78,6 +128,7 @@ def verify_suspect(
     expect_sha256: str | None = None,
     sign: str | os.PathLike | Ed25519PrivateKey | None = None,
     kind: type[FingerprintSet] = FingerprintSet,
+    target: str | os.PathLike | None = None,
     **client_options: Any,
 ) -> Verification:
     """Verify a model file or a model behind an Open Inference Protocol server, and write the evidence record.
@@ -96,13 +147,17 @@ def verify_suspect(
         fresh: ask the suspect again instead of resuming an earlier run's journal (the same as ``new_journal``).
         new_journal: set an existing journal aside (``NAME.<UTC>.set-aside.jsonl``) and start a new one.
         probe_tolerance: largest difference allowed between a journalled answer and the probe's fresh answer when a
-            server's journal is resumed (:data:`~modelprint.access.PROBE_TOLERANCE`).
+            server's journal is resumed [default: :data:`~modelprint.access.PROBE_TOLERANCE`, or the set's cap when
+            lower]; above the set's cap (:func:`~modelprint.access.tolerance_cap`) it is refused.
         record: the record's path [default: RECORDS/<verification id>-<UTC time>.json].
         null: matching scores of independent models for a calibrated verdict (see :func:`read_null_scores`).
         alpha: false-positive rate of the verdict.
         trusted_key: the owner's Ed25519 public key (PEM file or hex): a set not signed by it is refused before
             anything is sent to the suspect.
         expect_sha256: the set's content digest, published beforehand: another set is refused the same way.
+        target: the owner's target model file: refused unless its weights' SHA-256 is the one the set names (a set
+            can name any well-formed hash; only the file confirms it). The record then says so
+            (``fingerprints.target_confirmed``).
         sign: the private key (PEM file) that signs the evidence record (a ``signature`` block, see
             :func:`~modelprint.signing.sign_record`).
         kind: the kind of file ``fingerprints`` is: a fingerprint set, or a watermark key
@@ -140,7 +195,17 @@ def verify_suspect(
     if task is not None and task != recorded:
         raise InputError(f"--task {task}, but the {kind.WHAT} {fingerprints} is for {recorded}")
     digest = fingerprint_set.sha256()
+    cap = tolerance_cap(fingerprint_set.thresholds.get("black_box"))
+    if probe_tolerance is None:
+        probe_tolerance = min(PROBE_TOLERANCE, cap)
+    elif mode == BLACK_BOX and probe_tolerance > cap:
+        raise InputError(f"--probe-tolerance {probe_tolerance:g} is above {cap:g}, the most this set allows (a quarter of its "
+                         "black-box threshold): answers that far apart could come from another model")
     null_scores = read_null_scores(null, mode=mode, fingerprints_sha256=digest) if null else None
+    confirmed = confirm_target(fingerprint_set, target, fingerprints) if target is not None else None
+    # Before anything is sent: a set under which a suspect that never saw the target would be declared a copy
+    # (thresholds lowered to 0, labels of one class, ...) is refused (modelprint.fingerprints.nulls).
+    scheme_for(fingerprint_set).check_not_degenerate(fingerprint_set, modes=(mode,), alpha=alpha, null_scores=null_scores, what=str(fingerprints))
     records = Path(records)
     box: BlackBox | None = None
     client = None
@@ -165,7 +230,11 @@ def verify_suspect(
             if mode == BLACK_BOX:
                 access = box = access.black_box(fingerprint_set.task_adapter(), identity=identity, **options)
         result = scheme_for(fingerprint_set).verify(access, fingerprint_set, mode=mode)
+        if box is not None:  # before the record: enough journalled answers asked again to catch a verdict-changing splice
+            box.confirm_resumed(verdict_margin(result, null_scores, alpha))
         evidence = verification_record(result, fingerprint_set, suspect=box.identity if box else identity, box=box, null_scores=null_scores, alpha=alpha)
+        if confirmed is not None:
+            evidence["fingerprints"]["target_confirmed"] = confirmed
         if signing_key is not None:
             evidence = sign_record(evidence, signing_key)
         written = write_record(evidence, record or records / f"{name}-{now}.json")

@@ -22,7 +22,7 @@ from ..access import LABELS, Access
 from ..checks import parse_assignments
 from ..errors import IntegrityError, InputError
 from ..tasks import Task
-from . import checks
+from . import arguments, checks, nulls
 from .registry import SCHEMES, scheme_class
 from .sets import DIGEST_KEY, FINGERPRINT_META_KEY, SIGNATURE_KEY, FingerprintSet
 
@@ -96,6 +96,9 @@ class Scheme(ABC):
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     #: Named configurations: settings on top of the class defaults.
     configurations: ClassVar[Mapping[str, Mapping[str, Any]]] = {"default": {}}
+    #: For a scheme without a p-value of its own: the matching score from which a suspect reads as a copy (a majority
+    #: of the samples match; MetaV: its verifier says "pirated"). See :meth:`declares_copy`.
+    copy_score: ClassVar[float] = 0.5
 
     @classmethod
     def named(cls, name: str = "default", **overrides: Any) -> "Scheme":
@@ -130,8 +133,39 @@ class Scheme(ABC):
             access.require(need, who=who)
         return mode
 
+    def declares_copy(self, result: "VerificationResult", *, alpha: float = 0.05, null_scores: Sequence[float] | None = None) -> bool:
+        """Whether ``result`` declares its suspect a copy: its p-value (a watermark's binomial) is at most ``alpha``,
+        or, for a scheme without one, its matching score is at least :attr:`copy_score`; with ``null_scores``, also
+        when the calibrated verdict (:func:`~modelprint.metrics.verdict`) says pirated."""
+        from ..metrics import verdict
+
+        if null_scores and verdict(result.matching_score, null_scores, alpha=alpha).pirated:
+            return True
+        if result.p_value is not None:
+            return result.p_value <= alpha
+        return result.matching_score >= self.copy_score
+
+    def null_suspects(self, fingerprints: FingerprintSet) -> list[nulls.NullSuspect]:
+        """Suspects known not to be copies that no sound set declares one (:mod:`.nulls`): a constant and a uniform
+        answer, and a fresh model of the target's architecture when the set records it. A scheme may add its own."""
+        return nulls.null_suspects(fingerprints)
+
+    def check_not_degenerate(self, fingerprints: FingerprintSet, *, modes: Sequence[str] | None = None, alpha: float = 0.05,
+                             null_scores: Sequence[float] | None = None, what: str | None = None) -> list[nulls.NullOutcome]:
+        """Refuse a set under which a null suspect (:meth:`null_suspects`) is declared a copy (:meth:`declares_copy`),
+        verifying each with this scheme in ``modes`` (every mode when None); nothing is sent to any real suspect.
+
+        Returns:
+            Each null suspect's outcome per mode.
+
+        Raises:
+            IntegrityError: in one line naming the suspect, the mode and its score.
+        """
+        return nulls.check_not_degenerate(self, fingerprints, modes=modes, alpha=alpha, null_scores=null_scores, what=what)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        arguments.guard(cls)  # generate/verify/embed refuse arguments of the wrong type in one line
         if "name" in cls.__dict__:
             cls.registry[cls.name] = cls
 
@@ -156,6 +190,7 @@ class Scheme(ABC):
         Raises:
             IntegrityError: naming the tensor and what is wrong with it.
         """
+        checks.check_scheme_task(cls.name, cls.tasks, task)
         return checks.check_common_layout(layout, task)
 
     @classmethod
@@ -163,9 +198,10 @@ class Scheme(ABC):
         """Check a set's content against what this scheme reads, so that a set edited (and re-hashed) into odd
         contents is refused in one line instead of failing or scoring silently.
 
-        Generic checks: a known task with valid settings, the layout (:meth:`check_layout`), samples finite and in
-        [0, 1], finite labels (classification: classes of the target), a finite threshold per mode, settings of
-        the types their fields declare and the scheme's own checks of them. A scheme extends it with its own.
+        Generic checks: a known task the scheme protects, with valid settings, the layout (:meth:`check_layout`,
+        labels of the task's kind), samples finite and in [0, 1], finite labels (classification: classes of the
+        target), a target identity a model could have (:func:`.checks.check_target`), a finite threshold per mode,
+        settings of the types their fields declare and the scheme's own checks of them. A scheme extends it.
 
         Returns:
             The scheme rebuilt from the set's settings (:func:`scheme_for`).
@@ -177,6 +213,7 @@ class Scheme(ABC):
         cls.check_layout(checks.layout_of(fingerprints.tensors), task.name)
         checks.check_images(fingerprints.samples, "samples")
         checks.check_labels(fingerprints, task)
+        checks.check_target(fingerprints.target, tuple(fingerprints.samples.shape), task.name)
         for mode in cls.modes:
             key = mode.replace("-", "_")
             if key not in fingerprints.thresholds:
@@ -262,7 +299,19 @@ class FingerprintScheme(Scheme):
 
     @abstractmethod
     def verify(self, access: Access, fingerprints: FingerprintSet, *, mode: str | None = None) -> VerificationResult:
-        """Examine a suspect through ``access`` with ``fingerprints``."""
+        """Examine a suspect through ``access`` with ``fingerprints`` (checked first: :meth:`check_set`)."""
+
+    def check_set(self, fingerprints: FingerprintSet) -> None:
+        """What every ``verify`` does first: the set is this scheme's and its content fits it (:meth:`validate`), in
+        memory as from a file (a set relabelled for another task, say, is refused).
+
+        Raises:
+            InputError: a set of another scheme.
+            IntegrityError: content the scheme cannot read soundly.
+        """
+        if fingerprints.scheme != self.name:
+            raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
+        type(self).validate(fingerprints)
 
 
 
@@ -333,12 +382,12 @@ def top1_labels(access: Access, images: torch.Tensor) -> torch.Tensor:
 
 def target_identity(model: torch.nn.Module) -> dict[str, Any]:
     """What a fingerprint set records of its target: the weights' SHA-256, the class and, for a modelprint model,
-    its architecture and input size."""
+    its architecture, input size and task."""
     from ..models import ImageModel, state_sha256
 
     identity: dict[str, Any] = {"sha256": state_sha256(model), "class": type(model).__name__}
     if isinstance(model, ImageModel):
-        identity.update(arch=model.spec.arch, arch_kwargs=model.spec.arch_kwargs, input_size=list(model.spec.input_size))
+        identity.update(arch=model.spec.arch, arch_kwargs=model.spec.arch_kwargs, input_size=list(model.spec.input_size), task=model.spec.task)
     return identity
 
 

@@ -10,6 +10,7 @@ message says what is wrong (the caller prefixes the file).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -98,14 +99,76 @@ def require(
     return found
 
 
+#: The kind of a set's labels per task, as every scheme's generation writes them: classes (integers); values
+#: (floats: a regression label or the target's first output); similarity: identities (saliency) or the target's first
+#: output (TAFA, MetaV).
+LABEL_KINDS = {"classification": "integer", "regression": "float", "similarity": "number"}
+
+
 def check_common_layout(layout: Layout, task_name: str) -> int:
-    """Samples N x C x H x W (float, N >= 1) and N labels of the task's kind; returns N."""
+    """Samples N x C x H x W (float, N >= 1) and N labels of the task's kind (:data:`LABEL_KINDS`); returns N."""
     shape = require(layout, "samples", kind="float", ndim=4, why="the fingerprint images")
     if min(shape) < 1:
         raise IntegrityError(f"tensor 'samples' must be N x C x H x W with every size >= 1, got shape {list(shape)}")
     n = shape[0]
-    require(layout, "labels", kind="integer" if task_name == "classification" else "number", ndim=1, rows=n, why="one label per sample")
+    kind = LABEL_KINDS.get(task_name, "number")
+    if "labels" in layout and kind == "float" and not layout["labels"][0].is_floating_point:
+        raise IntegrityError(f"tensor 'labels' holds integers, but a {task_name} set's labels are float values (integers are a classifier's classes)")
+    require(layout, "labels", kind=kind, ndim=1, rows=n, why="one label per sample")
     return n
+
+
+def check_scheme_task(scheme: str, tasks: tuple[str, ...], task_name: str) -> None:
+    """The set's task is one its scheme protects (a set relabelled for another task is refused)."""
+    if task_name not in tasks:
+        raise IntegrityError(f"the set's task is {task_name!r}, but the {scheme} scheme protects {' and '.join(tasks)} models only")
+
+
+#: A weights' SHA-256 as :func:`~modelprint.models.state_sha256` writes it.
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def check_target(target: Mapping[str, Any], samples: tuple[int, ...], task_name: str, *, required: bool = False) -> None:
+    """The target identity a set records (:func:`~.base.target_identity`) is one a model could have: a well-formed
+    SHA-256; for a modelprint model a known architecture with arguments it takes, the input size and channels of
+    the samples, the set's task, and outputs that task reads (a classifier 2 or more classes, a regressor one value).
+
+    It cannot say that the named weights exist: ``verify --target FILE`` confirms the hash against a model file.
+
+    Args:
+        target: the set's ``target``.
+        samples: the samples' shape, N x C x H x W.
+        task_name: the set's task.
+        required: the SHA-256 must be there (a set read from a file: every writer records it).
+    """
+    digest = target.get("sha256")
+    if (digest is not None or required) and not (isinstance(digest, str) and SHA256_HEX.fullmatch(digest)):
+        raise IntegrityError(f"the set's target SHA-256 {digest!r} is not a SHA-256 digest (64 lowercase hex digits)")
+    recorded = target.get("task")
+    if recorded is not None and recorded != task_name:
+        raise IntegrityError(f"the set's task is {task_name!r}, but its target is a {recorded!r} model")
+    if "arch" not in target and "arch_kwargs" not in target:
+        return  # a model of another library: only its hash is recorded
+    from ..architectures import ARCHITECTURES
+    from ..errors import InputError
+    from ..model_checks import check_spec_values
+    from ..models import ModelSpec
+
+    arch, kwargs, size = target.get("arch"), target.get("arch_kwargs"), target.get("input_size", list(samples[2:]))
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise IntegrityError(f"the set's target architecture {arch!r} is not one modelprint knows ({', '.join(sorted(ARCHITECTURES))})")
+    if not isinstance(size, list) or [*size] != [*samples[2:]]:
+        raise IntegrityError(f"the set's target takes {size!r} images, but the samples are {samples[2]}x{samples[3]}")
+    spec = ModelSpec(arch=arch, arch_kwargs=kwargs, task=task_name, input_size=tuple(size), channels=samples[1],  # type: ignore[arg-type]
+                     mean=(0.5,) * samples[1], std=(0.25,) * samples[1])
+    try:
+        check_spec_values(spec, ARCHITECTURES[arch], "the set's target")
+    except InputError as exc:
+        raise IntegrityError(str(exc)) from None
+    outputs = num_classes(target)
+    if outputs is not None and ((task_name == "classification" and outputs < 2) or (task_name == "regression" and outputs != 1)):
+        raise IntegrityError(f"the set's target has {outputs} output(s), which a {task_name} model never has "
+                             f"({'2 or more classes' if task_name == 'classification' else 'one value'})")
 
 
 def check_images(tensor: torch.Tensor, name: str) -> None:

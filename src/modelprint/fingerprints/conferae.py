@@ -31,7 +31,7 @@ from ..models import device_of
 from ..tasks import Classification, Task
 from . import checks
 from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, helper_hashes, target_identity
-from .shared import label_agreement, right_candidates
+from .shared import check_task_fits, label_agreement, right_candidates
 from .checks import Layout
 from .optimise import ProjectedGradient
 
@@ -176,6 +176,7 @@ class ConferAE(FingerprintScheme):
         if len(labels) != len(images):
             raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
         check_input_shape(model, images)
+        check_task_fits(self.name, self.tasks, model, images, labels.long(), task)
         for member in (model, *references, *surrogates):
             member.eval()
         device = device_of(model)
@@ -278,8 +279,7 @@ class ConferAE(FingerprintScheme):
             Per sample the value 1.0 (same label) or 0.0, each compared with the threshold 0.5; the matching score is
             the agreement.
         """
-        if fingerprints.scheme != self.name:
-            raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
+        self.check_set(fingerprints)  # this scheme's, and content that fits it (in memory too)
         return label_agreement(self, access, fingerprints, self.require(access, mode))
 
     # ------------------------------------------------------------------------------------------------ set checks

@@ -261,8 +261,7 @@ class IPGuard(FingerprintScheme):
         Returns:
             Per sample 1.0 (match) or 0.0 against the threshold 0.5; ``queries`` is N in black-box mode, 0 white-box.
         """
-        if fingerprints.scheme != self.name:
-            raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
+        self.check_set(fingerprints)  # this scheme's, and content that fits it (in memory too)
         return label_agreement(self, access, fingerprints, self.require(access, mode))
 
     @classmethod

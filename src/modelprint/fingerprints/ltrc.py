@@ -221,8 +221,7 @@ class LTRC(FingerprintScheme):
     def verify(self, access: Access, fingerprints: FingerprintSet, *, mode: str | None = None) -> VerificationResult:
         """The share of samples whose suspect top-1 label is the stored label (per sample 1.0 or 0.0 against 0.5;
         N queries in black-box mode, 0 in white-box mode)."""
-        if fingerprints.scheme != self.name:
-            raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
+        self.check_set(fingerprints)  # this scheme's, and content that fits it (in memory too)
         return label_agreement(self, access, fingerprints, self.require(access, mode))
 
     @classmethod

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 
 from .. import signing
+from ..checks import path_argument
 from ..errors import IntegrityError, InputError
 from ..hashing import TensorDigest, tensors_sha256
 from ..tasks import Task, task_from_config
@@ -99,17 +100,19 @@ class FingerprintSet:
     def check_authenticity(
         self, *, trusted_key: signing.PublicKeySource | None = None, expect_sha256: str | None = None, what: str | None = None
     ) -> None:
-        """Refuse the set unless it is signed by ``trusted_key`` and/or its digest is ``expect_sha256``.
+        """Refuse the set if a signature it carries does not cover its content, or unless it is signed by
+        ``trusted_key`` and/or its digest is ``expect_sha256``.
 
         Raises:
-            IntegrityError: unsigned, signed by another key, changed after signing, or another digest.
+            IntegrityError: changed after signing, unsigned or signed by another key (with a trusted key), or another
+                digest.
         """
         _check_authentic(self.signature, self.sha256(), trusted_key, expect_sha256, what or f"the {self.WHAT}")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the set as a safetensors file, its metadata as JSON, the content's SHA-256 and the signature (if
         any, and only while it still matches the content)."""
-        path = Path(path)
+        path = path_argument(path, self.FILE)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta_json = json.dumps(self._metadata(), sort_keys=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
@@ -137,7 +140,8 @@ class FingerprintSet:
         """Read a set written by :meth:`save`, checking it in this order, each failure in one line naming the file:
 
         1. a safetensors file holding a modelprint set (header and metadata only);
-        2. with ``trusted_key``/``expect_sha256``: the digest it declares is signed by that key / is that digest;
+        2. a signature it carries covers the digest it declares (against the key the signature names, always); with
+           ``trusted_key``/``expect_sha256``: that digest is signed by that key / is that digest;
         3. its layout (tensor names, dtypes, shapes in the header) is what its scheme reads, before any tensor is read;
         4. the SHA-256 of its content, computed tensor by tensor, is the declared one;
         5. its content fits its scheme (:meth:`FingerprintScheme.validate`).
@@ -153,7 +157,7 @@ class FingerprintSet:
             InputError: the file does not exist.
             IntegrityError: it is not an intact, valid modelprint fingerprint set, or not the trusted one.
         """
-        path = Path(path)
+        path = path_argument(path, cls.FILE)
         if not path.is_file():
             raise InputError(f"{path}: no such {cls.FILE}")
         trusted_key = signing.load_public_key(trusted_key) if trusted_key is not None else None
@@ -182,6 +186,8 @@ class FingerprintSet:
         fingerprints = cls(tensors=tensors, signature=signature, **meta)
         try:
             cls.scheme_class(fingerprints.scheme).validate(fingerprints)
+            # every writer records the target's SHA-256: a file without one names no target at all
+            checks.check_target(fingerprints.target, tuple(fingerprints.samples.shape), str(fingerprints.task.get("name")), required=True)
         except IntegrityError as exc:
             raise IntegrityError(f"{path}: {exc}") from None
         return fingerprints
@@ -211,11 +217,14 @@ def _parse_meta(text: str, path: Path) -> dict[str, Any]:
 def _check_authentic(
     signature: dict[str, str] | None, digest: str, trusted_key: signing.PublicKeySource | None, expect_sha256: str | None, what: str
 ) -> None:
-    """The pinned checks: the digest is the expected one, and/or a signature by the trusted key covers it."""
+    """The authenticity checks: a signature the set carries holds against its own key (always); the digest is the
+    expected one and/or a signature by the trusted key covers it (when pinned)."""
     if expect_sha256 is not None and re.fullmatch(r"[0-9a-f]{64}", expect_sha256.strip().lower()) is None:
         raise InputError(f"--expect-sha256 {expect_sha256!r}: a SHA-256 digest is 64 hex digits")
     if expect_sha256 is not None and digest != expect_sha256.strip().lower():
         raise IntegrityError(f"{what}: its SHA-256 is {digest[:16]}..., not the expected {expect_sha256.strip()[:16]}...")
+    if signature is not None:  # a signature that is there must hold, pinned key or not
+        signing.check_own_key(signature, signing.set_message(digest), what=what)
     if trusted_key is not None:
         signing.check_message(signature, signing.set_message(digest), trusted_key, what=what)
 

@@ -14,6 +14,51 @@ from ..tasks import Task
 from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, top1_labels
 
 
+def check_task_fits(name: str, tasks: tuple[str, ...], model: torch.nn.Module, images: torch.Tensor,
+                    labels: torch.Tensor | None, task: Task | None) -> tuple[Task, torch.Tensor]:
+    """What every scheme's ``generate`` checks before any work: the task is one the scheme protects and fits the
+    target (a modelprint model's own task; outputs the task reads: two or more class scores, one value for
+    regression, a vector for similarity), and labels the set would store are of the task's kind, so that no set of
+    one task is ever made for a model of another (a regression set of a classifier, say).
+
+    Args:
+        name: the scheme's name; ``tasks`` the tasks it protects.
+        model: the target.
+        images: candidate images, N x C x H x W in [0, 1].
+        labels: the labels the set stores, or None when it stores the target's own answers.
+        task: the task given (None means classification).
+
+    Returns:
+        The task and the target's outputs on the first image.
+
+    Raises:
+        InputError: in one line, naming what does not fit.
+    """
+    from ..data import check_images
+    from ..models import ImageModel, device_of
+    from ..tasks import Classification, Regression
+
+    task = task or Classification()
+    if task.name not in tasks:
+        raise InputError(f"the {name} scheme protects {' and '.join(tasks)} models, not the {task.name} task")
+    if isinstance(model, ImageModel) and model.spec.task != task.name:
+        raise InputError(f"the task is {task.name}, but the target is a {model.spec.task} model")
+    check_images(images, what="candidate images")
+    check_input_shape(model, images)
+    with torch.no_grad():
+        probe = model.eval()(images[:1].to(device_of(model)))
+    values = probe.reshape(len(probe), -1).shape[1]
+    if isinstance(task, Classification) and (probe.ndim != 2 or values < 2):
+        raise InputError(f"classification needs a target answering 2 or more class scores; it answers shape {list(probe.shape[1:])}")
+    if isinstance(task, Regression) and values != 1:
+        raise InputError(f"regression needs a target answering one value per image; it answers {values} (a classifier's scores?)")
+    if labels is not None and isinstance(task, Regression) and not labels.is_floating_point():
+        raise InputError("regression needs float values as labels, got integer labels")
+    if labels is not None and isinstance(task, Classification):
+        task.check_labels(labels, values)
+    return task, probe
+
+
 def check_classifier(name: str, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      task: Task | None) -> tuple[Task, int]:
     """The checks of a scheme that protects classifiers, before any work: the task, the candidate images and their
@@ -33,7 +78,6 @@ def check_classifier(name: str, model: torch.nn.Module, images: torch.Tensor, la
         InputError: another task, bad images or labels, or a target that does not classify.
     """
     from ..data import check_images
-    from ..models import device_of
     from ..tasks import Classification
 
     task = task or Classification()
@@ -42,12 +86,7 @@ def check_classifier(name: str, model: torch.nn.Module, images: torch.Tensor, la
     check_images(images, what="candidate images")
     if len(labels) != len(images):
         raise InputError(f"{len(images)} candidate images but {len(labels)} labels")
-    check_input_shape(model, images)
-    with torch.no_grad():
-        probe = model.eval()(images[:1].to(device_of(model)))
-    if probe.ndim != 2 or probe.shape[1] < 2:
-        raise InputError(f"the {name} scheme needs a classifier with 2 or more classes; the target answers shape {list(probe.shape[1:])}")
-    task.check_labels(labels, probe.shape[1])
+    task, probe = check_task_fits(name, ("classification",), model, images, labels, task)
     return task, probe.shape[1]
 
 

@@ -39,12 +39,12 @@ from tqdm.auto import tqdm
 from ..access import BLACK_BOX, SCORES, WHITE_BOX, Access
 from ..checks import floats_as_floats, rules, setting_types
 from ..data import check_images
-from ..errors import InputError
+from ..errors import InputError, IntegrityError
 from ..models import device_of
 from ..tasks import Classification, Task
 from . import checks
 from .base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, target_identity
-from .shared import starting_points, suspect_outputs
+from .shared import check_task_fits, starting_points, suspect_outputs
 
 #: Where pairs start.
 STARTS = ("noise", "images")
@@ -147,7 +147,7 @@ class TAFA(FingerprintScheme):
             InputError: bad images, or fewer than N with ``start="images"``.
         """
         began = time.perf_counter()
-        task = task or Classification()
+        task, _ = check_task_fits(self.name, self.tasks, model, images, None, task)  # labels unused: stores its own answers
         self.check_helpers(len(references), len(surrogates), len(calibration))
         check_images(images, what="candidate images")
         model = model.eval()
@@ -233,8 +233,7 @@ class TAFA(FingerprintScheme):
             Per pair the distance of the suspect's bend vector from the target's, and the pair's threshold;
             ``queries`` 3N in black-box mode (x, x' and the midpoint), 0 white-box.
         """
-        if fingerprints.scheme != self.name:
-            raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
+        self.check_set(fingerprints)  # this scheme's, and content that fits it (in memory too)
         mode = self.require(access, mode)
         began = time.perf_counter()
         task = fingerprints.task_adapter()
@@ -257,7 +256,9 @@ class TAFA(FingerprintScheme):
         per pair for each mode."""
         n = super().check_layout(layout, task)
         checks.require(layout, "partners", kind="float", shape=layout["samples"][1], why="the second point of each pair")
-        checks.require(layout, "bends", kind="float", ndim=2, rows=n, why="the target's bend vector on each pair")
+        outputs = checks.require(layout, "bends", kind="float", ndim=2, rows=n, why="the target's bend vector on each pair")[1]
+        if (task == "classification" and outputs < 2) or (task == "regression" and outputs != 1):
+            raise IntegrityError(f"tensor 'bends' reads {outputs} output(s) per image, which a {task} target never answers")
         for name in ("t_white_box", "t_black_box"):
             checks.require(layout, name, kind="float", ndim=1, rows=n, why="each pair's threshold")
         return n
@@ -268,6 +269,9 @@ class TAFA(FingerprintScheme):
         scheme = super().validate(fingerprints)
         checks.check_images(fingerprints.tensors["partners"], "partners")
         checks.check_finite(fingerprints.tensors["bends"], "bends")
+        outputs = checks.num_classes(fingerprints.target)
+        if outputs is not None and fingerprints.tensors["bends"].shape[1] != outputs:
+            raise IntegrityError(f"tensor 'bends' reads {fingerprints.tensors['bends'].shape[1]} outputs per image; the set's target answers {outputs}")
         for name in ("t_white_box", "t_black_box"):
             checks.check_finite(fingerprints.tensors[name], name, low=0.0)
         return scheme  # type: ignore[return-value]

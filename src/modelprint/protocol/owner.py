@@ -63,7 +63,9 @@ def build_owner_models(
 
 def read_manifest(folder: str | Path, *, what: str = "folder of the owner's helper models", command: str = "modelprint owner-models") -> dict[str, Any]:
     """The manifest of a folder of models built by the zoo code (here: the helper models of
-    :func:`build_owner_models`; ``what`` and ``command`` name another kind in the message).
+    :func:`build_owner_models`; ``what`` and ``command`` name another kind in the message), each record's model
+    file (and checkpoints) named where it is in ``folder``: the paths a build records are relative to the working
+    directory it ran in, and the folder may have moved since.
 
     Raises:
         InputError: no such folder, or no readable manifest in it.
@@ -72,9 +74,16 @@ def read_manifest(folder: str | Path, *, what: str = "folder of the owner's help
     if not path.is_file():
         raise InputError(f"{folder}: not a {what} (no manifest.json; make one with '{command}')")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise InputError(f"{path}: unreadable manifest ({exc})") from None
+    for record in manifest.get("suspects", []) if isinstance(manifest, dict) else []:
+        if isinstance(record, dict) and isinstance(record.get("path"), str):  # where build_zoo writes them
+            record["path"] = str(Path(folder) / "suspects" / Path(record["path"]).name)
+            for checkpoint in record.get("checkpoints", []):
+                if isinstance(checkpoint, dict) and isinstance(checkpoint.get("file"), str):
+                    checkpoint["path"] = str(Path(folder) / "checkpoints" / checkpoint["file"])
+    return manifest
 
 
 def check_made_for(manifest: dict[str, Any], *, target_sha256: str, data: str, where: str, models: str = "helper models") -> None:

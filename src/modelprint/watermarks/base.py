@@ -75,10 +75,11 @@ class WatermarkScheme(Scheme):
         """Examine a suspect through ``access`` with ``key`` (see :meth:`check_key`)."""
 
     def check_key(self, key: FingerprintSet) -> None:
-        """Refuse a file that is not a key of this scheme for a task it protects.
+        """Refuse a file that is not a key of this scheme for a task it protects, or whose content does not fit it.
 
         Raises:
             InputError: a fingerprint set, a key of another scheme, or of another task.
+            IntegrityError: content the scheme cannot read soundly (:meth:`validate`).
         """
         if not isinstance(key, WatermarkKey):
             raise InputError(f"the {self.name} watermark verifies with a watermark key, not a {getattr(key, 'WHAT', type(key).__name__)}")
@@ -87,6 +88,7 @@ class WatermarkScheme(Scheme):
         task = key.task.get("name")
         if task not in self.tasks:
             raise InputError(f"the key is for a {task} model; the {self.name} watermark protects {', '.join(self.tasks)} models")
+        type(self).validate(key)  # the content fits the scheme, in memory as from a file
 
 
 def watermark_named(name: str, **settings: Any) -> WatermarkScheme:

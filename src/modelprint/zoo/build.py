@@ -3,7 +3,9 @@
 Each suspect is a model file ``OUT/suspects/NAME.safetensors`` whose metadata records its recipe (the suspect's
 spec, the parent's weight hash, the data) and provenance (transform, parameters, seed, test metric). A suspect
 whose file exists with the same recipe is reused, so an interrupted build continues where it stopped and a changed
-spec or target rebuilds only what changed. ``OUT/manifest.json`` is rewritten after every finished suspect.
+spec or target rebuilds only what changed. ``OUT/manifest.json`` is rewritten after every finished suspect; it
+lists every model the folder holds for the same target and data, those of earlier builds of other specs too
+(marked ``earlier_spec``): a build of fewer models (say, the helper roles one scheme reads) never drops the others.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..data import DataSplits, load_data, same_recipe
+from ..data import DataSplits, data_key, load_data, same_recipe
 from ..errors import InputError
 from ..models import ImageModel, clone_model, load_model, read_spec, save_model, state_sha256
 from ..train import after_each_epoch, evaluate, metric_name
@@ -112,6 +114,33 @@ def _finished(path: Path, recipe: dict[str, Any]) -> bool:
         return False  # unreadable (say, an old format): rebuild
 
 
+def _earlier_records(out: Path, parent: str, data: str, names: set[str]) -> list[dict[str, Any]]:
+    """The records of the models that earlier builds left in ``out/suspects`` for the same target and data, but
+    ``names`` (this build's), in seed order.
+
+    Args:
+        out: the zoo directory.
+        parent: the target's weight hash.
+        data: the data spec of this build.
+        names: the suspects of this build.
+
+    Returns:
+        One manifest record per such model, read from its file, marked ``reused`` and ``earlier_spec``.
+    """
+    kept = []
+    for path in sorted((out / "suspects").glob("*.safetensors")):
+        if path.stem in names:
+            continue
+        try:
+            recipe = read_spec(path).info.get("recipe") or {}
+            if recipe.get("parent_sha256") != parent or not isinstance(recipe.get("data"), str) or data_key(recipe["data"]) != data_key(data):
+                continue
+            kept.append({**_record(path), "reused": True, "earlier_spec": True})
+        except (InputError, KeyError):
+            continue  # unreadable, or not a model this code built: not listed
+    return sorted(kept, key=lambda record: (record["seed"], record["name"]))
+
+
 def build_zoo(
     spec: ZooSpec,
     target_path: str | Path,
@@ -142,8 +171,9 @@ def build_zoo(
         progress: show a progress bar over suspects (and per-suspect bars in-process).
 
     Returns:
-        The manifest (also written to ``out_dir/manifest.json``): the target, the data, the spec and one record per
-        suspect, with ``reused`` telling which were already built.
+        The manifest: the target, the data, the spec and one record per suspect, with ``reused`` telling which were
+        already built. ``out_dir/manifest.json`` holds it with, after this spec's suspects, the records of the models
+        earlier builds left in the folder for the same target and data (see :func:`_earlier_records`).
     """
     out = Path(out_dir)
     (out / "suspects").mkdir(parents=True, exist_ok=True)
@@ -183,10 +213,12 @@ def build_zoo(
         "suspects": [],
     }
 
+    earlier = _earlier_records(out, parent, data, {s.name for s in spec.suspects})
+
     def write_manifest() -> None:
         manifest["suspects"] = [records[s.name] for s in spec.suspects if s.name in records]
         tmp = out / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.write_text(json.dumps({**manifest, "suspects": manifest["suspects"] + earlier}, indent=2))
         os.replace(tmp, out / "manifest.json")
 
     write_manifest()

@@ -90,7 +90,9 @@ class ZooSpec:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"zoo spec {path} does not exist")
-        text = path.read_text()
+        from ..checks import read_text
+
+        text = read_text(path, "zoo spec")  # a binary file is refused in one line
         try:
             if path.suffix in (".yaml", ".yml"):
                 import yaml

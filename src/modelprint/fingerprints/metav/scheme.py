@@ -29,7 +29,7 @@ from ...models import device_of
 from ...tasks import Classification, Task
 from .. import checks
 from ..base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, helper_hashes, target_identity
-from ..shared import starting_points, suspect_outputs
+from ..shared import check_task_fits, starting_points, suspect_outputs
 from .features import feature_count, features, regression_norm
 from .verifier import PREFIX, joint_fit, make_verifier, probabilities, verifier_from, verifier_tensors
 
@@ -136,7 +136,7 @@ class MetaV(FingerprintScheme):
             loss and the verifier's probabilities on its training models.
         """
         began = time.perf_counter()
-        task = task or Classification()
+        task, _ = check_task_fits(self.name, self.tasks, model, images, None, task)  # labels unused: stores its own answers
         self.check_helpers(len(references), len(surrogates), len(calibration))
         check_images(images, what="candidate images")
         model = model.eval()
@@ -193,8 +193,7 @@ class MetaV(FingerprintScheme):
             ``matching_score`` the probability (one value, compared with the threshold 0.5); ``queries`` N in
             black-box mode, 0 white-box.
         """
-        if fingerprints.scheme != self.name:
-            raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
+        self.check_set(fingerprints)  # this scheme's, and content that fits it (in memory too)
         mode = self.require(access, mode)
         began = time.perf_counter()
         task = fingerprints.task_adapter()
@@ -222,7 +221,11 @@ class MetaV(FingerprintScheme):
         checks.require(layout, f"{PREFIX}0.bias", kind="float", shape=(hidden,), why="the verifier's first layer")
         checks.require(layout, f"{PREFIX}2.weight", kind="float", shape=(1, hidden), why="the verifier's output layer")
         checks.require(layout, f"{PREFIX}2.bias", kind="float", shape=(1,), why="the verifier's output layer")
-        fits = count == n * (n - 1) // 2 if task == "similarity" else count % n == 0
+        per_input = {"classification": (2, None), "regression": (1, 1)}.get(task)  # the outputs a task's target answers
+        if task == "similarity":
+            fits = count == n * (n - 1) // 2
+        else:
+            fits = count % n == 0 and (per_input is None or (count // n >= per_input[0] and per_input[1] in (None, count // n)))
         if not fits:
             raise IntegrityError(f"the verifier reads {count} features, which {n} inputs of a {task} model never give")
         return n
@@ -234,6 +237,9 @@ class MetaV(FingerprintScheme):
         for name, tensor in fingerprints.tensors.items():
             if name.startswith(PREFIX):
                 checks.check_finite(tensor, name)
+        outputs, count = checks.num_classes(fingerprints.target), fingerprints.tensors[f"{PREFIX}0.weight"].shape[1]
+        if outputs is not None and fingerprints.task.get("name") != "similarity" and count != len(fingerprints) * outputs:
+            raise IntegrityError(f"the verifier reads {count} features; {len(fingerprints)} answers of the set's target ({outputs} values each) give {len(fingerprints) * outputs}")
         norm = fingerprints.tensors["norm"]
         checks.check_finite(norm, "norm")
         if norm[1] <= 0:

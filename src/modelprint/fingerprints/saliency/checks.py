@@ -41,6 +41,8 @@ def check_saliency_layout(layout: Layout, n: int, task: str) -> None:
         raise IntegrityError(f"tensor 'pattern' must be a grid of at least 1x1, got shape {list(grid)}")
     if task == "similarity":
         require(layout, "pairs", kind="float", shape=image, why="the pair images a similarity set compares with")
+    elif "pairs" in layout:
+        raise IntegrityError(f"the set holds 'pairs', which only a similarity set reads (its task is {task!r})")
     if "mode" in layout:
         require(layout, "mode", kind="integer", ndim=1, rows=n)
     for name in ("direction", "t_white_box", "t_black_box"):

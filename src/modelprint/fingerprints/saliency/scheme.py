@@ -19,6 +19,7 @@ from ...errors import InputError
 from ...tasks import Classification, Task
 from ..base import FingerprintSet, VerificationResult
 from ..checks import Layout
+from ..shared import check_task_fits
 from .checks import check_saliency_layout, check_saliency_values
 from .configurations import MODE_CODE
 from .generation import generate_group, join_groups
@@ -97,7 +98,7 @@ class SaliencyFingerprint(SaliencySettings):
         Returns:
             The fingerprint set, with thresholds derived on the target (and the calibration models).
         """
-        task = task or Classification()
+        task, _ = check_task_fits(self.name, self.tasks, model, images, labels, task)  # a task that fits the target
         self._check_helpers(task, references, surrogates, calibration)
         made = []
         for group in self.groups():
@@ -133,8 +134,7 @@ class SaliencyFingerprint(SaliencySettings):
             The verification result over the rows the mode reads, with one threshold per value; in black-box mode
             ``queries`` is exactly 2N (4N with ``bb_score="diff"``; N more for pair tasks).
         """
-        if fingerprints.scheme != self.name:
-            raise InputError(f"a {fingerprints.scheme!r} fingerprint set cannot be verified by the {self.name!r} scheme")
+        self.check_set(fingerprints)  # this scheme's, and content that fits it (in memory too)
         mode = self.require(access, mode)
         start = time.perf_counter()
         task = fingerprints.task_adapter()
