@@ -222,6 +222,15 @@ class Terminated(BaseException):
 
 
 def _terminated(signum: int, frame: object) -> None:
+    """The SIGTERM handler of :func:`main`.
+
+    Args:
+        signum: the signal's number.
+        frame: unused.
+
+    Raises:
+        Terminated: always.
+    """
     raise Terminated()
 
 

@@ -203,9 +203,13 @@ def verify_suspect(
                          "black-box threshold): answers that far apart could come from another model")
     null_scores = read_null_scores(null, mode=mode, fingerprints_sha256=digest) if null else None
     confirmed = confirm_target(fingerprint_set, target, fingerprints) if target is not None else None
-    # Before anything is sent: a set under which a suspect that never saw the target would be declared a copy
-    # (thresholds lowered to 0, labels of one class, ...) is refused (modelprint.fingerprints.nulls).
-    scheme_for(fingerprint_set).check_not_degenerate(fingerprint_set, modes=(mode,), alpha=alpha, null_scores=null_scores, what=str(fingerprints))
+
+    def refuse_degenerate() -> None:
+        """Before anything is sent to the suspect (after its own checks): a set under which a suspect that never saw
+        the target would be declared a copy (thresholds lowered to 0, labels of one class, ...) is refused
+        (:mod:`modelprint.fingerprints.nulls`)."""
+        scheme_for(fingerprint_set).check_not_degenerate(fingerprint_set, modes=(mode,), alpha=alpha, null_scores=null_scores, what=str(fingerprints))
+
     records = Path(records)
     box: BlackBox | None = None
     client = None
@@ -214,9 +218,12 @@ def verify_suspect(
             from ..serving.client import OipClient
 
             client = OipClient(url, model_name, **client_options)  # type: ignore[arg-type]
+            refuse_degenerate()  # before the server is asked anything
             identity = http_identity(client)
         else:
             identity = file_identity(suspect)  # type: ignore[arg-type]
+            suspect_model = load_model(suspect, device=device)  # type: ignore[arg-type]
+            refuse_degenerate()
         name = verification_id(digest, identity, mode)
         now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         if journal is None and mode == BLACK_BOX:
@@ -226,7 +233,7 @@ def verify_suspect(
         if client is not None:
             access = box = BlackBox.http(url, model_name, client=client, **options)  # type: ignore[arg-type]
         else:
-            access = WhiteBox(load_model(suspect, device=device))  # type: ignore[arg-type]
+            access = WhiteBox(suspect_model)
             if mode == BLACK_BOX:
                 access = box = access.black_box(fingerprint_set.task_adapter(), identity=identity, **options)
         result = scheme_for(fingerprint_set).verify(access, fingerprint_set, mode=mode)

@@ -80,7 +80,7 @@ def read_manifest(folder: str | Path, *, what: str = "folder of the owner's help
     for record in manifest.get("suspects", []) if isinstance(manifest, dict) else []:
         if isinstance(record, dict) and isinstance(record.get("path"), str):  # where build_zoo writes them
             record["path"] = str(Path(folder) / "suspects" / Path(record["path"]).name)
-            for checkpoint in record.get("checkpoints", []):
+            for checkpoint in record["checkpoints"] if isinstance(record.get("checkpoints"), list) else []:
                 if isinstance(checkpoint, dict) and isinstance(checkpoint.get("file"), str):
                     checkpoint["path"] = str(Path(folder) / "checkpoints" / checkpoint["file"])
     return manifest

@@ -1,148 +1,27 @@
-"""How a scheme reaches a suspect: a white-box model or a black-box prediction function.
-
-Schemes state the capability they need; they receive an access object at call time and fail early with a clear
-message when it cannot do what they need. A black-box access counts every image it sends, retries included, and
-never sends more than its query budget allows; with a query journal it logs every batch and answers images it was
-already asked from the journal, so an interrupted verification resumes without asking the suspect again. The
-journal is bound to the fingerprint set and the suspect (a journal of another one is refused) and locked while the
-access lives. A suspect known by its file's SHA-256 is never answered from a journal: every answer is computed
-again and a journalled one that differs refuses the journal. A suspect that is not identified by its content (a
-server, a function) is *probed* before an earlier run's answers are used: a random sample of the journalled images
-is asked again and must be answered as recorded (:func:`probe_count` says how many; :meth:`BlackBox.confirm_resumed`
-asks more once the verdict's margin is known, see docs/evidence.md).
-"""
+"""Prediction-only access to a suspect: query counting, budget, query journal and resume. See :mod:`modelprint.access`."""
 
 from __future__ import annotations
 
-import math
 import os
 import random
-import time
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
 
-from .errors import CapabilityError, InputError, IntegrityError, ModelprintError, QueryBudgetExceeded, RemoteError
-from .journal import QueryJournal, image_key
-from .journal_lines import MAX_PROBE_TOLERANCE
-from .tasks import Task
-from .urls import redact_url
+from ..errors import InputError, ModelprintError, QueryBudgetExceeded, RemoteError
+from ..journal import QueryJournal, image_key
+from ..journal_lines import MAX_PROBE_TOLERANCE
+from ..tasks import Task
+from ..urls import redact_url
+from .capabilities import BLACK_BOX, LABELS, PROBE_TOLERANCE, SCORES, Access
+from .resume import ResumeChecks
 
 if TYPE_CHECKING:
-    from .serving.client import OipClient
-
-WHITE_BOX = "white-box"
-BLACK_BOX = "black-box"
-#: The suspect's outputs are scores (probabilities, values or embeddings), not only the top-1 label.
-SCORES = "scores"
-#: The suspect answers its top-1 label only.
-LABELS = "labels"
-
-_MEANING = {
-    WHITE_BOX: "white-box access (weights, activations, gradients)",
-    BLACK_BOX: "black-box access (predictions)",
-    SCORES: "output scores (probabilities, values or embeddings)",
-    LABELS: "top-1 labels",
-}
-#: Default largest difference between a journalled answer and the probe's fresh one (output units, e.g. probability):
-#: far above the float32 rounding by which one model's answers to an image in batches of different sizes differ, and
-#: far below what the black-box statistic measures (thresholds of about 0.01 to 0.1).
-PROBE_TOLERANCE = 1e-4
-#: The chance with which the resume probe must catch a splice of the smallest size it is sized for.
-PROBE_CATCH = 0.99
-#: Without a verdict whose margin is known, the probe is sized to catch a splice of this fraction of the journalled
-#: answers (with :data:`PROBE_CATCH`): 44 images, or every one of fewer.
-PROBE_FRACTION = 0.1
-#: A file suspect's recomputed answer may differ from its journalled one by this much (float rounding of batches of
-#: other sizes); more, and the journal was not written by this model.
-RECOMPUTE_TOLERANCE = 1e-4
+    from ..serving.client import OipClient
 
 
-def probe_count(journalled: int, spliced: int, catch: float = PROBE_CATCH) -> int:
-    """How many of ``journalled`` answers a probe must ask again, drawn at random without replacement, to find at
-    least one of ``spliced`` wrong answers with probability ``catch``.
-
-    The chance that k draws miss all of them is C(J - s, k) / C(J, k) = prod_{i<k} (J - s - i) / (J - i); the
-    count is the smallest k that brings it to 1 - ``catch`` or below (J when s < 1 is impossible to bound).
-
-    Args:
-        journalled: J, the answers taken from the journal.
-        spliced: s, the fewest wrong answers that matter.
-        catch: the probability of finding one.
-
-    Returns:
-        k, 0 <= k <= J.
-    """
-    if journalled <= 0:
-        return 0
-    spliced = min(max(spliced, 1), journalled)
-    miss, k = 1.0, 0
-    while miss > 1 - catch and k < journalled:
-        miss *= (journalled - spliced - k) / (journalled - k) if journalled - spliced - k > 0 else 0.0
-        k += 1
-    return k
-
-
-def default_spliced(journalled: int) -> int:
-    """The splice size the probe is sized for when no verdict's margin is known: :data:`PROBE_FRACTION` of J."""
-    return max(1, math.ceil(PROBE_FRACTION * journalled))
-
-
-def tolerance_cap(threshold: float | None) -> float:
-    """The largest probe tolerance a set allows: a quarter of its black-box threshold (an answer moved by less
-    cannot move a statistic over its threshold by itself), and never above
-    :data:`~modelprint.journal_lines.MAX_PROBE_TOLERANCE`."""
-    if threshold is None or not math.isfinite(threshold) or threshold == 0:
-        return MAX_PROBE_TOLERANCE
-    return min(MAX_PROBE_TOLERANCE, abs(threshold) / 4)
-
-
-class Access:
-    """Base class: what a scheme may do with a suspect."""
-
-    capabilities: frozenset[str] = frozenset()
-
-    def require(self, capability: str, *, who: str) -> None:
-        """Raise :class:`CapabilityError` unless this access offers ``capability``."""
-        if capability not in self.capabilities:
-            offered = ", ".join(_MEANING.get(c, c) for c in sorted(self.capabilities)) or "nothing"
-            raise CapabilityError(f"{who} needs {_MEANING.get(capability, capability)} from the suspect; {self.describe()} offers {offered}")
-
-    def describe(self) -> str:
-        """The suspect, in a few words (for messages)."""
-        return type(self).__name__
-
-
-class WhiteBox(Access):
-    """Full access to a model: weights, activations and gradients.
-
-    Args:
-        model: the suspect network (any ``nn.Module`` taking images in [0, 1]); it is put in eval mode.
-        layer: the Grad-CAM layer to read, overriding the scheme's choice (useful for foreign architectures).
-    """
-
-    capabilities = frozenset({WHITE_BOX, BLACK_BOX, SCORES})
-
-    def __init__(self, model: nn.Module, *, layer: str | None = None) -> None:
-        self.model = model.eval()
-        self.layer = layer
-
-    @property
-    def device(self) -> torch.device:
-        try:
-            return next(self.model.parameters()).device
-        except StopIteration:
-            return torch.device("cpu")
-
-    def black_box(self, task: Task, *, budget: int | None = None, batch_size: int = 256, **kwargs: Any) -> "BlackBox":
-        """A black-box view of this model: it answers what a deployed model of ``task`` would return.
-
-        ``kwargs`` go to :class:`BlackBox` (``journal``, ``identity``, ...)."""
-        return BlackBox.from_model(self.model, task, budget=budget, batch_size=batch_size, **kwargs)
-
-
-class BlackBox(Access):
+class BlackBox(ResumeChecks, Access):
     """Prediction-only access, with query counters, an optional budget and an optional query journal.
 
     Args:
@@ -385,88 +264,6 @@ class BlackBox(Access):
                 self.queries += 1
         return torch.stack(answers).float() if n else torch.empty(0)  # type: ignore[arg-type]
 
-    def _probe_rows(self, keys: list, candidates: list[int]) -> list[int]:
-        """The rows of this call that the first probe asks again: a random sample of the journalled ones."""
-        distinct = list({keys[i]: i for i in candidates}.values())
-        wanted = self.probe_size or probe_count(len(self.journal or ()), default_spliced(len(self.journal or ())))
-        return sorted(self._random.sample(distinct, min(wanted, len(distinct))))
-
-    def confirm_resumed(self, spliced: int | None, *, at_least: int = 0) -> dict[str, Any] | None:
-        """Probe enough of the journalled answers this run used to find a splice of ``spliced`` wrong answers with
-        probability :data:`PROBE_CATCH` (images already probed count; more are drawn at random).
-
-        Args:
-            spliced: the fewest wrong journalled answers that could have changed the verdict (None: none could).
-            at_least: probe at least this many of them (a replay's sample).
-
-        Returns:
-            The probe's outcome (also in :attr:`probe`), or None when no journalled answer was used.
-
-        Raises:
-            IntegrityError: a probed answer differs from the journalled one.
-            QueryBudgetExceeded: the probe would exceed the budget.
-        """
-        used = len(self._resumed)
-        if used == 0 or self.journal is None:
-            return self.probe
-        wanted = max(probe_count(used, spliced) if spliced is not None else 0, min(at_least, used))
-        rest = [k for k in self._resumed if k not in self._probed]
-        more = self._random.sample(rest, max(0, min(wanted - len(self._probed), len(rest))))
-        if more:
-            if self.budget is not None and self.used + len(more) > self.budget:
-                raise QueryBudgetExceeded(f"the resume probe needs {len(more)} more images to check the journal's answers, which "
-                                          f"would exceed the query budget ({self.used} of {self.budget} used); raise the budget")
-            images = torch.stack([self._resumed[k] for k in more])
-            self._probe(images, more, torch.stack([self.journal.lookup(k) for k in more]))  # type: ignore[misc]
-        if self.probe is not None:
-            self.probe.update(journalled=used, spliced=spliced, catch_probability=None if spliced is None else
-                              round(1 - _miss(used, spliced, len(self._probed)), 6))
-        return self.probe
-
-    @property
-    def levels(self) -> int:
-        return len(self._levels)
-
-    def _probe(self, images: torch.Tensor, keys: list[str], journalled: torch.Tensor) -> None:
-        """Ask journalled images again; refuse the journal unless the suspect answers them as it did."""
-        assert self.journal is not None
-        worst = 0.0
-        for start in range(0, len(images), self.batch_size):
-            began = time.perf_counter()
-            chunk, recorded = images[start : start + self.batch_size], journalled[start : start + self.batch_size]
-            fresh = self._send(chunk)
-            same_shape = tuple(fresh.shape) == tuple(recorded.shape)
-            difference = float((fresh.double() - recorded.double()).abs().max()) if same_shape and fresh.numel() else 0.0
-            if not same_shape or not difference <= self.probe_tolerance:
-                found = f"differ by up to {difference:.3g} (tolerance {self.probe_tolerance:g})" if same_shape else f"have shape {list(fresh.shape[1:])}"
-                raise IntegrityError(
-                    f"{self.describe()} no longer answers as the journal {self.journal.path} recorded: its answers to "
-                    f"{len(chunk)} journalled images drawn at random {found}; the journal belongs to another model or was "
-                    "spliced, or the server is noisy (a noisy server's answers cannot be resumed): start a new journal with "
-                    "--new-journal / new_journal=True (the old one is set aside), or allow a larger difference with "
-                    "--probe-tolerance / probe_tolerance"
-                )
-            self._check_levels(torch.cat([fresh, recorded]))
-            self.journal.record(keys[start : start + self.batch_size], chunk, fresh, seconds=time.perf_counter() - began,
-                                tolerance=self.probe_tolerance)
-            worst = max(worst, difference)
-        self._probed.update(keys)
-        previous = (self.probe or {}).get("max_difference", 0.0)
-        self.probe = {"images": len(self._probed), "max_difference": max(previous, worst), "tolerance": self.probe_tolerance}
-
-    def _check_levels(self, answers: torch.Tensor) -> None:
-        """Refuse to vouch for a resumed journal through answers that take two values or fewer (a server rounding
-        its scores to nothing): they cannot tell one model from another that agrees on its labels."""
-        if LABELS in self.capabilities or not answers.is_floating_point() or answers.dim() < 2 or answers[0].numel() < 2:
-            return
-        if torch.unique(answers).numel() <= 2:
-            values = ", ".join(f"{v:g}" for v in torch.unique(answers).tolist())
-            raise IntegrityError(
-                f"{self.describe()} answers scores rounded to {{{values}}}: such answers carry no more than a label and "
-                "cannot distinguish this model from another that agrees with it on top-1 labels, so the journal's answers "
-                "cannot be checked against it; start a new journal with --new-journal / new_journal=True"
-            )
-
     def _spend(self, images: int) -> None:
         """Count ``images`` about to go on the wire; refuse when they would exceed the budget."""
         if self.budget is not None and self.used + images > self.budget:
@@ -504,40 +301,6 @@ class BlackBox(Access):
         if answer.is_floating_point() and len(self._levels) < 1000:
             self._levels.update(torch.unique(answer.float()).tolist()[: 1000 - len(self._levels)])
         return answer
-
-    def _ask(self, chunk: torch.Tensor, keys: list, journalled: list) -> torch.Tensor:
-        """Send one batch, count its answers and journal the new ones; a file suspect's answers to images the journal
-        holds must equal the journalled ones (:data:`RECOMPUTE_TOLERANCE`)."""
-        began = time.perf_counter()
-        answer = self._send(chunk)
-        self.queries += len(chunk)
-        if self.journal is None:
-            return answer
-        new = [i for i, known in enumerate(journalled) if known is None]
-        for i, known in enumerate(journalled):
-            if known is None:
-                continue
-            same = tuple(known.shape) == tuple(answer[i].shape)
-            difference = float((known.double() - answer[i].double()).abs().max()) if same and known.numel() else 0.0
-            if not same or difference > RECOMPUTE_TOLERANCE:
-                found = f"by {difference:.3g}" if same else f"in shape ({list(answer[i].shape)})"
-                raise IntegrityError(
-                    f"the query journal {self.journal.path} does not hold {self.describe()}'s answers: image {keys[i][:12]}... "
-                    f"is answered otherwise by the model now ({found}); the journal was written for another model or spliced: "
-                    "start a new journal with --new-journal / new_journal=True (the old one is set aside)")
-            self.rechecked += 1
-        if new:
-            self.journal.record([keys[i] for i in new], chunk[new], answer[new], seconds=time.perf_counter() - began)
-        return answer
-
-
-def _miss(journalled: int, spliced: int, probed: int) -> float:
-    """The chance that ``probed`` random draws of ``journalled`` answers miss all of ``spliced`` wrong ones."""
-    miss = 1.0
-    for i in range(min(probed, journalled)):
-        miss *= max(0.0, (journalled - max(spliced, 1) - i) / (journalled - i))
-    return miss
-
 
 def http_identity(client: "OipClient") -> dict[str, Any]:
     """A served suspect's identity: the server's URL (without credentials), the model name and its metadata."""
