@@ -189,7 +189,7 @@ class BlackBox(ResumeChecks, Access):
         Returns:
             The black-box access; ``identity`` holds the URL (without credentials), model name and the server's metadata.
         """
-        from .serving.client import OipClient
+        from ..serving.client import OipClient
 
         client = client or OipClient(url, model_name, **client_options)
         return cls(
