@@ -175,6 +175,7 @@ CASES: list[Case] = [
     cli("verify: --trusted-key for an unsigned set", *VERIFY, "--suspect", "{model}", "--trusted-key", "{owner_pub}"),
     cli("verify: --expect-sha256 of another set", *VERIFY, "--suspect", "{model}", "--expect-sha256", "0" * 64),
     cli("verify: --expect-sha256 not hex", *VERIFY, "--suspect", "{model}", "--expect-sha256", "xyz"),
+    cli("verify: --target another model than the set names", *VERIFY, "--suspect", "{model}", "--target", "{other}"),
     cli("verify: --sign with a public key", *VERIFY, "--suspect", "{model}", "--sign", "{owner_pub}"),
     cli("generate: --sign a key that does not exist", *GEN, "--sign", "{w}/none.key"),
     cli("keys new: --out of an existing key", "keys", "new", "--out", "{w}/owner"),

@@ -27,6 +27,16 @@ class TinyCNN(nn.Module):
 
 
 @pytest.fixture
+def untrained_sets_allowed(monkeypatch):
+    """Switches off the null-suspect check (tests/test_degenerate_sets.py) for tests whose sets come from an untrained
+    target: a fresh model of its architecture matches them, so they are degenerate and would be refused before the
+    behaviour the test is about (journals, servers, records, authenticity) is reached."""
+    from modelprint.fingerprints import nulls
+
+    monkeypatch.setattr(nulls, "check_not_degenerate", lambda *args, **kwargs: [])
+
+
+@pytest.fixture
 def tiny_cnn() -> TinyCNN:
     torch.manual_seed(0)
     return TinyCNN().eval()

@@ -202,16 +202,6 @@ def test_rehashed_set_passes_integrity_alone_but_not_the_null_suspects(world, tm
     assert counted == []
 
 
-@pytest.fixture
-def untrained_sets_allowed(monkeypatch):
-    """The world's sets come from an untrained target, so a fresh model of its architecture matches them: degenerate,
-    and refused by the null-suspect check (tests/test_degenerate_sets.py). The tests that take this fixture are
-    about authenticity, not that check, which they switch off."""
-    from modelprint.fingerprints import nulls
-
-    monkeypatch.setattr(nulls, "check_not_degenerate", lambda *args, **kwargs: [])
-
-
 @pytest.mark.parametrize("pin", ["trusted_key", "expect_sha256", "thief_key"])
 def test_pinned_key_or_digest_refuses_a_rehashed_set_before_any_image_is_sent(world, tmp_path, counted, pin, untrained_sets_allowed):
     lowered = _lowered(world, tmp_path)

@@ -201,7 +201,7 @@ def test_thresholds_zero_are_refused_before_anything_is_sent_in_both_modes(world
 
 
 def test_inflated_tafa_thresholds_let_a_constant_answer_match_and_are_refused(world, tmp_path):
-    fingerprints = TAFA(n=N).generate(world["target_model"], world["candidates"], world["labels"])
+    fingerprints = TAFA(n=2).generate(world["target_model"], world["candidates"], world["labels"])
     scheme = scheme_for(fingerprints)
     inflated = replace(fingerprints, tensors={**fingerprints.tensors, "t_white_box": fingerprints.tensors["t_white_box"] + 1e6,
                                               "t_black_box": fingerprints.tensors["t_black_box"] + 1e6})

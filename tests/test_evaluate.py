@@ -200,7 +200,7 @@ def test_a_set_made_before_a_setting_existed_is_reused(world):
     assert "steps=50," in FingerprintSet.load(path).stats["scheme_repr"] and path.read_bytes() != before
 
 
-def test_metav_learns_from_a_training_zoo_that_generate_and_verify_share(world, capsys):
+def test_metav_learns_from_a_training_zoo_that_generate_and_verify_share(world, capsys, untrained_sets_allowed):  # a 4-model zoo: a toy verifier
     """--schemes metav: the owner's training zoo is built (with checkpoints) beside the evaluation zoo and its cost
     reported; `training-zoo` + `generate --training-zoo` make exactly the evaluation's set; the evidence record
     names the training zoo; without the zoo, or with an evaluation zoo that shares its seeds, one line and exit 2."""

@@ -26,6 +26,9 @@ from modelprint.evidence.verification import verify_suspect
 from conftest import free_ports, run_cli
 
 N = 10
+#: The sets here come from untrained targets (degenerate under the null-suspect check, tests/test_degenerate_sets.py):
+#: what these tests examine is the journal, the budget and the record.
+pytestmark = pytest.mark.usefixtures("untrained_sets_allowed")
 
 
 @pytest.fixture(scope="module")

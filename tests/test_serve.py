@@ -220,7 +220,7 @@ def _wait_until_up(url: str, process: subprocess.Popen) -> None:
     raise AssertionError("the test server did not start")
 
 
-def test_killed_server_then_rerun_resumes_without_resending(setting, tmp_path, capsys):
+def test_killed_server_then_rerun_resumes_without_resending(setting, tmp_path, capsys, untrained_sets_allowed):
     folder, suspect, fingerprints = setting
     (port,) = free_ports(1)
     url = f"http://127.0.0.1:{port}"
@@ -256,7 +256,7 @@ def test_killed_server_then_rerun_resumes_without_resending(setting, tmp_path, c
     assert record["queries"]["log"]["sha256"] == __import__("hashlib").sha256(journals[0].read_bytes()).hexdigest()
 
 
-def test_evidence_record_of_a_file_suspect_with_a_calibrated_verdict(setting, tmp_path, capsys):
+def test_evidence_record_of_a_file_suspect_with_a_calibrated_verdict(setting, tmp_path, capsys, untrained_sets_allowed):
     folder, suspect, fingerprints = setting
     null = tmp_path / "null.json"
     null.write_text(json.dumps([0.0] * 19))

@@ -169,10 +169,18 @@ def test_serve_refuses_a_bad_max_body_before_loading_the_model(tmp_path, capsys,
     assert code == 2 and err.count("\n") == 1 and "--max-body-mb must be a finite positive number" in err
 
 
-def test_serve_warns_when_listening_beyond_loopback(tmp_path, capsys):
-    code, _, err = run_cli(["serve", "--model", str(tmp_path / "none.safetensors"), "--host", "0.0.0.0"], capsys)
+def test_serve_warns_when_listening_beyond_loopback(tmp_path, capsys, monkeypatch):
+    import modelprint.serving.server
+    from modelprint.models import build_model, save_model
+
+    model = save_model(build_model("resnet18", num_outputs=10, width=4), tmp_path / "m.safetensors")
+    started = []
+    monkeypatch.setattr(modelprint.serving.server, "serve", lambda *args, **kwargs: started.append(kwargs))
+    code, _, err = run_cli(["serve", "--model", str(model), "--host", "0.0.0.0"], capsys)
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 2  # the warning, then the missing model
+    assert code == 0 and len(started) == 1 and len(lines) >= 1
     assert "warning: --host 0.0.0.0 is not a loopback address" in lines[0] and "no authentication" in lines[0]
-    code, _, err = run_cli(["serve", "--model", str(tmp_path / "none.safetensors"), "--host", "::1"], capsys)
-    assert code == 2 and "warning" not in err
+    code, _, err = run_cli(["serve", "--model", str(model), "--host", "::1"], capsys)
+    assert code == 0 and len(started) == 2 and "warning" not in err
+    code, _, err = run_cli(["serve", "--model", str(tmp_path / "none.safetensors"), "--host", "0.0.0.0"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no such file" in err  # bad input: one line, before any warning
