@@ -27,6 +27,32 @@ class TinyCNN(nn.Module):
 
 
 @pytest.fixture
+def counted(monkeypatch):
+    """Counts the images every black-box access is asked for (not those of the null suspects a set is checked with)."""
+    from modelprint.access import BlackBox
+
+    asked = []
+    original = BlackBox.predict
+
+    def predict(self, images):
+        if self.identity.get("kind") != "null":
+            asked.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(BlackBox, "predict", predict)
+    return asked
+
+
+def one_line(code: int, err: str, *needles: str) -> str:
+    """The one error line of a refused command (exit code 2, no traceback), holding every needle."""
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
 def untrained_sets_allowed(monkeypatch):
     """Switches off the null-suspect check (tests/test_degenerate_sets.py) for tests whose sets come from an untrained
     target: a fresh model of its architecture matches them, so they are degenerate and would be refused before the

@@ -17,7 +17,6 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import run_cli, write_npz_folder
-from modelprint.access import BlackBox
 from modelprint.errors import IntegrityError, ModelprintError
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint, scheme_for
 from modelprint.fingerprints.sets import DIGEST_KEY, FINGERPRINT_META_KEY, _content_digest
@@ -169,21 +168,6 @@ def test_valid_sets_load_and_keep_their_signature(world):
     grouped = FingerprintSet.load(world["grouped"])
     assert grouped.signature is None and "mode" in grouped.tensors
     assert isinstance(scheme_for(grouped), SaliencyFingerprint)
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """Counts the images every black-box access is asked for (not the null suspects the set is checked with)."""
-    asked = []
-    original = BlackBox.predict
-
-    def predict(self, images):
-        if self.identity.get("kind") != "null":
-            asked.append(len(images))
-        return original(self, images)
-
-    monkeypatch.setattr(BlackBox, "predict", predict)
-    return asked
 
 
 def _lowered(world, tmp_path):

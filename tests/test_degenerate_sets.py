@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from conftest import run_cli
-from modelprint.access import BlackBox, WhiteBox
+from modelprint.access import WhiteBox
 from modelprint.errors import InputError, IntegrityError
 from modelprint.evidence.verification import verify_suspect
 from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint, scheme_for
@@ -81,21 +81,6 @@ def world(tmp_path_factory):
         "zeroed": save_model(zeroed, folder / "zeroed.safetensors"), "plain": plain.save(folder / "plain.safetensors"),
         "ipguard": ipguard.save(folder / "ipguard.safetensors"), "owner_key": owner_key, "owner_pub": owner_pub,
     }
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """Images asked of real suspects (not of the null suspects the check makes up)."""
-    asked = []
-    original = BlackBox.predict
-
-    def predict(self, images):
-        if self.identity.get("kind") != "null":
-            asked.append(len(images))
-        return original(self, images)
-
-    monkeypatch.setattr(BlackBox, "predict", predict)
-    return asked
 
 
 def parts(path):

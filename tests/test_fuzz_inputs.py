@@ -24,13 +24,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings

@@ -23,7 +23,7 @@ from modelprint.tasks import Classification
 from modelprint.urls import redact_text, redact_url
 from modelprint.evidence.verification import verify_suspect
 
-from conftest import free_ports, run_cli
+from conftest import free_ports, one_line, run_cli
 
 N = 10
 #: The sets here come from untrained targets (degenerate under the null-suspect check, tests/test_degenerate_sets.py):
@@ -85,14 +85,6 @@ class FakeServer:
 def verify_args(folder: Path, tmp_path: Path, *extra: str) -> list[str]:
     return ["verify", "--fingerprints", str(folder / "fp.safetensors"), "--mode", "black-box", "--records",
             str(tmp_path / "records"), *extra]
-
-
-def one_line(code: int, err: str, *needles: str) -> str:
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_the_journal_of_one_model_file_is_refused_for_another(setting, tmp_path, capsys):

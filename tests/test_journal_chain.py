@@ -29,7 +29,7 @@ from modelprint.serving.server import Rounding, ServedModel, ServerThread, creat
 from modelprint.signing import new_key_files, sign_record
 from modelprint.tasks import Classification
 
-from conftest import free_ports, run_cli
+from conftest import free_ports, one_line, run_cli
 
 N = 20
 
@@ -55,14 +55,6 @@ def world(tmp_path_factory, digits, digits_target):
 def verify(folder: Path, records: Path, *extra: str) -> list[str]:
     return ["verify", "--fingerprints", str(folder / "fp.safetensors"), "--mode", "black-box", "--records", str(records),
             "--null", str(folder / "null.json"), "--json", "--batch-size", "5", *extra]
-
-
-def one_line(code: int, err: str, *needles: str) -> str:
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def genuine_journal(world, name: str, tmp_path: Path, capsys) -> tuple[Path, dict]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
+from ..checks import fits
 from ..errors import IntegrityError
 from ..model_checks import Layout, header_layout as _header_layout
 from ..tasks import TASKS, Task, task_from_config
@@ -247,47 +248,10 @@ def check_settings(cls: type, config: Mapping[str, Any]) -> None:
 
 def matches(value: Any, annotation: str) -> bool:
     """Whether a JSON value fits a type annotation written as a string (``"float | None"``,
-    ``"tuple[tuple[int, int], ...]"``, ``"Any"``); tuples are JSON lists. Floats must be finite."""
-    alternatives = _split(annotation, "|")
-    if len(alternatives) > 1:
-        return any(matches(value, a) for a in alternatives)
-    text = annotation.strip()
-    base, _, inner = text.partition("[")
-    base = base.strip()
-    if base in ("Any", "object"):
-        return True
-    if base == "None":
-        return value is None
-    if base == "bool":
-        return isinstance(value, bool)
-    if base == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if base == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if base == "str":
-        return isinstance(value, str)
-    if base in ("tuple", "list", "Sequence"):
-        if not isinstance(value, (list, tuple)):
-            return False
-        args = _split(inner[:-1], ",") if inner else []
-        if not args or (len(args) == 2 and args[1].strip() == "..."):
-            return not args or all(matches(v, args[0]) for v in value)
-        return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args))
-    if base in ("dict", "Mapping"):
+    ``"tuple[tuple[int, int], ...]"``, ``"Any"``); tuples are JSON lists, floats must be finite, a mapping must be a
+    JSON object (:func:`modelprint.checks.fits`, which the settings given to a scheme pass too)."""
+    if annotation.strip().partition("[")[0].strip() in ("dict", "Mapping"):
         return isinstance(value, dict)
-    return True  # a type this check does not know: left to the scheme's own checks
+    return fits(value, annotation)
 
 
-def _split(text: str, separator: str) -> list[str]:
-    """Split at ``separator`` outside brackets."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += char == "["
-        depth -= char == "]"
-        if char == separator and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return [p.strip() for p in parts]
