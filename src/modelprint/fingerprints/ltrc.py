@@ -37,7 +37,6 @@ from tqdm.auto import tqdm
 
 from ..access import BLACK_BOX, LABELS, WHITE_BOX, Access
 from ..checks import floats_as_floats, rules, setting_types
-from ..errors import InputError
 from ..models import device_of
 from ..tasks import Task
 from .base import FingerprintScheme, FingerprintSet, VerificationResult, target_identity

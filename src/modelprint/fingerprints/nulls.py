@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from ..access import BLACK_BOX, WHITE_BOX, BlackBox, WhiteBox
+from ..access import WHITE_BOX, BlackBox, WhiteBox
 from ..errors import CapabilityError, InputError, IntegrityError
 from ..tasks import Task
 
