@@ -1,6 +1,15 @@
-"""Shared fixtures: tiny seeded models and small data made on the spot (no downloads, no shared data sets)."""
+"""Shared fixtures: tiny seeded models and small data made on the spot (no downloads, no shared data sets).
+
+The suite runs on two pytest-xdist workers (pyproject's addopts: ``-n 2 --dist loadgroup``); each worker uses one
+torch thread (two workers with two threads each on two cores slow each other down), a run without xdist keeps two.
+The tests that use a module-scoped fixture of their module share an ``xdist_group`` (added below), so that one worker
+builds it once; the slowest tests (``@pytest.mark.slow(seconds)``) are sent first; the session's trained digits
+target is trained by one worker and read by the other (:func:`digits_target`)."""
 
 from __future__ import annotations
+
+import json
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +20,36 @@ from modelprint.data import load_data
 from modelprint.models import build_model
 from modelprint.train import TrainConfig, train_supervised
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1" under pytest-xdist, None without it
+torch.set_num_threads(1 if XDIST_WORKER else min(2, torch.get_num_threads()))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup``: a test that uses a module-scoped fixture of its own module joins its module's
+    xdist group (unless it names a group), so that one worker builds that fixture once; then the slowest tests
+    (``@pytest.mark.slow(seconds)``) and their groups go first, longest first, so that none starts last (xdist sends
+    scopes in collection order with ``--no-loadscope-reorder``); before them the tests marked ``early`` (and their
+    groups), which measure their own process and must meet it fresh."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and _uses_a_module_fixture_of_its_module(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    scope = lambda item: tuple(sorted(str(m.args[0]) for m in item.iter_markers("xdist_group"))) or item.nodeid  # noqa: E731
+    seconds: dict = {}
+    for item in items:
+        marker = item.get_closest_marker("slow")
+        if marker is not None:
+            seconds[scope(item)] = max(seconds.get(scope(item), 0), marker.args[0] if marker.args else 1)
+    early = {scope(item) for item in items if item.get_closest_marker("early") is not None}
+    items.sort(key=lambda item: (scope(item) not in early, -seconds.get(scope(item), 0)))  # stable: collection order otherwise
+
+
+def _uses_a_module_fixture_of_its_module(item) -> bool:
+    module = item.getparent(pytest.Module)
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return module is not None and any(
+        d.scope == "module" and d.baseid == module.nodeid for name in item.fixturenames for d in definitions.get(name, ())
+    )
 
 
 class TinyCNN(nn.Module):
@@ -73,13 +111,39 @@ def digits():
     return load_data("digits")
 
 
-@pytest.fixture(scope="session")
-def digits_target(digits):
-    """A small ResNet-18 (width 8) trained for a few epochs on digits: a real, if modest, target."""
+def _train_digits_target(digits):
     torch.manual_seed(0)
     model = build_model("resnet18", num_outputs=10, width=8)
     result = train_supervised(model, digits.train, TrainConfig(epochs=4, seed=0, augment="crop"), test=digits.test, progress=False)
     model.spec.info["test_metric"] = result.test_metric
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def digits_target(digits, tmp_path_factory):
+    """A small ResNet-18 (width 8) trained for a few epochs on digits: a real, if modest, target.
+
+    Under xdist the first worker that needs it trains it and writes its weights and spec to the run's shared
+    temporary folder (under a file lock); the other worker waits for that file and rebuilds the same model from it
+    (the same architecture, spec and weights, not :func:`load_model`, which would add the file's hash to the spec)."""
+    if not XDIST_WORKER:
+        return _train_digits_target(digits)
+    from filelock import FileLock
+    from safetensors.torch import load_file, save_file
+
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker of this run
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "run")  # this run's, never a file an earlier run left there
+    weights, spec_file = shared / f"digits_target-{run}.safetensors", shared / f"digits_target-{run}.json"
+    with FileLock(str(shared / f"digits_target-{run}.lock")):
+        if not spec_file.is_file():
+            model = _train_digits_target(digits)
+            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights))
+            spec_file.write_text(json.dumps({"info": model.spec.info}))
+            return model
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_outputs=10, width=8)
+    model.load_state_dict(load_file(str(weights)))
+    model.spec.info.update(json.loads(spec_file.read_text())["info"])
     return model.eval()
 
 

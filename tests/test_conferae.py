@@ -137,6 +137,7 @@ def made(digits, digits_target, helpers):
     return scheme, fingerprints
 
 
+@pytest.mark.slow(30)  # the module's helper models and set
 def test_generated_samples_moved_the_label_within_eps(made, digits_target):
     scheme, fingerprints = made
     samples, originals = fingerprints.samples, fingerprints.tensors["originals"]

@@ -21,6 +21,7 @@ def test_squeezers_by_hand():
     assert median_smooth(torch.rand(2, 3, 8, 8), 2).shape == (2, 3, 8, 8)
 
 
+@pytest.mark.slow(20)
 def test_deep_svdd_flags_large_epsilonfgsm(digits, digits_target):
     x, y = digits.test.images, digits.test.labels
     detector = DeepSVDD(fpr=0.05, epochs=10).fit(digits.train.images)
@@ -39,6 +40,7 @@ def binary_digits_target(digits):
     return model.eval(), test
 
 
+@pytest.mark.slow(15)
 def test_feature_squeezing_flags_large_epsilonfgsm(binary_digits_target):
     """Xu et al.'s MNIST configuration (1-bit depth, 2x2 median) on binary digits: the 1-bit squeezer undoes an
     eps = 0.3 FGSM perturbation, so the squeezed prediction returns to the clean one. (With the CIFAR-10

@@ -1,5 +1,9 @@
 """The evaluation protocol end to end on a tiny data folder and a tiny zoo: report.json, the plots, report.html, and
-resuming a finished run without redoing its work."""
+resuming a finished run without redoing its work.
+
+Under pytest-xdist the tests that read or extend the one finished run (the ``world`` fixture) share a worker
+(``xdist_group("evaluate_world")``), as do the two owner-model tests; the MetaV and watermark tests make runs of their
+own from the same data (``inputs``), so they go to whichever worker is free."""
 
 import json
 
@@ -20,8 +24,13 @@ def run_cli(argv):
         assert exc.code in (0, None), f"exit code {exc.code}"
 
 
+#: The tests that read or extend the finished run of ``world`` (one worker builds it once).
+WORLD = pytest.mark.xdist_group("evaluate_world")
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def inputs(tmp_path_factory):
+    """The data folder, the zoo and the evaluation's arguments (nothing run yet)."""
     base = tmp_path_factory.mktemp("evaluate")
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 96)
@@ -42,10 +51,30 @@ def world(tmp_path_factory):
     (base / "zoo.json").write_text(json.dumps(zoo))
     argv = ["evaluate", "--data", str(data), "--arch", "resnet18", "--width", "4", "--epochs", "3", "--zoo", str(base / "zoo.json"),
             "--repeats", "2", "--n", "6", "--out", str(base / "run")]
+    return base, argv
+
+
+@pytest.fixture
+def fewer_steps(monkeypatch):
+    """The compared schemes' default configurations with fewer optimisation steps on these 16x16 images (IPGuard
+    1000 -> 100, LTRC 200 -> 50): `--schemes` runs every scheme but the first in its default configuration."""
+    from modelprint.fingerprints.ipguard import IPGuard
+    from modelprint.fingerprints.ltrc import LTRC
+
+    monkeypatch.setattr(IPGuard, "task_settings", {"default": {"classification": {"steps": 100}}})
+    monkeypatch.setattr(LTRC, "task_settings", {"default": {"classification": {"steps": 50}}})
+
+
+@pytest.fixture(scope="module")
+def world(inputs):
+    """The finished evaluation run of ``inputs`` (base/run)."""
+    base, argv = inputs
     run_cli(argv)
     return base, argv
 
 
+@WORLD
+@pytest.mark.slow(90)  # the group's whole run
 def test_report_json_holds_the_protocol_figures(world):
     base, _ = world
     report = json.loads((base / "run" / "report.json").read_text())
@@ -66,6 +95,7 @@ def test_report_json_holds_the_protocol_figures(world):
     assert report["config"]["repeats"] == 2
 
 
+@WORLD
 def test_report_html_embeds_the_plots(world):
     base, _ = world
     run = base / "run"
@@ -76,6 +106,7 @@ def test_report_html_embeds_the_plots(world):
     assert "filter_prune" in page and "ARUC" in page
 
 
+@WORLD
 def test_a_finished_run_started_again_redoes_nothing(world, capsys):
     base, argv = world
     run = base / "run"
@@ -87,10 +118,12 @@ def test_a_finished_run_started_again_redoes_nothing(world, capsys):
     assert report["timings_s"]["zoo_s"] < 5
 
 
-def test_owner_models_are_built_and_used(world):
+@pytest.mark.xdist_group("evaluate_owner")
+@pytest.mark.slow(80)  # with the next test
+def test_owner_models_are_built_and_used(inputs):
     """--references and --calibration: the owner's models are trained once, the penalty and the per-sample
     thresholds use them, and the report states their number and cost."""
-    base, argv = world
+    base, argv = inputs
     out = base / "run_owner"
     settings = ["--set", "beta=1", "--set", "wb_threshold=per_sample", "--set", "bb_threshold=per_sample"]
     run_cli([*argv[: argv.index("--repeats")], "--repeats", "1", "--n", "6", "--out", str(out), "--references", "1", "--calibration", "1", *settings])
@@ -103,7 +136,8 @@ def test_owner_models_are_built_and_used(world):
     assert len(fingerprints.config["reference_sha256"]) == 1 and len(fingerprints.config["calibration_sha256"]) == 1
 
 
-def test_owner_models_then_generate_make_the_set_the_evaluation_makes(world, capsys):
+@pytest.mark.xdist_group("evaluate_owner")
+def test_owner_models_then_generate_make_the_set_the_evaluation_makes(inputs, capsys):
     """`modelprint owner-models` + `generate --scheme saliency --set ... --owner-models DIR` give exactly the set that
     the evaluation made with the same helper models and seed; a folder for another target, or one missing a role
     the configuration reads, is refused in one line before anything is generated."""
@@ -111,11 +145,11 @@ def test_owner_models_then_generate_make_the_set_the_evaluation_makes(world, cap
 
     from conftest import run_cli as run_cli_captured
 
-    base, argv = world
+    base, argv = inputs
     out = base / "run_owner"  # made by test_owner_models_are_built_and_used with 1 reference and 1 calibration model
     if not (out / "saliency" / "fingerprints-0.safetensors").is_file():
-        test_owner_models_are_built_and_used(world)
-    data, target = argv[argv.index("--data") + 1], str(base / "run" / "target.safetensors")
+        test_owner_models_are_built_and_used(inputs)
+    data, target = argv[argv.index("--data") + 1], str(out / "target.safetensors")  # the target that evaluation trained
     helpers = base / "helpers"
     code, _, err = run_cli_captured(["owner-models", "--target", target, "--data", data, "--out", str(helpers),
                                      "--references", "1", "--surrogates", "0", "--calibration", "1", "--epochs", "3"], capsys)
@@ -145,7 +179,8 @@ def test_owner_models_then_generate_make_the_set_the_evaluation_makes(world, cap
     assert code == 2 and "made for target" in err
 
 
-def test_several_schemes_meet_the_same_zoo(world):
+@WORLD
+def test_several_schemes_meet_the_same_zoo(world, fewer_steps):
     """--schemes saliency,ipguard on a finished run: the zoo and the saliency sets are reused, each scheme gets its
     block (its own queries per verification), the headline is the first, and report.html compares them."""
     base, argv = world
@@ -165,7 +200,8 @@ def test_several_schemes_meet_the_same_zoo(world):
     assert "Schemes compared" in page and "ARUC white-box: " in page and "Per kind of suspect: " in page
 
 
-def test_tafa_and_ltrc_join_the_comparison(world):
+@WORLD
+def test_tafa_and_ltrc_join_the_comparison(world, fewer_steps):
     """TAFA (3 score queries a pair) and LTRC (1 label query a sample) on the same finished run: their blocks, the
     target matching its own sets, and stealth figures without PSNR (generated from noise, no originals)."""
     base, argv = world
@@ -179,6 +215,7 @@ def test_tafa_and_ltrc_join_the_comparison(world):
         assert "psnr_db" not in block["stealth"]
 
 
+@WORLD
 def test_a_set_made_before_a_setting_existed_is_reused(world):
     """A set whose stored settings lack one added later (at its default) is the set the scheme makes now: reused,
     not made again; a set whose stored settings differ is made again."""
@@ -200,7 +237,9 @@ def test_a_set_made_before_a_setting_existed_is_reused(world):
     assert "steps=50," in FingerprintSet.load(path).stats["scheme_repr"] and path.read_bytes() != before
 
 
-def test_metav_learns_from_a_training_zoo_that_generate_and_verify_share(world, capsys, untrained_sets_allowed):  # a 4-model zoo: a toy verifier
+@pytest.mark.xdist_group("evaluate_metav")  # a run of its own: any worker
+@pytest.mark.slow(50)
+def test_metav_learns_from_a_training_zoo_that_generate_and_verify_share(inputs, capsys, untrained_sets_allowed):  # a 4-model zoo: a toy verifier
     """--schemes metav: the owner's training zoo is built (with checkpoints) beside the evaluation zoo and its cost
     reported; `training-zoo` + `generate --training-zoo` make exactly the evaluation's set; the evidence record
     names the training zoo; without the zoo, or with an evaluation zoo that shares its seeds, one line and exit 2."""
@@ -208,7 +247,7 @@ def test_metav_learns_from_a_training_zoo_that_generate_and_verify_share(world, 
 
     from conftest import run_cli as run_cli_captured
 
-    base, argv = world
+    base, argv = inputs
     out = base / "run_metav"
     settings = ["--set", "training_models=4", "--set", "steps=20", "--set", "hidden=8"]
     cut = argv.index("--repeats")
@@ -253,13 +292,15 @@ def test_metav_learns_from_a_training_zoo_that_generate_and_verify_share(world, 
     assert code == 2 and "shares seeds [8000]" in err and not (base / "run_clash" / "zoo").exists()
 
 
-def test_a_watermark_meets_the_same_negatives_and_the_transforms_of_its_marked_model(world, capsys):
+@pytest.mark.xdist_group("evaluate_watermark")  # a run of its own: any worker
+@pytest.mark.slow(40)
+def test_a_watermark_meets_the_same_negatives_and_the_transforms_of_its_marked_model(inputs, capsys, fewer_steps):
     """--watermark deepsigns: the host is marked, the zoo's positives and the two attacks on watermarks are made from
     the marked model, the host and the zoo's independent models are the negatives, every suspect gets the scheme's
     p-value, and the report states fidelity and verdict rates; a second run reuses everything."""
     from conftest import run_cli as run_cli_captured
 
-    base, argv = world
+    base, argv = inputs
     out = base / "run_watermark"
     cut = argv.index("--repeats")
     args = [*argv[:cut], "--repeats", "1", "--n", "4", "--out", str(out), "--schemes", "ipguard", "--watermark", "deepsigns",

@@ -125,8 +125,18 @@ ZOO = {
 }
 
 
+#: MetaV's joint optimisation steps in the end-to-end runs (its default, 300, took 2-3 minutes per task on 2 cores).
+METAV_STEPS = 100
+
+
+@pytest.mark.slow(60)
 @pytest.mark.parametrize("task, arch, make", [("regression", "vgg11_bn", _ages), ("similarity", "mobilefacenet", _faces)])
-def test_each_task_runs_the_whole_protocol_from_the_command_line(tmp_path, task, arch, make, capsys):
+def test_each_task_runs_the_whole_protocol_from_the_command_line(tmp_path, task, arch, make, capsys, monkeypatch):
+    from modelprint.fingerprints.metav import MetaV
+
+    # MetaV's default configuration with fewer joint steps for this task (300 -> 100): `--schemes all` runs
+    # every scheme in its default configuration, and 300 steps over the 20-model training zoo were most of the time.
+    monkeypatch.setattr(MetaV, "task_settings", {"default": {task: {"steps": METAV_STEPS}}})
     data = make(tmp_path / "data", np.random.default_rng(0))
     (tmp_path / "zoo.json").write_text(json.dumps(ZOO))
     out = tmp_path / "run"

@@ -76,6 +76,7 @@ def marked(digits, digits_target):
     return scheme, model, key
 
 
+@pytest.mark.slow(30)  # the module's marked model
 def test_embedding_lowers_the_bit_error_rate_and_teaches_the_keys(marked, digits_target):
     scheme, model, key = marked
     host_wb = scheme.verify(WhiteBox(digits_target), key, mode="white-box")
@@ -131,6 +132,7 @@ def test_a_served_marked_model_verifies_through_the_network_as_in_process(marked
     assert remote.values == local.values and remote.p_value == local.p_value
 
 
+@pytest.mark.slow(30)
 def test_fine_pruning_removes_the_least_active_last_channels_and_keeps_them_removed(digits, digits_target):
     prune = TRANSFORMS["fine_prune"](ratio=0.5, epochs=1)
     conv, norm = conv_batchnorm_pairs(digits_target)[-1]
@@ -157,6 +159,7 @@ def test_the_penultimate_hook_reads_the_heads_input_and_is_released(tiny_cnn):
     assert not tiny_cnn.head._forward_hooks
 
 
+@pytest.mark.slow(30)
 def test_the_command_line_marks_a_model_and_verifies_with_the_binomial_verdict(digits_target, tmp_path, capsys):
     from modelprint.models import save_model
 
@@ -164,8 +167,11 @@ def test_the_command_line_marks_a_model_and_verifies_with_the_binomial_verdict(d
 
     host = save_model(digits_target, tmp_path / "host.safetensors")
     marked, key = tmp_path / "marked.safetensors", tmp_path / "key.safetensors"
+    # Key seed 2: its 10 key labels spread over the classes (at most 2 alike, with one torch thread as under xdist and
+    # with two); with seed 0 and one thread 4 of the 10 share a label, so a constant suspect matches them at p 0.013
+    # and the key is refused as degenerate before anything is verified.
     code, out, err = run_cli(["watermark", "embed", "--model", str(host), "--data", "digits", "--out", str(marked), "--key", str(key),
-                              "--set", "epochs=2", "--set", "keys=10", "--set", "bits=8", "--set", "augment=crop"], capsys)
+                              "--set", "epochs=2", "--set", "keys=10", "--set", "bits=8", "--set", "augment=crop", "--seed", "2"], capsys)
     assert code == 0 and "fidelity: test_metric_change" in out, err
     assert run_cli(["keys", "new", "--out", str(tmp_path / "owner")], capsys)[0] == 0
     code, out, err = run_cli(["watermark", "verify", "--key", str(key), "--suspect", str(marked), "--mode", "black-box", "--json",

@@ -128,6 +128,7 @@ def test_pool_executor_runs_every_job_once():
         run_jobs(_square, jobs, executor="slurm")
 
 
+@pytest.mark.slow(25)
 def test_ray_executor_builds_the_same_suspects(tiny_world, tmp_path):
     pytest.importorskip("ray")
     spec, target, data, out = tiny_world
