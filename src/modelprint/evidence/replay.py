@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..access import BLACK_BOX, WHITE_BOX, BlackBox, WhiteBox
-from ..errors import InputError, IntegrityError
+from ..errors import InputError, IntegrityError, ModelprintError
 from ..fingerprints import FingerprintSet, scheme_for
 from ..models import load_model
 from ..signing import PublicKeySource
@@ -189,6 +189,8 @@ def _replay_black_box(record: dict[str, Any], the_set: FingerprintSet, path: Any
                     box.confirm_resumed(None, at_least=sample or held)
                 asked = box.rechecked if url is None else (box.probe or {}).get("images", 0)
                 difference = float((box.probe or {}).get("max_difference", 0.0))
+        except ModelprintError as exc:  # name the journal given, not the copy that is gone with this function
+            raise type(exc)(str(exc).replace(str(copy), str(journal))) from None
         finally:
             if client is not None:
                 client.close()
