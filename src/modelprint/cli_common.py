@@ -83,6 +83,9 @@ def print_verification(done: Any, *, alpha: float, as_json: bool) -> None:
         stdout.print(f"verdict: none ({verdict['reason']})")
     else:
         stdout.print(f"verdict: {'PIRATED' if verdict['pirated'] else 'not shown to be pirated'} (p = {verdict['p_value']:.3g}, alpha {alpha}{own})")
+    if box is not None and box.queries and box.levels <= 2 and "scores" in box.capabilities:
+        console.print(f"warning: the suspect's answers took {box.levels} distinct value(s): scores rounded to nothing carry no more "
+                      "than a label and cannot distinguish models that agree on labels (record: queries.answer_levels)")
     console.print(f"evidence record: {done.record_path}")
 
 
