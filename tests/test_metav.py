@@ -97,7 +97,7 @@ def test_the_joint_steps_lower_the_verifier_loss_on_a_toy_training_zoo(toy_zoo):
 @pytest.fixture(scope="module")
 def made(toy_zoo):
     target, positives, negatives = toy_zoo
-    scheme = scheme_named("metav", n=6, steps=40, hidden=16, models_per_step=4, lr_inputs=0.05, lr_verifier=0.01)
+    scheme = scheme_named("metav", n=6, steps=80, hidden=16, models_per_step=4, lr_inputs=0.05, lr_verifier=0.01)
     images = torch.rand(20, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     return scheme, scheme.generate(target, images, torch.zeros(20, dtype=torch.long), surrogates=positives, references=negatives)
 

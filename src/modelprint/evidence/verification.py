@@ -200,7 +200,7 @@ def verify_suspect(
         probe_tolerance = min(PROBE_TOLERANCE, cap)
     elif mode == BLACK_BOX and probe_tolerance > cap:
         raise InputError(f"--probe-tolerance {probe_tolerance:g} is above {cap:g}, the most this set allows (a quarter of its "
-                         "black-box threshold): answers that far apart could come from another model")
+                         "black-box threshold, and never above 0.01): answers that far apart could come from another model")
     null_scores = read_null_scores(null, mode=mode, fingerprints_sha256=digest) if null else None
     confirmed = confirm_target(fingerprint_set, target, fingerprints) if target is not None else None
 

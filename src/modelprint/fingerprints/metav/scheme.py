@@ -20,14 +20,16 @@ from typing import ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ...access import BLACK_BOX, SCORES, WHITE_BOX, Access
 from ...checks import floats_as_floats, rules, setting_types
 from ...data import check_images
 from ...errors import InputError, IntegrityError
 from ...models import device_of
-from ...tasks import Classification, Task
+from ...tasks import Classification, Regression, Task
 from .. import checks
+from ..nulls import CONSTANT_LOGIT, ConstantNet
 from ..base import FingerprintScheme, FingerprintSet, VerificationResult, check_input_shape, helper_hashes, target_identity
 from ..shared import check_task_fits, starting_points, suspect_outputs
 from .features import feature_count, features, regression_norm
@@ -35,6 +37,28 @@ from .verifier import PREFIX, joint_fit, make_verifier, probabilities, verifier_
 
 #: Where the inputs start.
 STARTS = ("images", "noise")
+
+
+def null_negatives(task: Task, first: torch.Tensor, channels: int) -> list[nn.Module]:
+    """Networks whose answer depends on no input (:class:`~modelprint.fingerprints.nulls.ConstantNet`), learnt as
+    negatives: per task, the constant answer of each class and the uniform one; the target's mean value and two
+    spreads either side of it; one fixed unit embedding and the all-equal one.
+
+    Args:
+        task: the set's task.
+        first: the target's raw outputs on the starting inputs (N x K).
+        channels: the images' channels.
+    """
+    flat = first.detach().reshape(len(first), -1).float().cpu()
+    size = flat.shape[1]
+    if isinstance(task, Classification):
+        outputs = [CONSTANT_LOGIT * F.one_hot(torch.tensor(c), size).float() for c in range(size)] + [torch.zeros(size)]
+    elif isinstance(task, Regression):
+        mean, spread = flat.mean(), flat.std().clamp_min(1e-6)
+        outputs = [(mean + k * spread).view(1) for k in (-2.0, 0.0, 2.0)]
+    else:
+        outputs = [F.one_hot(torch.tensor(0), size).float(), torch.ones(size) / size ** 0.5]
+    return [ConstantNet(o, channels) for o in outputs]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +76,11 @@ class MetaV(FingerprintScheme):
         training_models: how many models of the owner's training zoo it learns from (half each kind; the first of
             each kind in the zoo's order, so one zoo serves every smaller size).
         checkpoints: learn also from the checkpoints the training zoo kept of its models.
+        null_negatives: learn also that answers which depend on no input are not a copy: the constant answer of
+            each class and the uniform one (regression: the target's mean value and two spreads either side;
+            similarity: one fixed and the all-equal embedding) join the independent models as negatives. Without
+            them the verifier, which never saw such answers, called a constant answer "pirated" (0.83 on the
+            CIFAR-10 target, docs/metav.md), and the set is refused by the null-suspect check.
         seed: seeds the starting inputs, the verifier's initialisation and the mini-batches.
     """
 
@@ -71,6 +100,7 @@ class MetaV(FingerprintScheme):
     hidden: int = 128
     training_models: int = 20
     checkpoints: bool = False
+    null_negatives: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -152,6 +182,8 @@ class MetaV(FingerprintScheme):
             torch.manual_seed(self.seed)
             verifier = make_verifier(feature_count(task, self.n, first.reshape(self.n, -1).shape[1]), self.hidden).to(device)
         positives, negatives = [model, *[m.to(device) for m in surrogates]], [m.to(device) for m in references]
+        nulls = null_negatives(task, first, int(images.shape[1])) if self.null_negatives else []
+        negatives += [m.to(device) for m in nulls]
         inputs, losses = joint_fit(
             starts, positives, negatives, read, verifier, steps=self.steps, models_per_step=self.models_per_step,
             lr_inputs=self.lr_inputs, lr_verifier=self.lr_verifier, weight_decay=self.weight_decay, generator=generator, progress=progress,
@@ -174,6 +206,7 @@ class MetaV(FingerprintScheme):
                 "loss_last": sum(tail) / len(tail),
                 "training_positives": len(positives),
                 "training_negatives": len(negatives),
+                "training_null_negatives": len(nulls),
                 "training_p_positive_min": float(p_pos.min()),
                 "training_p_negative_max": float(p_neg.max()),
                 "input_change_l2_mean": float((inputs - starts.cpu()).flatten(1).norm(dim=1).mean()),
