@@ -119,6 +119,19 @@ def test_a_dropped_or_reordered_line_is_refused(world, tmp_path, capsys, edit):
         QueryJournal(write(journal, lines))
 
 
+@pytest.mark.parametrize("field, value", [("dtype", ["float32"]), ("seq", "1"), ("probe", [1]), ("prev_sha256", {}), ("tolerance", [0])])
+def test_a_field_of_another_json_type_is_refused_in_one_line(world, tmp_path, capsys, field, value):
+    """Found by the fuzzed edits below: a list where a name is expected raised TypeError (unhashable)."""
+    journal, _ = genuine_journal(world, "target", tmp_path, capsys)
+    lines = journal.read_text().splitlines()
+    entry = json.loads(lines[1])
+    entry[field] = value
+    if field == "tolerance":
+        entry["probe"] = True
+    with pytest.raises(IntegrityError, match="line 2"):
+        QueryJournal(write(journal, [lines[0], json.dumps(entry)]))  # its own line: line 1, the header, is untouched
+
+
 def test_the_same_image_answered_twice_otherwise_is_refused(world, tmp_path, capsys):
     journal, _ = genuine_journal(world, "target", tmp_path, capsys)
     lines = journal.read_text().splitlines()

@@ -190,7 +190,7 @@ def check_entry(entry: Any, where: str) -> tuple[list[str], torch.Tensor, float 
     for field in ("prev_sha256", "inputs_sha256", "outputs_sha256"):
         if not isinstance(entry[field], str) or not _HEX64.fullmatch(entry[field]):
             raise refuse(f"{field} is not a SHA-256 digest")
-    if dtype not in _DTYPES:
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise refuse(f"dtype {dtype!r}")
     try:
         outputs = torch.tensor(entry["outputs"], dtype=getattr(torch, dtype))

@@ -238,8 +238,7 @@ class BlackBox(ResumeChecks, Access):
         answers = [None if self._recompute else a for a in journalled]
         first: dict[Any, int] = {}  # each distinct image is sent once
         unanswered = [i for i, a in enumerate(answers) if a is None and (keys[i] is None or first.setdefault(keys[i], i) == i)]
-        candidates = [i for i, a in enumerate(answers) if a is not None and keys[i] not in self._probed]
-        probe = self._probe_rows(keys, candidates) if self._probe_due else []
+        probe = self._probe_rows(keys, [i for i, a in enumerate(answers) if a is not None]) if self._probe_due else []
         if self.budget is not None and self.used + len(unanswered) + len(probe) > self.budget:
             extra = f" and {len(probe)} probe images of the journal's suspect" if probe else ""
             raise QueryBudgetExceeded(

@@ -55,6 +55,24 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
+def load_set_or_key(path: str | os.PathLike) -> Any:
+    """The fingerprint set, or the watermark key, a record names (whichever the file is).
+
+    Raises:
+        IntegrityError: neither (the fingerprint set's reason is given).
+    """
+    from ..fingerprints import FingerprintSet
+    from ..watermarks import WatermarkKey
+
+    try:
+        return FingerprintSet.load(path)
+    except IntegrityError as not_a_set:
+        try:
+            return WatermarkKey.load(path)
+        except IntegrityError:
+            raise not_a_set from None
+
+
 def check_record_file(
     path: str | os.PathLike,
     trusted_key: PublicKeySource,
@@ -88,16 +106,7 @@ def check_record_file(
         done.set_signed = True
         done.checked.append(f"fingerprint set {digest[:16]}... signed by the same key")
     if fingerprints is not None:
-        from ..fingerprints import FingerprintSet
-        from ..watermarks import WatermarkKey
-
-        try:
-            actual = FingerprintSet.load(fingerprints).sha256()
-        except IntegrityError as not_a_set:  # or the watermark key a watermark's record names
-            try:
-                actual = WatermarkKey.load(fingerprints).sha256()
-            except IntegrityError:
-                raise not_a_set from None
+        actual = load_set_or_key(fingerprints).sha256()
         if actual != digest:
             raise IntegrityError(f"{path}: the record names fingerprint set {str(digest)[:16]}..., {fingerprints} is {actual[:16]}...")
         done.checked.append(f"{fingerprints} is the fingerprint set it names")

@@ -34,7 +34,7 @@ from ..errors import InputError, IntegrityError, ModelprintError
 from ..fingerprints import FingerprintSet, scheme_for
 from ..models import load_model
 from ..signing import PublicKeySource
-from .check import check_record_file, read_record
+from .check import check_record_file, load_set_or_key, read_record
 from .record import file_identity
 
 #: The largest difference between the record's matching score and the replay's that still counts as the same.
@@ -63,15 +63,7 @@ class Replay:
 
 
 def _load_set(path: str | os.PathLike, digest: str | None) -> FingerprintSet:
-    from ..watermarks import WatermarkKey
-
-    try:
-        loaded: FingerprintSet = FingerprintSet.load(path)
-    except IntegrityError as not_a_set:
-        try:
-            loaded = WatermarkKey.load(path)
-        except IntegrityError:
-            raise not_a_set from None
+    loaded = load_set_or_key(path)
     if loaded.sha256() != digest:
         raise IntegrityError(f"{path} is not the fingerprint set the record names ({str(digest)[:16]}...)")
     return loaded
