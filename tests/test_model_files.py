@@ -23,7 +23,8 @@ from modelprint.fingerprints import SaliencyFingerprint
 from modelprint.hashing import file_sha256
 from modelprint.models import MODEL_META_KEY, build_model, load_model, save_model
 
-PEAK_LIMIT_MB = 400
+#: Most the peak RSS may grow while a bomb is refused (a width-600 ResNet-18 would take about 4 GB).
+PEAK_GROWTH_LIMIT_MB = 150
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,8 @@ def _write(path, spec, tensors):
 
 def test_width_bomb_is_refused_with_small_peak_memory(small, tmp_path):
     """A 764-byte file whose metadata declares width 600 (a ~4 GB ResNet-18) is refused before
-    anything is built: the peak RSS of a fresh process stays under 400 MB (importing torch alone takes ~230 MB)."""
+    anything is built: the peak RSS of a fresh process grows by less than 150 MB over what importing torch and
+    modelprint took (230 MB with torch's CPU build, 520 MB with its CUDA build)."""
     spec = _spec_with(small, width=600)
     for pad in range(400):  # the size of the file the issue measured: 764 bytes
         spec["info"] = {"note": "x" * pad}
@@ -57,6 +59,7 @@ def test_width_bomb_is_refused_with_small_peak_memory(small, tmp_path):
         f"""
         from modelprint.errors import InputError
         from modelprint.models import load_model
+        print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
         try:
             load_model({str(bomb)!r})
             print("loaded")
@@ -68,9 +71,9 @@ def test_width_bomb_is_refused_with_small_peak_memory(small, tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
     lines = done.stdout.strip().splitlines()
-    assert done.returncode == 0 and lines[0].startswith("refused:") and "width" in lines[0], done.stdout + done.stderr
-    peak_mb = int(lines[-1]) / 1024  # VmHWM is in kB
-    assert peak_mb < PEAK_LIMIT_MB, f"peak RSS {peak_mb:.0f} MB"
+    assert done.returncode == 0 and lines[1].startswith("refused:") and "width" in lines[1], done.stdout + done.stderr
+    growth_mb = (int(lines[-1]) - int(lines[0])) / 1024  # VmHWM is in kB
+    assert growth_mb < PEAK_GROWTH_LIMIT_MB, f"peak RSS grew by {growth_mb:.0f} MB"
 
 
 def test_weights_that_do_not_fit_the_declared_architecture_are_refused_in_one_line(small, tmp_path):

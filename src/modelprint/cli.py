@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from .checks import parse_assignments
+from .cli_import import import_command
 from .cli_common import TASK_HELP, Mode, SimilarityMetric, TaskName, check_model_file, check_seed, check_verify_paths, console, input_files, print_verification, stdout
 from .cli_protocol import evaluate, owner_models, training_zoo
 from .cli_serving import serve
@@ -49,7 +50,7 @@ def train(
     data: str = typer.Option("digits", help="'digits', a folder with train.npz/test.npz, or medmnist:FLAG[@SIZE]."),
     task: TaskName = typer.Option(TaskName.classification, help=TASK_HELP),
     arch: str = typer.Option("resnet18", help="resnet18, vgg11_bn or mobilefacenet."),
-    width: int = typer.Option(16, help="Width of the architecture (ResNet-18: 64 is the original, 16 the CPU default)."),
+    width: Optional[int] = typer.Option(None, help="Width of modelprint's own architectures (ResNet-18: 64 is the original, 16 [default] the CPU default); timm and torchvision architectures take none."),
     embedding_dim: int = typer.Option(128, min=1, help="Embedding size of a similarity model."),
     epochs: int = typer.Option(15, min=0),
     seed: int = typer.Option(0),
@@ -66,20 +67,26 @@ def train(
 
     checks.output_file(out)
     checks.device(device)
-    checks.number(width, "--width", minimum=1, integer=True)
+    if width is not None:
+        checks.number(width, "--width", minimum=1, integer=True)
     checks.number(channels, "--channels", minimum=1, integer=True)
     check_seed(seed)
     from dataclasses import replace
 
-    from .architectures import ARCHITECTURES
+    from .architectures import ARCHITECTURES, ONNX, architecture, known_names
     from .data import check_data_spec, load_data
     from .models import save_model
     from .train import TrainConfig, train_new_model
 
-    if arch not in ARCHITECTURES:
-        raise InputError(f"--arch {arch!r}: choose one of {', '.join(sorted(ARCHITECTURES))}")
+    if arch == ONNX or not isinstance(arch, str):
+        raise InputError(f"--arch {arch!r}: choose one of {known_names().replace(', onnx', '')} (an ONNX graph is imported: modelprint import)")
+    builder = architecture(arch)
+    if width is None and arch in ARCHITECTURES:
+        width = 16
+    elif width is not None and arch not in ARCHITECTURES:
+        raise InputError(f"--width: {arch} takes no width (only modelprint's own architectures do)")
     if size is not None:
-        checks.number(size, "--size", minimum=getattr(ARCHITECTURES[arch], "min_input_size", 1), integer=True)
+        checks.number(size, "--size", minimum=getattr(builder, "min_input_size", 1), integer=True)
     check_data_spec(data, "--data", channels=channels, size=size)
     from .train import CROP_PAD
 
@@ -176,16 +183,31 @@ def verify(
     expect_sha256: Optional[str] = typer.Option(None, help="Refuse a fingerprint set whose content SHA-256 is not this one (published beforehand)."),
     target: Optional[Path] = typer.Option(None, help="The owner's target model file: refuse a set that names other weights (a set can name any SHA-256; this confirms it)."),
     sign: Optional[Path] = typer.Option(None, help="Sign the evidence record with this private key (check it with 'modelprint records check')."),
+    api: Optional[Path] = typer.Option(None, help="The suspect is a JSON-over-HTTP API at --url: a YAML/JSON file of how to ask it (path, send, field, answer, answer_path, classes, ...; docs/own-model.md); --api-* options override it."),
+    api_path: Optional[str] = typer.Option(None, help="JSON API: the path requests are POSTed to [/predict]."),
+    api_send: Optional[str] = typer.Option(None, help="JSON API: multipart (file upload) [default], base64 (an encoded PNG/JPEG in a JSON field) or floats."),
+    api_field: Optional[str] = typer.Option(None, help="JSON API: the form field or JSON key of the image [file]."),
+    api_answer: Optional[str] = typer.Option(None, help="JSON API: probabilities (a list of scores) [default], topk (class -> probability) or label."),
+    api_answer_path: Optional[str] = typer.Option(None, help="JSON API: dotted path to the answer in the JSON (e.g. predictions or output.0) [the whole answer]."),
+    api_classes: Optional[str] = typer.Option(None, help="JSON API: class names in output order, comma-separated (what top-k keys and labels name)."),
+    api_per_request: Optional[int] = typer.Option(None, help="JSON API: images per request [1]."),
 ) -> None:
     """Verify a suspect, a model file or a model behind a prediction server, and write an evidence record."""
     check_verify_paths(fingerprints, "--fingerprints", suspect=suspect, null=null, trusted_key=trusted_key, sign=sign, records=records,
                        record=record, journal=journal, device=device)
     from .evidence.verification import verify_suspect
 
+    inline = dict(path=api_path, send=api_send, field=api_field, answer=api_answer, answer_path=api_answer_path, classes=api_classes, per_request=api_per_request)
+    mapping = None
+    if api is not None or any(v is not None for v in inline.values()):
+        from .serving.json_api import mapping_from_options
+
+        mapping = mapping_from_options(api, **inline)
+
     done = verify_suspect(
         fingerprints, task=task.value if task else None, suspect=suspect, url=url, model_name=model_name, mode=mode.value if mode else None, budget=budget,
         batch_size=batch_size, records=records, journal=journal, fresh=fresh, new_journal=new_journal, probe_tolerance=probe_tolerance, record=record, null=null, alpha=alpha,
-        device=device, trusted_key=trusted_key, expect_sha256=expect_sha256, target=target, sign=sign, **({"timeout": timeout, "retries": retries, "rate_limit": rate_limit, "output": output} if url else {}),
+        device=device, trusted_key=trusted_key, expect_sha256=expect_sha256, target=target, sign=sign, api=mapping, **({"timeout": timeout, "retries": retries, "rate_limit": rate_limit, "output": output} if url else {}),
     )
     print_verification(done, alpha=alpha, as_json=as_json)
 
@@ -280,6 +302,7 @@ def _main(argv: list[str] | None) -> None:
 
 
 app.command()(serve)
+app.command("import")(import_command)
 app.command()(evaluate)
 app.command("owner-models")(owner_models)
 app.command("training-zoo")(training_zoo)

@@ -47,10 +47,11 @@ def embed(
 
     check_data_spec(data, "--data")
     if arch is not None:
-        from .architectures import ARCHITECTURES
+        from .architectures import ARCHITECTURES, ONNX, architecture
 
-        if arch not in ARCHITECTURES:
-            raise InputError(f"--arch {arch!r}: choose one of {', '.join(sorted(ARCHITECTURES))}")
+        if arch == ONNX:
+            raise InputError("--arch onnx: an ONNX graph is imported (modelprint import), not trained from scratch")
+        architecture(arch)
     from .signing import load_private_key
 
     signing_key = load_private_key(sign) if sign is not None else None
@@ -71,7 +72,7 @@ def embed(
         splits = load_data(data)
         if splits.num_classes is None:
             raise InputError(f"{data}: a watermark marks a classifier; these labels are not classes")
-        host = build_model(arch, num_outputs=splits.num_classes, channels=splits.train.channels, input_size=splits.train.image_size, width=width).to(device)  # type: ignore[arg-type]
+        host = build_model(arch, num_outputs=splits.num_classes, channels=splits.train.channels, input_size=splits.train.image_size, width=width if arch in ARCHITECTURES else None).to(device)  # type: ignore[arg-type]
     marked, secret = maker.embed(host, splits.train, from_scratch=arch is not None, epochs=epochs or (15 if arch else None), progress=True)
     save_model(marked, out)
     if signing_key is not None:

@@ -7,6 +7,9 @@ Loading never unpickles anything.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,12 +21,15 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .architectures import ARCHITECTURES
+from .architectures import ONNX, ONNX_RUNTIME, architecture, is_architecture
+from .architectures.onnx_graph import register_skeleton, reset_weights, skeleton_bytes
 from .errors import InputError
 from .hashing import tensors_sha256
 from .model_checks import check_finite_weights, check_spec_values, compare_layout, header_layout
 
 MODEL_META_KEY = "modelprint.model"
+#: Metadata key of an ONNX architecture's weightless graph (base64), in the files of models imported from ONNX.
+ONNX_GRAPH_KEY = "modelprint.onnx_graph"
 FORMAT_VERSION = 1
 
 
@@ -35,7 +41,7 @@ class ModelSpec:
     """Everything needed to rebuild a model and feed it: stored as JSON in the model file.
 
     Attributes:
-        arch: a key of :data:`ARCHITECTURES`.
+        arch: an architecture name (:func:`~modelprint.architectures.architecture`: ``resnet18``, ``timm:NAME``, ...).
         arch_kwargs: the architecture's keyword arguments (num_outputs, in_channels, width, ...).
         task: ``"classification"``, ``"regression"`` or ``"similarity"``.
         input_size: (H, W) the model expects.
@@ -119,7 +125,7 @@ def build_model(
     """Build a freshly initialised :class:`ImageModel` (seed torch beforehand for a reproducible init).
 
     Args:
-        arch: ``resnet18``, ``vgg11_bn`` or ``mobilefacenet``.
+        arch: ``resnet18``, ``vgg11_bn``, ``mobilefacenet``, ``timm:NAME`` or ``torchvision:NAME``.
         num_outputs: classes, output values or embedding dimension.
         channels: input channels.
         input_size: input side (or (H, W)).
@@ -129,8 +135,7 @@ def build_model(
         output_shift, output_scale: the output's affine map (see :class:`ModelSpec`).
         info: provenance stored in the model file.
     """
-    if arch not in ARCHITECTURES:
-        raise InputError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    builder = architecture(arch)
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     kwargs: dict[str, Any] = {"num_outputs": int(num_outputs), "in_channels": int(channels)}
     if width is not None:
@@ -149,23 +154,28 @@ def build_model(
         output_scale=float(output_scale),
         info=dict(info or {}),
     )
-    check_spec_values(spec, ARCHITECTURES[arch], "build_model")  # one line for a width of 0, say, not a torch error
-    return ImageModel(ARCHITECTURES[arch](**kwargs), spec)
+    check_spec_values(spec, builder, "build_model")  # one line for a width of 0, say, not a torch error
+    return ImageModel(builder(**kwargs), spec)
 
 
 def clone_model(model: ImageModel) -> ImageModel:
     """A deep copy with its own parameters and an independent spec."""
     spec = ModelSpec.from_json(model.spec.to_json())
-    copy = ImageModel(ARCHITECTURES[spec.arch](**spec.arch_kwargs), spec)
+    copy = ImageModel(architecture(spec.arch)(**spec.arch_kwargs), spec)
     copy.load_state_dict(model.state_dict())
-    return copy.to(next(model.parameters()).device)
+    return copy.to(device_of(model))
 
 
 def fresh_like(model: ImageModel) -> ImageModel:
-    """A newly initialised model of the same architecture and preprocessing (initialised from torch's global RNG)."""
+    """A newly initialised model of the same architecture and preprocessing (initialised from torch's global RNG;
+    an ONNX graph's constants are kept and every module with ``reset_parameters`` is initialised afresh)."""
     spec = ModelSpec.from_json(model.spec.to_json())
     spec.info = {}
-    return ImageModel(ARCHITECTURES[spec.arch](**spec.arch_kwargs), spec).to(next(model.parameters()).device)
+    if spec.arch == ONNX_RUNTIME:
+        raise InputError("a model run by ONNX Runtime cannot be initialised afresh or trained (import a graph torch can convert)")
+    if spec.arch == ONNX:
+        return ImageModel(reset_weights(clone_model(model).net), spec).to(device_of(model))
+    return ImageModel(architecture(spec.arch)(**spec.arch_kwargs), spec).to(device_of(model))
 
 
 def state_sha256(model: nn.Module) -> str:
@@ -179,6 +189,11 @@ def save_model(model: ImageModel, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {MODEL_META_KEY: model.spec.to_json(), "format_version": str(FORMAT_VERSION)}
+    if model.spec.arch == ONNX:
+        graph = skeleton_bytes(str(model.spec.arch_kwargs.get("graph_sha256")))
+        if graph is None:
+            raise InputError("the model's ONNX graph is not known to this process (import or load it first)")
+        metadata[ONNX_GRAPH_KEY] = base64.b64encode(graph).decode("ascii")
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, path)  # a crash mid-write never leaves a half-written model file under the real name
@@ -187,6 +202,11 @@ def save_model(model: ImageModel, path: str | os.PathLike) -> Path:
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:
     """The :class:`ModelSpec` of a model file, without loading the weights."""
+    return _read_metadata(path)[0]
+
+
+def _read_metadata(path: str | os.PathLike) -> tuple[ModelSpec, dict[str, str]]:
+    """A model file's spec and its whole metadata (nothing else is read)."""
     from .checks import path_argument
 
     path = path_argument(path, "model file")
@@ -200,9 +220,21 @@ def read_spec(path: str | os.PathLike) -> ModelSpec:
     if MODEL_META_KEY not in metadata:
         raise InputError(f"{path}: a safetensors file, but not a modelprint model file (no '{MODEL_META_KEY}' metadata)")
     try:
-        return ModelSpec.from_json(metadata[MODEL_META_KEY])
+        return ModelSpec.from_json(metadata[MODEL_META_KEY]), metadata
     except (ValueError, TypeError, KeyError) as exc:
         raise InputError(f"{path}: unreadable model metadata ({exc})") from None
+
+
+def _register_onnx_graph(spec: ModelSpec, metadata: dict[str, str], where: str) -> None:
+    """Make the ONNX graph a model file carries known to this process; it must be the one its spec names."""
+    try:
+        digest = register_skeleton(base64.b64decode(metadata.get(ONNX_GRAPH_KEY, ""), validate=True))
+    except (binascii.Error, ValueError):
+        raise InputError(f"{where}: its ONNX graph ('{ONNX_GRAPH_KEY}' metadata) is not base64") from None
+    wanted = spec.arch_kwargs.get("graph_sha256") if isinstance(spec.arch_kwargs, dict) else None
+    if ONNX_GRAPH_KEY not in metadata or digest != wanted:
+        raise InputError(f"{where}: its spec names ONNX graph {str(wanted)[:12]}..., but the file "
+                         + ("holds none" if ONNX_GRAPH_KEY not in metadata else f"holds {digest[:12]}..."))
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> ImageModel:
@@ -223,14 +255,19 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         InputError: a missing or foreign file, an unknown architecture, invalid arguments, weights that do not fit
             it, or NaN/infinite weights.
     """
-    spec = read_spec(path)
-    if not isinstance(spec.arch, str) or spec.arch not in ARCHITECTURES:
+    spec, metadata = _read_metadata(path)
+    if not is_architecture(spec.arch):
         raise InputError(f"{path}: unknown architecture {spec.arch!r}")
-    what = f"{spec.arch} {spec.arch_kwargs}"
-    check_spec_values(spec, ARCHITECTURES[spec.arch], str(path))
+    what = f"{spec.arch} {spec.arch_kwargs}" if spec.arch != ONNX else "of its ONNX graph"
+    builder = architecture(spec.arch)
+    check_spec_values(spec, builder, str(path))
+    if spec.arch == ONNX:
+        _register_onnx_graph(spec, metadata, str(path))
     try:
-        with torch.device("meta"):  # the architecture's tensors, without allocating them
-            model = ImageModel(ARCHITECTURES[spec.arch](**spec.arch_kwargs), spec)
+        # The architecture's tensors, without allocating them (a converted ONNX graph is built on the CPU: its
+        # converter makes tensors of its own).
+        with torch.device("meta") if spec.arch != ONNX else contextlib.nullcontext():
+            model = ImageModel(builder(**spec.arch_kwargs), spec)
         with safe_open(str(path), framework="pt") as handle:
             stored = header_layout(handle, str(path))
         compare_layout({k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}, stored, str(path), what)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from ..probing import PROBE_CATCH, PROBE_FRACTION, default_spliced, probe_count, tolerance_cap
 from .blackbox import BlackBox, http_identity
-from .capabilities import BLACK_BOX, LABELS, PROBE_TOLERANCE, SCORES, WHITE_BOX, Access
+from .capabilities import BLACK_BOX, LABELS, PROBE_TOLERANCE, SCORES, TOP_K, WHITE_BOX, Access
 from .whitebox import WhiteBox
 from .resume import RECOMPUTE_TOLERANCE
 
 __all__ = ["BLACK_BOX", "LABELS", "PROBE_CATCH", "PROBE_FRACTION", "PROBE_TOLERANCE", "RECOMPUTE_TOLERANCE", "SCORES",
-           "WHITE_BOX", "Access", "BlackBox", "WhiteBox", "default_spliced", "http_identity", "probe_count", "tolerance_cap"]
+           "TOP_K", "WHITE_BOX", "Access", "BlackBox", "WhiteBox", "default_spliced", "http_identity", "probe_count", "tolerance_cap"]

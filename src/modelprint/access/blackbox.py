@@ -14,7 +14,7 @@ from ..journal import QueryJournal, image_key
 from ..journal_lines import MAX_PROBE_TOLERANCE
 from ..tasks import Task
 from ..urls import redact_url
-from .capabilities import BLACK_BOX, LABELS, PROBE_TOLERANCE, SCORES, Access
+from .capabilities import BLACK_BOX, LABELS, PROBE_TOLERANCE, SCORES, TOP_K, Access
 from .resume import ResumeChecks
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ class BlackBox(ResumeChecks, Access):
         batch_size: the most images sent in one call of ``predict_fn``.
         input_shape: (C, H, W) the API accepts, when known; other images are refused before sending.
         labels_only: the API answers the top-1 label only (schemes that need scores refuse it early).
+        partial_scores: the API answers the scores of its top-k classes only, completed by ``predict_fn`` (schemes
+            that need scores refuse it early unless they take completed scores: their ``partial_scores``).
         journal: a :class:`~modelprint.journal.QueryJournal` (or its path) that logs every batch; images it already
             holds are answered from it and not sent again (an interrupted verification resumes). It is bound to
             ``fingerprints_sha256`` and ``identity`` (a journal of another set or suspect is refused) and locked
@@ -70,6 +72,7 @@ class BlackBox(ResumeChecks, Access):
         batch_size: int = 256,
         input_shape: tuple[int, int, int] | None = None,
         labels_only: bool = False,
+        partial_scores: bool = False,
         journal: QueryJournal | str | os.PathLike | None = None,
         identity: dict[str, Any] | None = None,
         fingerprints_sha256: str | None = None,
@@ -91,7 +94,7 @@ class BlackBox(ResumeChecks, Access):
         self.budget = budget
         self.batch_size = batch_size
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        self.capabilities = frozenset({BLACK_BOX, LABELS if labels_only else SCORES})
+        self.capabilities = frozenset({BLACK_BOX, LABELS if labels_only else TOP_K if partial_scores else SCORES})
         self.identity = dict(identity or {"kind": "function"})
         if isinstance(self.identity.get("url"), str):
             self.identity["url"] = redact_url(self.identity["url"])
@@ -301,6 +304,16 @@ class BlackBox(ResumeChecks, Access):
             self._levels.update(torch.unique(answer.float()).tolist()[: 1000 - len(self._levels)])
         return answer
 
-def http_identity(client: "OipClient") -> dict[str, Any]:
-    """A served suspect's identity: the server's URL (without credentials), the model name and its metadata."""
-    return {"kind": "http", "url": redact_url(client.url), "model_name": client.model_name, "metadata": client.metadata}
+    @classmethod
+    def json_api(cls, client: Any, **options: Any) -> "BlackBox":
+        """A suspect behind a JSON-over-HTTP API (:class:`~modelprint.serving.json_api.JsonApiClient`): labels only,
+        top-k scores or full scores, as its mapping declares. ``options`` go to the constructor (budget, journal, ...)."""
+        return cls(client, labels_only=client.labels_only, partial_scores=client.partial, identity=http_identity(client), **options)
+
+
+def http_identity(client: Any) -> dict[str, Any]:
+    """A served suspect's identity, as its client states it (``kind`` "http", the URL without credentials, and what
+    names the model: an Open Inference Protocol model's name and metadata, or a JSON API's mapping)."""
+    identity = dict(client.identity())
+    identity.update(kind="http", url=redact_url(str(identity.get("url", client.url))))
+    return identity

@@ -10,12 +10,15 @@ BLACK_BOX = "black-box"
 SCORES = "scores"
 #: The suspect answers its top-1 label only.
 LABELS = "labels"
+#: The suspect answers the scores of its top-k classes only; the others are completed (an equal share of what is left).
+TOP_K = "top-k"
 
 _MEANING = {
     WHITE_BOX: "white-box access (weights, activations, gradients)",
     BLACK_BOX: "black-box access (predictions)",
     SCORES: "output scores (probabilities, values or embeddings)",
     LABELS: "top-1 labels",
+    TOP_K: "the scores of its top-k classes",
 }
 #: Default largest difference between a journalled answer and the probe's fresh one (output units, e.g. probability):
 #: far above the float32 rounding by which one model's answers to an image in batches of different sizes differ, and

@@ -23,8 +23,15 @@ class WhiteBox(Access):
     capabilities = frozenset({WHITE_BOX, BLACK_BOX, SCORES})
 
     def __init__(self, model: nn.Module, *, layer: str | None = None) -> None:
+        from ..architectures import inference_only
+
         self.model = model.eval()
         self.layer = layer
+        if inference_only(model):  # an ONNX file run as it is: predictions only, no weights or gradients
+            self.capabilities = frozenset({BLACK_BOX, SCORES})
+
+    def describe(self) -> str:
+        return "a model run by ONNX Runtime" if WHITE_BOX not in self.capabilities else "a white-box model"
 
     @property
     def device(self) -> torch.device:

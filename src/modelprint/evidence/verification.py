@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..architectures import inference_only
 from ..access import BLACK_BOX, PROBE_TOLERANCE, WHITE_BOX, BlackBox, WhiteBox, http_identity, tolerance_cap
 from ..checks import device as check_device
 from ..checks import number, output_file, output_folder
@@ -25,6 +26,9 @@ from ..journal_lines import canonical_json
 from ..models import load_model
 from ..signing import Ed25519PrivateKey, Ed25519PublicKey, load_private_key, sign_record
 from ..urls import redact_url
+
+if TYPE_CHECKING:
+    from ..serving.json_api import ApiMapping
 
 
 @dataclass
@@ -129,6 +133,7 @@ def verify_suspect(
     sign: str | os.PathLike | Ed25519PrivateKey | None = None,
     kind: type[FingerprintSet] = FingerprintSet,
     target: str | os.PathLike | None = None,
+    api: "ApiMapping | str | os.PathLike | None" = None,
     **client_options: Any,
 ) -> Verification:
     """Verify a model file or a model behind an Open Inference Protocol server, and write the evidence record.
@@ -136,7 +141,8 @@ def verify_suspect(
     Args:
         fingerprints: the fingerprint file.
         task: when given, the task the fingerprint set must protect (it records its own).
-        suspect: a model file; or ``url`` and ``model_name`` of a server (black-box only).
+        suspect: a model file; or ``url`` and ``model_name`` of an Open Inference Protocol server, or ``url`` and
+            ``api`` of any JSON-over-HTTP API (black-box only).
         mode: ``"white-box"`` or ``"black-box"``; white-box for a file and black-box for a URL when None.
         budget: most images a black-box verification may use: answers taken from the journal plus images sent on
             the wire (every attempt, retries and the resume probe included).
@@ -162,6 +168,8 @@ def verify_suspect(
             :func:`~modelprint.signing.sign_record`).
         kind: the kind of file ``fingerprints`` is: a fingerprint set, or a watermark key
             (:class:`~modelprint.watermarks.WatermarkKey`); a file of another kind is refused.
+        api: how to ask a JSON-over-HTTP API at ``url`` (:class:`~modelprint.serving.json_api.ApiMapping`, or its
+            YAML/JSON file); without ``num_classes`` it takes the set's target's.
         **client_options: for a URL: timeout, deadline, max_answer_bytes, retries, backoff, rate_limit, output,
             headers, transport (:class:`~modelprint.serving.client.OipClient`).
 
@@ -172,11 +180,15 @@ def verify_suspect(
     """
     if (suspect is None) == (url is None):
         raise InputError("give either --suspect FILE or --url URL (with --model-name)")
-    if url is not None and not model_name:
-        raise InputError("--url needs --model-name: the suspect's model name on the server")
+    if url is not None and not model_name and api is None:
+        raise InputError("--url needs --model-name (the suspect's model name on an Open Inference Protocol server) "
+                         "or --api (how to ask a JSON-over-HTTP API)")
+    if api is not None and (url is None or model_name):
+        raise InputError("--api describes the JSON API at --url; give --url, and no --model-name")
+    mapping = _mapping(api) if api is not None else None
     if url is not None and mode == WHITE_BOX:
         raise InputError("a suspect behind a server can only be verified in black-box mode")
-    mode = mode or (BLACK_BOX if url else WHITE_BOX)
+    asked_mode, mode = mode, mode or (BLACK_BOX if url else WHITE_BOX)
     if mode not in (WHITE_BOX, BLACK_BOX):
         raise InputError(f"mode must be {WHITE_BOX!r} or {BLACK_BOX!r}, got {mode!r}")
     number(alpha, "--alpha", above=0, below=1)
@@ -214,7 +226,16 @@ def verify_suspect(
     box: BlackBox | None = None
     client = None
     try:
-        if url:
+        if url and mapping is not None:
+            from ..serving.json_api import JsonApiClient
+
+            outputs = (fingerprint_set.target.get("arch_kwargs") or {}).get("num_outputs") if isinstance(fingerprint_set.target.get("arch_kwargs"), dict) else None
+            if mapping.num_classes is None and isinstance(outputs, int) and outputs >= 2:
+                mapping = replace(mapping, num_classes=outputs)
+            client = JsonApiClient(url, mapping, **{k: v for k, v in client_options.items() if k != "output"})
+            refuse_degenerate()  # before the server is asked anything
+            identity = http_identity(client)
+        elif url:
             from ..serving.client import OipClient
 
             client = OipClient(url, model_name, **client_options)  # type: ignore[arg-type]
@@ -223,6 +244,10 @@ def verify_suspect(
         else:
             identity = file_identity(suspect)  # type: ignore[arg-type]
             suspect_model = load_model(suspect, device=device)  # type: ignore[arg-type]
+            if inference_only(suspect_model):  # an ONNX file run as it is: it can only be asked
+                if asked_mode == WHITE_BOX:
+                    raise InputError(f"{suspect}: a model run by ONNX Runtime gives no weights or gradients; verify it in black-box mode")
+                mode = BLACK_BOX
             refuse_degenerate()
         name = verification_id(digest, identity, mode)
         now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -230,7 +255,9 @@ def verify_suspect(
             journal = records / f"{name}.queries.jsonl"
         options: dict[str, Any] = dict(budget=budget, batch_size=batch_size, journal=journal, fingerprints_sha256=digest,
                                        new_journal=new_journal or fresh, probe_tolerance=probe_tolerance)
-        if client is not None:
+        if mapping is not None:
+            access = box = BlackBox.json_api(client, **options)
+        elif client is not None:
             access = box = BlackBox.http(url, model_name, client=client, **options)  # type: ignore[arg-type]
         else:
             access = WhiteBox(suspect_model)
@@ -251,3 +278,10 @@ def verify_suspect(
         if client is not None:
             client.close()
     return Verification(result, evidence, written, box)
+
+
+def _mapping(api: Any) -> "ApiMapping":
+    """An :class:`~modelprint.serving.json_api.ApiMapping` given as itself or as its file."""
+    from ..serving.json_api import ApiMapping
+
+    return api if isinstance(api, ApiMapping) else ApiMapping.from_file(api)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
-from ..access import LABELS, Access
+from ..access import LABELS, SCORES, TOP_K, Access
 from ..checks import parse_assignments
 from ..errors import IntegrityError, InputError
 from ..tasks import Task
@@ -94,6 +94,9 @@ class Scheme(ABC):
     #: Per mode, what the suspect must offer: ``WHITE_BOX``, ``SCORES`` (black-box outputs) or ``LABELS`` (black-box
     #: top-1 labels, which an access with scores also gives).
     needs: ClassVar[Mapping[str, str]] = {}
+    #: Whether a black-box mode that needs ``SCORES`` takes an API's top-k scores completed by an equal share of
+    #: what is left for the unnamed classes (set per scheme from its measured scores, docs/own-model.md).
+    partial_scores: ClassVar[bool] = False
     #: The tasks the scheme protects.
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     #: Named configurations: settings on top of the class defaults.
@@ -131,6 +134,8 @@ class Scheme(ABC):
         who = f"{self.name} {mode} verification"
         access.require(mode, who=who)
         need = self.needs.get(mode, mode)
+        if need == SCORES and TOP_K in access.capabilities and self.partial_scores:
+            return mode  # completed top-k scores: measured to serve this scheme (docs/own-model.md)
         if need != LABELS:  # top-1 labels: any black-box access gives them
             access.require(need, who=who)
         return mode

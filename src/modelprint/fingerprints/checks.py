@@ -150,20 +150,20 @@ def check_target(target: Mapping[str, Any], samples: tuple[int, ...], task_name:
         raise IntegrityError(f"the set's task is {task_name!r}, but its target is a {recorded!r} model")
     if "arch" not in target and "arch_kwargs" not in target:
         return  # a model of another library: only its hash is recorded
-    from ..architectures import ARCHITECTURES
+    from ..architectures import architecture, is_architecture, known_names
     from ..errors import InputError
     from ..model_checks import check_spec_values
     from ..models import ModelSpec
 
     arch, kwargs, size = target.get("arch"), target.get("arch_kwargs"), target.get("input_size", list(samples[2:]))
-    if not isinstance(arch, str) or arch not in ARCHITECTURES:
-        raise IntegrityError(f"the set's target architecture {arch!r} is not one modelprint knows ({', '.join(sorted(ARCHITECTURES))})")
+    if not is_architecture(arch):
+        raise IntegrityError(f"the set's target architecture {arch!r} is not one modelprint knows ({known_names()})")
     if not isinstance(size, list) or [*size] != [*samples[2:]]:
         raise IntegrityError(f"the set's target takes {size!r} images, but the samples are {samples[2]}x{samples[3]}")
     spec = ModelSpec(arch=arch, arch_kwargs=kwargs, task=task_name, input_size=tuple(size), channels=samples[1],  # type: ignore[arg-type]
                      mean=(0.5,) * samples[1], std=(0.25,) * samples[1])
     try:
-        check_spec_values(spec, ARCHITECTURES[arch], "the set's target")
+        check_spec_values(spec, architecture(arch), "the set's target")
     except InputError as exc:
         raise IntegrityError(str(exc)) from None
     outputs = num_classes(target)

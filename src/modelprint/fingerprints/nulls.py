@@ -133,20 +133,24 @@ def constant_outputs(fingerprints: "FingerprintSet") -> dict[str, torch.Tensor]:
 def fresh_model(fingerprints: "FingerprintSet") -> nn.Module | None:
     """A freshly initialised model of the target's architecture (seeded by :data:`NULL_SEED`), or None when the set
     does not record one."""
-    from ..architectures import ARCHITECTURES
+    from ..architectures import ONNX, architecture, is_architecture
+    from ..errors import InputError
     from ..models import ImageModel, ModelSpec, state_sha256
 
     target, samples = fingerprints.target, fingerprints.samples
     arch, kwargs = target.get("arch"), target.get("arch_kwargs")
-    if arch not in ARCHITECTURES or not isinstance(kwargs, dict):
-        return None
+    if not is_architecture(arch) or arch == ONNX or not isinstance(kwargs, dict):
+        return None  # an ONNX graph is not recorded in the set
     channels = int(samples.shape[1])
     spec = ModelSpec(arch=arch, arch_kwargs=dict(kwargs), task=str(fingerprints.task.get("name")), input_size=tuple(samples.shape[2:]),  # type: ignore[arg-type]
                      channels=channels, mean=(0.5,) * channels, std=(0.25,) * channels)
     for seed in (NULL_SEED, NULL_SEED + 1):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = ImageModel(ARCHITECTURES[arch](**kwargs), spec).eval()
+            try:
+                model = ImageModel(architecture(arch)(**kwargs), spec).eval()
+            except InputError:  # a library this machine does not have
+                return None
         if state_sha256(model) != target.get("sha256"):
             break
     return model

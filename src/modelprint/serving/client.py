@@ -14,18 +14,16 @@ stored without its credentials (:func:`~modelprint.urls.redact_url`); requests s
 
 from __future__ import annotations
 
-import json
 import math
-import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import numpy as np
 import torch
 
 from ..errors import RemoteError
-from ..urls import redact_text, redact_url
+from .http import DEFAULT_MAX_ANSWER_BYTES, HttpPredictor
 
 #: Open Inference Protocol datatypes the client reads back, and the torch dtype they become.
 _DATATYPES = {
@@ -33,18 +31,11 @@ _DATATYPES = {
     "INT8": torch.int64, "INT16": torch.int64, "INT32": torch.int64, "INT64": torch.int64,
     "UINT8": torch.int64, "UINT16": torch.int64, "UINT32": torch.int64, "UINT64": torch.int64, "BOOL": torch.int64,
 }
-_RETRIED = (httpx.TransportError,)  # connection refused or reset, timeouts, a server that died mid-answer
 #: Largest finite float32: answers are read as float32, so a larger magnitude would become infinity.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-#: Default cap on one answer's size: far above what a batch of 1024 images with 1000 scores each needs (about 20 MB).
-DEFAULT_MAX_ANSWER_BYTES = 64 * 2**20
 
 
-class _Overdue(Exception):
-    """An answer that was not complete within the request's deadline (retried like a timeout)."""
-
-
-class OipClient:
+class OipClient(HttpPredictor):
     """Speaks the Open Inference Protocol v2 REST to one model on one server.
 
     Args:
@@ -88,30 +79,11 @@ class OipClient:
         headers: dict[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if retries < 0 or not backoff >= 0 or not timeout > 0:
-            raise RemoteError(f"need retries >= 0, backoff >= 0 and timeout > 0, got {retries}, {backoff}, {timeout}")
-        if rate_limit is not None and rate_limit <= 0:
-            raise RemoteError(f"rate limit must be > 0 requests per second, got {rate_limit}")
-        if (deadline is not None and not deadline > 0) or max_answer_bytes < 1:
-            raise RemoteError(f"need deadline > 0 and max_answer_bytes >= 1, got {deadline}, {max_answer_bytes}")
-        self.url = redact_url(url).rstrip("/")
+        super().__init__(url, timeout=timeout, deadline=deadline, max_answer_bytes=max_answer_bytes, retries=retries,
+                         backoff=backoff, rate_limit=rate_limit, headers=headers, transport=transport)
         self.model_name = model_name
-        self.deadline = 4 * timeout if deadline is None else deadline
-        self.max_answer_bytes = max_answer_bytes
-        self.on_send: Callable[[int], None] | None = None
-        self.retries = retries
-        self.backoff = backoff
-        self.min_interval = 0.0 if rate_limit is None else 1.0 / rate_limit
         self.output = output
-        self.requests = 0
-        self.attempts = 0
-        self._last_request = -math.inf
-        headers = {"accept-encoding": "identity", **(headers or {})}  # the size cap counts the bytes that arrive
-        try:
-            self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers, transport=transport)
-        except (httpx.InvalidURL, ValueError, TypeError) as exc:
-            raise RemoteError(f"{self.url}: not a usable server URL ({redact_text(str(exc))})") from None
-        self.metadata: dict[str, Any] = self._call("GET", f"/v2/models/{model_name}")
+        self.metadata: dict[str, Any] = self._object(self._call("GET", f"/v2/models/{model_name}"))
         _check_metadata(self.metadata, self._where())
         self._input = self._declared_input()
         self.labels_only = self._declares_labels()
@@ -142,6 +114,13 @@ class OipClient:
         """The requested output (by name), or the first one when none was requested."""
         return next((o for o in outputs or [] if self.output is None or o.get("name") == self.output), None)
 
+    def _where(self) -> str:
+        return f"the server at {self.url} (model {self.model_name!r})"
+
+    def identity(self) -> dict[str, Any]:
+        """What the suspect is, for records and journals: the URL (without credentials), the model and its metadata."""
+        return {"kind": "http", "url": self.url, "model_name": self.model_name, "metadata": self.metadata}
+
     # ------------------------------------------------------------------------------------------------- inference
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """The model's outputs on ``images`` (N x C x H x W in [0, 1]), one request."""
@@ -158,7 +137,7 @@ class OipClient:
         }
         if self.output is not None:
             body["outputs"] = [{"name": self.output}]
-        answer = self._call("POST", f"/v2/models/{self.model_name}/infer", images=len(x), json=body)
+        answer = self._object(self._call("POST", f"/v2/models/{self.model_name}/infer", images=len(x), json=body))
         return self._read_output(answer, len(x))
 
     def _read_output(self, answer: dict[str, Any], n: int) -> torch.Tensor:
@@ -198,99 +177,6 @@ class OipClient:
             raise RemoteError(f"{self._where()} answered outputs of shape {list(values.shape[1:])} per image; its metadata "
                               f"declares {list(declared_shape[1:])}")
         return values
-
-    # ------------------------------------------------------------------------------------------------- transport
-    def _call(self, method: str, path: str, *, images: int = 0, **kwargs: Any) -> dict[str, Any]:
-        """One request with retries; the decoded JSON answer.
-
-        Args:
-            method, path: the request.
-            images: images the request carries; :attr:`on_send` is told before every attempt.
-            **kwargs: for httpx (``json=...``).
-        """
-        failure = ""
-        for attempt in range(self.retries + 1):
-            if images and self.on_send is not None:
-                self.on_send(images)  # may refuse the attempt (a query budget): nothing more is sent then
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            self._wait_for_rate_limit()
-            self.attempts += 1
-            try:
-                status, body = self._exchange(method, path, **kwargs)
-            except _RETRIED as exc:
-                failure = redact_text(f"{type(exc).__name__}: {exc}")
-            except _Overdue as exc:
-                failure = str(exc)
-            else:
-                if status < 400:
-                    self.requests += 1
-                    return self._json(body)
-                failure = f"HTTP {status}: {self._error_text(body)}"
-                if status < 500:
-                    raise RemoteError(f"{self._where()} refused {method} {path}: {failure}")
-        raise RemoteError(f"{self._where()} did not answer {method} {path} after {self.retries + 1} attempts ({failure})")
-
-    def _exchange(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
-        """Send one request and read its answer as it streams in, within the deadline and the size cap.
-
-        Returns:
-            (HTTP status, answer body).
-
-        Raises:
-            _Overdue: the answer was not complete by the deadline.
-            RemoteError: the answer is larger than ``max_answer_bytes``.
-        """
-        deadline = time.monotonic() + self.deadline
-        with self._http.stream(method, path, **kwargs) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self.max_answer_bytes:
-                raise self._too_large(method, path)
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > self.max_answer_bytes:
-                    raise self._too_large(method, path)
-                if time.monotonic() > deadline:
-                    break
-            if time.monotonic() > deadline:
-                raise _Overdue(f"the answer was not complete within the {self.deadline:g} s deadline per request")
-            return response.status_code, bytes(body)
-
-    def _too_large(self, method: str, path: str) -> RemoteError:
-        return RemoteError(f"{self._where()} answered {method} {path} with more than {self.max_answer_bytes} bytes "
-                           "(max_answer_bytes); refused")
-
-    def _wait_for_rate_limit(self) -> None:
-        pause = self._last_request + self.min_interval - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        self._last_request = time.monotonic()
-
-    def _json(self, body: bytes) -> dict[str, Any]:
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            raise RemoteError(f"{self._where()} answered something that is not JSON") from None
-        if not isinstance(data, dict):
-            raise RemoteError(f"{self._where()} answered JSON that is not an object")
-        return data
-
-    @staticmethod
-    def _error_text(body: bytes) -> str:
-        try:
-            data = json.loads(body)
-            text = str(data.get("error", data)) if isinstance(data, dict) else str(data)
-        except (ValueError, RecursionError):
-            text = body.decode("utf-8", "replace")
-        return redact_text(" ".join(text.split()))[:300]
-
-    def _where(self) -> str:
-        return f"the server at {self.url} (model {self.model_name!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
 
 def _is_shape(value: Any) -> bool:
     """A tensor shape as the protocol writes it: a list of at most 8 integers, each >= -1."""

@@ -1,4 +1,4 @@
-"""Architectures for small inputs: ResNet-18, VGG11-BN and MobileFaceNet, by name in :data:`ARCHITECTURES`.
+"""modelprint's own architectures for small inputs: ResNet-18, VGG11-BN and MobileFaceNet, by name in :data:`ARCHITECTURES`.
 
 Each declares its Grad-CAM layer (``cam_layer``); :mod:`modelprint.models` wraps them with their preprocessing.
 """
@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .errors import InputError
+from ..errors import InputError
 
 # ---------------------------------------------------------------------------------------------------------------
 class BasicBlock(nn.Module):
