@@ -177,7 +177,38 @@ class Workspace:
         (folder / "journal-damaged.jsonl").write_text('{"time": 1}\n{not json\n{"time": 2}\n')
         p["journal_braces"], p["journal_damaged"] = str(folder / "journal-empty-line.jsonl"), str(folder / "journal-damaged.jsonl")
         p.update(self._keys(folder))
+        p.update(self._ecosystem(folder, self.model))
         self.paths = p
+
+    @staticmethod
+    def _ecosystem(folder: Path, model: Any) -> dict[str, str]:
+        """Files an owner brings: weights carrying a pickled object, weights of another architecture, a file that is
+        not ONNX, image folders of one class and of undecodable images, JSON API mappings that are not."""
+        import torch
+        from PIL import Image
+
+        class Payload:
+            def __reduce__(self):
+                return (print, ("a pickled payload ran",))
+
+        torch.save({**model.net.state_dict(), "x": Payload()}, folder / "payload.pt")
+        torch.save(model.net.state_dict(), folder / "own-weights.pt")
+        import timm
+
+        torch.save(timm.create_model("test_resnet", num_classes=10).state_dict(), folder / "timm-weights.pt")
+        (folder / "fake.onnx").write_bytes(b"\x08\x07not an onnx graph")
+        (folder / "one-class" / "cats").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(folder / "one-class" / "cats" / f"{i}.png")
+        for name in ("a", "b"):
+            (folder / "broken-images" / name).mkdir(parents=True)
+            for i in range(5):
+                (folder / "broken-images" / name / f"{i}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+        (folder / "api-bad.yaml").write_text("send: carrier-pigeon\n")
+        (folder / "api-list.yaml").write_text("- path\n")
+        return {"payload_pt": str(folder / "payload.pt"), "own_weights": str(folder / "own-weights.pt"), "timm_weights": str(folder / "timm-weights.pt"), "fake_onnx": str(folder / "fake.onnx"),
+                "one_class": str(folder / "one-class"), "broken_images": str(folder / "broken-images"),
+                "api_bad": str(folder / "api-bad.yaml"), "api_list": str(folder / "api-list.yaml")}
 
     @staticmethod
     def _keys(folder: Path) -> dict[str, str]:

@@ -30,7 +30,35 @@ def _replace(argv: tuple[str, ...], option: str, value: str) -> tuple[str, ...]:
     return tuple(items)
 
 
+IMPORT = ("import", "{own_weights}", "--out", "{w}/imported.safetensors")
+
 CASES: list[Case] = [
+    # ------------------------------------------------------------------------------------------------ import
+    cli("import: a state dict carrying a pickled object", "import", "{payload_pt}", "--arch", "timm:resnet18", "--input-size", "32", "--out", "{w}/i.safetensors"),
+    cli("import: weights of another architecture", *IMPORT, "--arch", "timm:resnet18", "--input-size", "32"),
+    cli("import: no input size", *IMPORT, "--arch", "timm:resnet18"),
+    cli("import: no architecture", *IMPORT, "--input-size", "32"),
+    cli("import: an architecture timm does not have", *IMPORT, "--arch", "timm:no_such_net", "--input-size", "32"),
+    cli("import: an architecture of an unknown library", *IMPORT, "--arch", "keras:resnet", "--input-size", "32"),
+    cli("import: --input-size 0", *IMPORT, "--arch", "timm:resnet18", "--input-size", "0"),
+    cli("import: --mean not numbers", *IMPORT, "--arch", "timm:resnet18", "--input-size", "32", "--mean", "a,b,c"),
+    cli("import: --mean of two values for three channels", *IMPORT, "--arch", "timm:resnet18", "--input-size", "32", "--mean", "0.1,0.2"),
+    cli("import: --runtime bogus", *IMPORT, "--arch", "timm:resnet18", "--input-size", "32", "--runtime", "bogus"),
+    cli("import: a file that is not ONNX", "import", "{fake_onnx}", "--mean", "0", "--std", "1", "--out", "{w}/i.safetensors"),
+    cli("import: a modelprint model file", "import", "{model}", "--arch", "timm:resnet18", "--input-size", "32", "--out", "{w}/i.safetensors"),
+    cli("import: random bytes as weights", "import", "{garbage}", "--arch", "timm:resnet18", "--input-size", "32", "--out", "{w}/i.safetensors"),
+    cli("import: --out under a file", *_replace(IMPORT, "--out", "{file}/sub/i.safetensors"), "--arch", "timm:resnet18", "--input-size", "32"),
+    cli("import: --class-names of the wrong count", "import", "{timm_weights}", "--arch", "timm:test_resnet", "--input-size", "32", "--class-names", "a,b",
+        "--out", "{w}/i.safetensors"),
+    cli("train: --arch onnx", *TRAIN, "--arch", "onnx"),
+    cli("train: --width for a timm architecture", *TRAIN, "--arch", "timm:resnet18", "--width", "8"),
+    cli("train: --data a class folder of one class", *_replace(TRAIN, "--data", "{one_class}")),
+    cli("train: --data a class folder of undecodable images", *_replace(TRAIN, "--data", "{broken_images}")),
+    cli("verify: --api a mapping with an unknown send", *VERIFY, "--url", "http://127.0.0.1:9", "--api", "{api_bad}"),
+    cli("verify: --api a YAML list", *VERIFY, "--url", "http://127.0.0.1:9", "--api", "{api_list}"),
+    cli("verify: --api-answer bogus", *VERIFY, "--url", "http://127.0.0.1:9", "--api-answer", "bogus"),
+    cli("verify: --api with a model name", *VERIFY, "--url", "http://127.0.0.1:9", "--model-name", "m", "--api-answer", "label"),
+    cli("verify: --api without --url", *VERIFY, "--suspect", "{model}", "--api-answer", "label"),
     # ------------------------------------------------------------------------------------------------- train
     cli("train: --data a folder that does not exist", *_replace(TRAIN, "--data", "{w}/nowhere")),
     cli("train: --data with train.npz/test.npz of zero images", *_replace(TRAIN, "--data", "{data_empty}")),

@@ -73,13 +73,14 @@ def train(
     check_seed(seed)
     from dataclasses import replace
 
-    from .architectures import ARCHITECTURES, ONNX, architecture, known_names
+    from .architectures import ARCHITECTURES, HUBS, ONNX, architecture
     from .data import check_data_spec, load_data
     from .models import save_model
     from .train import TrainConfig, train_new_model
 
     if arch == ONNX or not isinstance(arch, str):
-        raise InputError(f"--arch {arch!r}: choose one of {known_names().replace(', onnx', '')} (an ONNX graph is imported: modelprint import)")
+        names = ", ".join([*sorted(ARCHITECTURES), *(f"{hub}:NAME" for hub in HUBS)])
+        raise InputError(f"--arch {arch!r}: choose one of {names} (an ONNX graph is imported: modelprint import)")
     builder = architecture(arch)
     if width is None and arch in ARCHITECTURES:
         width = 16

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,12 +58,20 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 if MODEL_META_KEY in (handle.metadata() or {}):
                     raise InputError(f"{path}: already a modelprint model file (nothing to import)")
             state: Any = load_file(str(path))
+        except InputError:
+            raise
         except (SafetensorError, OSError, ValueError) as exc:
             raise InputError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
     else:
+        with open(path, "rb") as handle:
+            magic = handle.read(2)
+        if not zipfile.is_zipfile(path) and magic[:1] != b"\x80":  # neither torch.save's zip format nor a pickle
+            raise InputError(f"{path}: not a PyTorch weights file (torch.save writes a zip archive) nor a safetensors file")
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as exc:
+            if "weights only" not in str(exc).lower():  # not a pickle at all
+                raise InputError(f"{path}: not a readable PyTorch weights file (UnpicklingError: {_first_line(exc)[:120]})") from None
             raise InputError(f"{path}: holds objects other than tensors, refused without running them (torch.load with "
                              "weights_only=True); save the state dict (model.state_dict()) instead") from None
         except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, ImportError) as exc:
@@ -159,7 +168,8 @@ def import_model(
         raise InputError(f"{where}: an ONNX file carries its own architecture; leave out --arch ({arch})")
     if not is_onnx:
         if arch is None or arch.partition(":")[0] not in HUBS:
-            raise InputError(f"{where}: name the architecture the weights are for: --arch timm:NAME or --arch torchvision:NAME")
+            given = f" ({arch!r} is neither)" if arch is not None else ""
+            raise InputError(f"{where}: name the architecture the weights are for: --arch timm:NAME or --arch torchvision:NAME{given}")
     info: dict[str, Any] = {"imported_from": path.name, "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     if is_onnx:
         net, spec = _onnx(path, input_size=input_size, channels=channels, mean=mean, std=std, runtime=runtime)
