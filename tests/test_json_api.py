@@ -17,7 +17,7 @@ import torch
 from conftest import free_ports, run_cli
 from modelprint.access import BlackBox, WhiteBox
 from modelprint.errors import CapabilityError, InputError, RemoteError
-from modelprint.fingerprints import IPGuard, SaliencyFingerprint
+from modelprint.fingerprints import TAFA, IPGuard, SaliencyFingerprint
 from modelprint.models import save_model
 from modelprint.serving.json_api import ApiMapping, JsonApiClient
 
@@ -110,10 +110,10 @@ def test_a_scheme_that_cannot_use_the_answers_is_refused_before_anything_is_sent
     labels_only = BlackBox.json_api(JsonApiClient(url, ApiMapping(answer="label", answer_path="predictions.0", classes=tuple(NAMES))))
     with pytest.raises(CapabilityError, match="needs output scores"):
         SaliencyFingerprint().verify(labels_only, fingerprints)
-    if not SaliencyFingerprint.partial_scores:
-        top5 = BlackBox.json_api(JsonApiClient(url, ApiMapping(**TOP5)))
-        with pytest.raises(CapabilityError, match="top-k"):
-            SaliencyFingerprint().verify(top5, fingerprints)
+    top5 = BlackBox.json_api(JsonApiClient(url, ApiMapping(**TOP5)))
+    assert not TAFA.partial_scores  # not measured through a top-k API: refused there
+    with pytest.raises(CapabilityError, match="needs output scores .* offers .*top-k"):
+        TAFA().require(top5, "black-box")
     assert _served(count) == before
 
 

@@ -93,7 +93,7 @@ def training_records(manifest: dict[str, Any], size: int, *, checkpoints: bool) 
     for kind, count in wanted.items():
         have = len([r for r in chosen[kind] if "checkpoint_of" not in r])
         if have < count:
-            raise InputError(f"the training zoo holds {have} {kind} models, {count} needed for {size} training models; build it with --size {size}")
+            raise InputError(f"the training zoo holds {have} {kind} models, {count} needed for {size} training models; build it with --size {size}, or learn from fewer (--set training_models={2 * have})")
     return chosen[POSITIVE], chosen[NEGATIVE]
 
 

@@ -2,12 +2,9 @@
 
 :class:`OipClient` is a prediction function for :class:`~modelprint.access.BlackBox`: it sends a batch of images as
 one FP32 tensor and returns the model's output. It reads the model's metadata first (input name and shape, output
-kind), retries with exponential backoff on connection errors, timeouts and 5xx answers, spaces requests to an
-optional rate limit, and turns every failure into one clear :class:`~modelprint.errors.RemoteError`.
-
-Answers are bounded: each request has an overall deadline (besides httpx's timeout, which applies to each read, so
-a server that drips its answer would otherwise hold the client forever) and a cap on the answer's size, both
-enforced while the answer streams in. Odd metadata, outputs that are not numbers, NaN, infinity or values beyond
+kind). Retries, the rate limit, the deadline per request and the cap on an answer's size are the transport's
+(:class:`~modelprint.serving.http.HttpPredictor`); every failure is one clear :class:`~modelprint.errors.RemoteError`.
+Odd metadata, outputs that are not numbers, NaN, infinity or values beyond
 the float32 range, and outputs of another shape than the metadata declares are refused. The URL is shown and
 stored without its credentials (:func:`~modelprint.urls.redact_url`); requests still use them.
 """
@@ -41,27 +38,16 @@ class OipClient(HttpPredictor):
     Args:
         url: the server's base URL (``http://host:port``).
         model_name: the model's name on the server.
-        timeout: seconds to wait for a connection and for each read of an answer.
-        deadline: most seconds one request may take in all, answer included [default: 4 x ``timeout``]; a request
-            over it is given up (and retried like a timeout).
-        max_answer_bytes: most bytes an answer may have; a larger one is refused (not retried).
-        retries: attempts after the first on connection errors, timeouts and 5xx answers (4xx are not retried:
-            the request itself is wrong).
-        backoff: seconds before the first retry; doubled for every further one.
-        rate_limit: most requests per second (None: no limit).
         output: name of the output to request (e.g. ``"predict_proba"`` on MLServer's scikit-learn runtime);
             the first output of the answer when None.
-        headers: extra HTTP headers (an API key, ...).
-        transport: an httpx transport (tests use it to run against an app in-process).
+        timeout, deadline, max_answer_bytes, retries, backoff, rate_limit, headers, transport: the transport's
+            (:class:`~modelprint.serving.http.HttpPredictor`).
 
     Attributes:
         metadata: the model's metadata as the server declared it.
         image_shape: (C, H, W) when the server declares 4-d image inputs, else None.
         labels_only: the server's output is an integer label, not scores.
-        requests: requests answered so far; ``attempts`` counts retries too.
-        url: the server's URL without credentials (what messages and records show).
-        on_send: called with the number of images before every attempt of an inference request, retries included
-            (:class:`~modelprint.access.BlackBox` sets it to count and bound the images sent); it may raise to stop.
+        requests, attempts, url, on_send: the transport's (:class:`~modelprint.serving.http.HttpPredictor`).
     """
 
     def __init__(

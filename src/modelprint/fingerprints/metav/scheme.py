@@ -87,6 +87,7 @@ class MetaV(FingerprintScheme):
     name: ClassVar[str] = "metav"
     modes: ClassVar[tuple[str, ...]] = (WHITE_BOX, BLACK_BOX)
     needs: ClassVar[Mapping[str, str]] = {WHITE_BOX: WHITE_BOX, BLACK_BOX: SCORES}
+    partial_scores: ClassVar[bool] = True  # top-5 answers completed score as full ones, within 0.01 (docs/own-model.md)
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "similarity")
     configurations: ClassVar[Mapping[str, Mapping[str, object]]] = {"default": {}, "noise": {"start": "noise"}}
 

@@ -118,6 +118,7 @@ class SaliencySettings(FingerprintScheme):
     modes: ClassVar[tuple[str, ...]] = (WHITE_BOX, BLACK_BOX)
     # eq. 6 measures how far masking moves F_c: a top-1 label cannot show that
     needs: ClassVar[Mapping[str, str]] = {WHITE_BOX: WHITE_BOX, BLACK_BOX: SCORES}
+    partial_scores: ClassVar[bool] = True  # top-5 answers completed score as full ones, within 0.01 (docs/own-model.md)
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "similarity")
     configurations: ClassVar[Mapping[str, Mapping[str, Any]]] = CONFIGURATIONS
     task_defaults: ClassVar[Mapping[str, str]] = TASK_DEFAULTS
