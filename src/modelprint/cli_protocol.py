@@ -182,8 +182,14 @@ def training_zoo(
     """Train the owner's training zoo: pirated and independent models that a learning scheme (metav) learns from,
     with seeds no preset evaluation zoo uses, and checkpoints of the models it trains."""
     _check_build(out, device, target, data)
+    from .models import read_spec
     from .protocol.training_zoo import build_training_zoo, cost
 
+    if read_spec(target).arch == "onnx":  # measured: docs/own-model.md, the walk-through
+        console.print("warning: the independent models of an exported ONNX graph's training zoo are fresh copies of the graph, "
+                      "which usually has its batch normalisation folded away; they can differ from real independent models "
+                      "(MetaV learnt from such a zoo scored an independent timm model 0.991). Calibrate its verdict on "
+                      "null scores of real independent models, or import the model from its timm/torchvision weights")
     manifest = build_training_zoo(size, target, data, out, epochs=epochs, executor=executor.value, workers=workers, ray_address=ray_address, device=device)
     spent = cost(manifest)
     stdout.print(f"{spent['positives']} pirated and {spent['models'] - spent['positives']} independent models, {spent['checkpoints']} checkpoints, in {out} "

@@ -85,11 +85,11 @@ def convert(model, where: str) -> nn.Module:
         return onnx2torch.convert(model)
     except NotImplementedError as exc:
         raise InputError(f"{where}: the ONNX graph cannot be converted to torch ({exc}); "
-                         f"it can still be verified as a black-box suspect (verify --suspect FILE.onnx)") from None
+                         f"import it with --runtime onnxruntime to verify it in black-box mode") from None
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(f"{where}: the ONNX graph cannot be converted to torch ({type(exc).__name__}: {first}); "
-                         f"it can still be verified as a black-box suspect (verify --suspect FILE.onnx)") from None
+                         f"import it with --runtime onnxruntime to verify it in black-box mode") from None
 
 
 class OnnxArchitecture:
