@@ -217,3 +217,26 @@ def test_a_timm_architecture_trains_on_an_image_folder(tmp_path, capsys):
     assert code == 0, err
     model = load_model(tmp_path / "m.safetensors")
     assert model.spec.arch == "timm:test_resnet" and model.spec.num_outputs == 3 and model.spec.input_size == (16, 16)
+
+
+def test_an_imported_model_is_served_and_asked_like_any_model_file(tmp_path):
+    """`modelprint serve` takes an imported model file: what the Open Inference Protocol client reads back is the
+    model's probabilities, for a timm model and a converted ONNX graph alike."""
+    from modelprint.access import BlackBox
+    from modelprint.serving.server import ServedModel, ServerThread, create_app
+    from modelprint.tasks import Classification
+
+    original = _timm_model()
+    torch.save(original.state_dict(), tmp_path / "weights.pt")
+    _onnx_export(original, tmp_path / "model.onnx")
+    save_model(import_model(tmp_path / "weights.pt", arch="timm:test_resnet", input_size=32), tmp_path / "timm.safetensors")
+    save_model(import_model(tmp_path / "model.onnx", mean=[0.5] * 3, std=[0.5] * 3), tmp_path / "onnx.safetensors")
+    x = _images()
+    for name in ("timm", "onnx"):
+        model = load_model(tmp_path / f"{name}.safetensors")
+        with ServerThread(create_app(ServedModel("suspect", model, Classification(), (3, 32, 32), []))) as server:
+            box = BlackBox.http(server.url, "suspect")
+            answers = box.predict(x)
+        with torch.no_grad():
+            assert torch.allclose(answers, torch.softmax(model(x), dim=1), atol=1e-6), name
+        assert box.sent == len(x)
