@@ -133,6 +133,11 @@ def test_verify_through_the_api_from_the_command_line(api, digits, tmp_path, cap
     assert summary["sent"] == 10 == _served(count) - before and summary["mode"] == "black-box"
     record = json.loads(Path(summary["record"]).read_text())
     assert record["suspect"]["kind"] == "http" and record["suspect"]["api"]["answer"] == "topk"
+    # a third party replays the record: the suspect is asked again as the record's mapping says, every image
+    before = _served(count)
+    code, out, err = run_cli(["records", "check", summary["record"], "--replay", "--fingerprints", str(tmp_path / "fp.safetensors"),
+                              "--url", url], capsys)
+    assert code == 0 and _served(count) - before == 10, err
 
 
 @pytest.mark.parametrize("mapping, needle", [

@@ -45,7 +45,7 @@ def records_check(
     suspect: Optional[Path] = typer.Option(None, help="Also check that this model file is the suspect the record names; with --replay, the model file asked again."),
     replay: bool = typer.Option(False, "--replay", help="Ask the suspect again (--suspect FILE, or --url with --model-name) and compare with the record's journal and score: the record counts only when they match."),
     url: Optional[str] = typer.Option(None, help="With --replay: the server the record's suspect is served by."),
-    model_name: Optional[str] = typer.Option(None, help="With --replay --url: the model's name on the server."),
+    model_name: Optional[str] = typer.Option(None, help="With --replay --url: the model's name on an Open Inference Protocol server (a record made through a JSON API names its mapping and needs none)."),
     journal: Optional[Path] = typer.Option(None, help="With --replay: the record's query journal [default: the path it names]."),
     sample: Optional[int] = typer.Option(None, min=1, help="With --replay --url: ask again only this many journalled images, drawn with --seed [default: every one]."),
     seed: int = typer.Option(0, help="With --replay --sample: seeds the draw."),

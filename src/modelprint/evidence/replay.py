@@ -106,11 +106,12 @@ def replay_record(
     """
     if (suspect is None) == (url is None):
         raise InputError("a replay needs the suspect: --suspect FILE, or --url URL with --model-name")
-    if url is not None and not model_name:
-        raise InputError("--url needs --model-name: the suspect's model name on the server")
     if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
         raise InputError(f"--sample must be a whole number >= 1, got {sample}")
     record = read_record(path)
+    if url is not None and not model_name and _api_mapping(record) is None:
+        raise InputError("--url needs --model-name: the suspect's model name on the server (a record made through a "
+                         "JSON API names its own mapping)")
     checked: list[str] = []
     if trusted_key is not None:
         checked += check_record_file(path, trusted_key).checked
@@ -163,7 +164,14 @@ def _replay_black_box(record: dict[str, Any], the_set: FingerprintSet, path: Any
         options: dict[str, Any] = dict(journal=copy, fingerprints_sha256=the_set.sha256(), probe_size=sample or 10**9,
                                        probe_seed=seed)
         try:
-            if url is not None:
+            api = _api_mapping(record)
+            if url is not None and api is not None:  # asked again as the record says it was asked
+                from ..serving.json_api import ApiMapping, JsonApiClient
+
+                mapping = ApiMapping.from_dict(api, f"{path}: the record's API mapping")
+                client = JsonApiClient(url, mapping, **{k: v for k, v in client_options.items() if k != "output"})
+                box = BlackBox.json_api(client, **options)
+            elif url is not None:
                 from ..serving.client import OipClient
 
                 client = OipClient(url, model_name, **client_options)  # type: ignore[arg-type]
@@ -189,3 +197,10 @@ def _replay_black_box(record: dict[str, Any], the_set: FingerprintSet, path: Any
     what = "computed again from the model file" if url is None else f"asked again of {url} (seed {seed})"
     checked.append(f"{asked} of {held} journalled answers {what}: all as journalled")
     return Replay(BLACK_BOX, result.matching_score, held, asked, difference, checked)
+
+
+def _api_mapping(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON API mapping a record's suspect was asked through, when it was (its settings, as recorded)."""
+    suspect = record.get("suspect") if isinstance(record.get("suspect"), dict) else {}
+    api = suspect.get("api")
+    return api if isinstance(api, dict) else None
