@@ -162,3 +162,17 @@ def test_answers_of_another_shape_are_one_line(api, digits, mapping, needle):
 def test_bad_mappings_are_refused(settings, needle):
     with pytest.raises(InputError, match=needle):
         ApiMapping.from_dict(settings)
+
+
+def test_a_retried_upload_sends_the_same_image_again():
+    """A multipart request answered 503 is sent again whole (the image's bytes, not an exhausted stream)."""
+    bodies = []
+
+    def handler(request):
+        bodies.append(request.read())
+        return httpx.Response(503, json={"error": "busy"}) if len(bodies) == 1 else httpx.Response(200, json=[0.25, 0.75])
+
+    client = JsonApiClient("http://api.test", ApiMapping(), transport=httpx.MockTransport(handler), backoff=0)
+    assert client(torch.rand(1, 3, 8, 8)).tolist() == [[0.25, 0.75]]
+    parts = [body.replace(body.split(b"\r\n", 1)[0], b"") for body in bodies]  # each request has its own boundary
+    assert len(bodies) == 2 and parts[0] == parts[1] and b"image/png" in parts[0] and b"IEND" in parts[0]

@@ -9,7 +9,6 @@ containers. Every failure is one :class:`~modelprint.errors.InputError` line.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import zipfile
@@ -22,6 +21,7 @@ import torch.nn as nn
 from .architectures import ONNX, ONNX_RUNTIME, architecture
 from .architectures.hub import HUBS, HubArchitecture
 from .errors import InputError
+from .hashing import file_sha256
 from .model_checks import check_finite_weights, check_spec_values, compare_layout
 from .models import ImageModel, ModelSpec, state_sha256
 
@@ -170,7 +170,7 @@ def import_model(
         if arch is None or arch.partition(":")[0] not in HUBS:
             given = f" ({arch!r} is neither)" if arch is not None else ""
             raise InputError(f"{where}: name the architecture the weights are for: --arch timm:NAME or --arch torchvision:NAME{given}")
-    info: dict[str, Any] = {"imported_from": path.name, "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    info: dict[str, Any] = {"imported_from": path.name, "source_sha256": file_sha256(path)}
     if is_onnx:
         net, spec = _onnx(path, input_size=input_size, channels=channels, mean=mean, std=std, runtime=runtime)
     else:

@@ -7,12 +7,12 @@ libraries are imported only when such an architecture is built; without them the
 from __future__ import annotations
 
 import importlib
-import inspect
 from typing import Any
 
 import torch.nn as nn
 
 from ..errors import InputError
+from .signature import keyword_signature
 
 #: The libraries whose classifiers are architectures here, and the package each needs.
 HUBS = {"timm": "timm", "torchvision": "torchvision"}
@@ -44,10 +44,7 @@ class HubArchitecture:
     def __repr__(self) -> str:
         return f"HubArchitecture({self.library}:{self.name})"
 
-    @property
-    def __signature__(self) -> inspect.Signature:  # the arguments a model file may give (checked by model_checks)
-        keyword = inspect.Parameter.KEYWORD_ONLY
-        return inspect.Signature([inspect.Parameter("num_outputs", keyword), inspect.Parameter("in_channels", keyword, default=3)])
+    __signature__ = keyword_signature("num_outputs", in_channels=3)
 
     def __call__(self, *, num_outputs: int, in_channels: int = 3) -> nn.Module:
         """A freshly initialised classifier with ``num_outputs`` classes taking ``in_channels`` channels."""

@@ -11,11 +11,11 @@ model file's tensors then replace. A freshly initialised copy resets every modul
 from __future__ import annotations
 
 import hashlib
-import inspect
 
 import torch.nn as nn
 
 from ..errors import InputError
+from .signature import keyword_signature
 
 ONNX = "onnx"
 #: Skeletons known to this process, by the SHA-256 of their bytes.
@@ -101,10 +101,7 @@ class OnnxArchitecture:
     def __repr__(self) -> str:
         return "OnnxArchitecture()"
 
-    @property
-    def __signature__(self) -> inspect.Signature:
-        keyword = inspect.Parameter.KEYWORD_ONLY
-        return inspect.Signature([inspect.Parameter(name, keyword) for name in ("num_outputs", "in_channels", "graph_sha256")])
+    __signature__ = keyword_signature("num_outputs", "in_channels", "graph_sha256")
 
     def __call__(self, *, num_outputs: int, in_channels: int, graph_sha256: str) -> nn.Module:
         data = skeleton_bytes(graph_sha256) if isinstance(graph_sha256, str) else None

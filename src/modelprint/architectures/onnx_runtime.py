@@ -7,13 +7,13 @@ The network has no parameters and gives no gradients: schemes verify it in black
 
 from __future__ import annotations
 
-import inspect
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..errors import InputError
+from .signature import keyword_signature
 
 ONNX_RUNTIME = "onnxruntime"
 
@@ -68,10 +68,7 @@ class RuntimeArchitecture:
     def __repr__(self) -> str:
         return "RuntimeArchitecture()"
 
-    @property
-    def __signature__(self) -> inspect.Signature:
-        keyword = inspect.Parameter.KEYWORD_ONLY
-        return inspect.Signature([inspect.Parameter(name, keyword) for name in ("num_outputs", "in_channels", "size_bytes")])
+    __signature__ = keyword_signature("num_outputs", "in_channels", "size_bytes")
 
     def __call__(self, *, num_outputs: int, in_channels: int, size_bytes: int) -> nn.Module:
         if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 1:

@@ -229,8 +229,10 @@ def verify_suspect(
         if url and mapping is not None:
             from ..serving.json_api import JsonApiClient
 
-            outputs = (fingerprint_set.target.get("arch_kwargs") or {}).get("num_outputs") if isinstance(fingerprint_set.target.get("arch_kwargs"), dict) else None
-            if mapping.num_classes is None and isinstance(outputs, int) and outputs >= 2:
+            from ..fingerprints.checks import num_classes
+
+            outputs = num_classes(fingerprint_set.target)
+            if mapping.num_classes is None and outputs is not None and outputs >= 2:
                 mapping = replace(mapping, num_classes=outputs)
             client = JsonApiClient(url, mapping, **{k: v for k, v in client_options.items() if k != "output"})
             refuse_degenerate()  # before the server is asked anything

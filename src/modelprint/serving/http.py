@@ -96,7 +96,7 @@ class HttpPredictor:
         Args:
             method, path: the request.
             images: images the request carries; :attr:`on_send` is told before every attempt.
-            **kwargs: for httpx (``json=...``, ``files=...``); callables among them are called for every attempt.
+            **kwargs: for httpx (``json=...``, ``files=...``).
         """
         failure = ""
         for attempt in range(self.retries + 1):
@@ -107,7 +107,7 @@ class HttpPredictor:
             self._wait_for_rate_limit()
             self.attempts += 1
             try:
-                status, body = self._exchange(method, path, **{k: v() if callable(v) else v for k, v in kwargs.items()})
+                status, body = self._exchange(method, path, **kwargs)
             except _RETRIED as exc:
                 failure = redact_text(f"{type(exc).__name__}: {exc}")
             except _Overdue as exc:

@@ -194,7 +194,7 @@ class JsonApiClient(HttpPredictor):
             return {"json": {m.field: texts[0] if one else texts}}
         mime = "image/png" if m.image_format == "png" else "image/jpeg"
         files = [(m.field, (f"image{i}.{m.image_format}", data, mime)) for i, data in enumerate(encoded)]
-        return {"files": lambda: files}  # made again for every attempt (httpx reads the parts once)
+        return {"files": files}  # bytes: httpx builds the multipart body again for every attempt
 
     # ------------------------------------------------------------------------------------------------- answers
     def _read(self, body: Any, n: int) -> list[torch.Tensor]:
