@@ -20,7 +20,7 @@ from modelprint.access import WhiteBox
 from modelprint.checks import parse_assignments
 from modelprint.data import load_data
 from modelprint.models import load_model
-from modelprint.protocol.watermark import fidelity, read_test
+from modelprint.watermarks.fidelity import fidelity, read_test
 from modelprint.watermarks import watermark_named
 from modelprint.zoo import TRANSFORMS
 

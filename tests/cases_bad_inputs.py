@@ -9,6 +9,15 @@ import torch
 from bad_inputs import Case
 
 
+def _other_scheme_key():
+    """A well-formed DeepSigns-shaped key (what a backdoor verification must refuse)."""
+    from modelprint.tasks import Classification
+    from modelprint.watermarks import WatermarkKey
+
+    return WatermarkKey(scheme="deepsigns", config={}, task=Classification().to_config(),
+                        tensors={"samples": torch.rand(2, 3, 32, 32), "labels": torch.zeros(2, dtype=torch.long)}, thresholds={"black_box": 0.5})
+
+
 def cli(what: str, *argv: str) -> Case:
     return Case("CLI", what, argv=list(argv))
 
@@ -259,6 +268,12 @@ CASES: list[Case] = [
     cli("watermark embed: --out /proc/x", "watermark", "embed", "--model", "{model}", "--data", "{data}", "--out", "/proc/x", "--key", "{w}/k.safetensors"),
     cli("watermark embed: --set bits=\"a\"", "watermark", "embed", "--model", "{model}", "--data", "{data}", "--out", "{w}/m.safetensors", "--key", "{w}/k.safetensors", "--set", 'bits="a"'),
     cli("watermark embed: --seed -1", "watermark", "embed", "--model", "{model}", "--data", "{data}", "--out", "{w}/m.safetensors", "--key", "{w}/k.safetensors", "--seed", "-1"),
+    cli("watermark embed: an unknown backdoor mode", "watermark", "embed", "--model", "{model}", "--data", "{data}", "--out", "{w}/m.safetensors", "--key", "{w}/k.safetensors", "--scheme", "backdoor", "--configuration", "fixll_xyz"),
+    cli("watermark embed: a NaN weight of a loss", "watermark", "embed", "--model", "{model}", "--data", "{data}", "--out", "{w}/m.safetensors", "--key", "{w}/k.safetensors", "--scheme", "backdoor", "--set", "pfl_weight=NaN"),
+    cli("watermark embed: a chain longer than the data's classes", "watermark", "embed", "--model", "{model}", "--data", "{data}", "--out", "{w}/m.safetensors", "--key", "{w}/k.safetensors", "--scheme", "backdoor", "--set", "links=11"),
+    cli("watermark embed: backdoor --plot without --model", "watermark", "embed", "--arch", "resnet18", "--data", "{data}", "--out", "{w}/m.safetensors", "--key", "{w}/k.safetensors", "--scheme", "backdoor", "--plot", "{w}/p.png"),
+    cli("evaluate: --watermark with an unknown configuration", *EVAL, "--watermark", "backdoor:fixll_xyz"),
+    cli("evaluate: --watermark backdoor twice", *EVAL, "--watermark", "backdoor,backdoor"),
     cli("watermark verify: --records under /proc", "watermark", "verify", "--key", "{fp}", "--suspect", "{model}", "--records", "/proc/x/r"),
     cli("keys new: --out under /proc", "keys", "new", "--out", "/proc/x/owner"),
     cli("records check: a record that is a binary file", "records", "check", "{garbage}", "--trusted-key", "{owner_pub}"),
@@ -282,6 +297,7 @@ def _api_cases() -> list[Case]:
     from modelprint.tasks import Classification
     from modelprint.train import TrainConfig
     from modelprint.evidence.verification import verify_suspect
+    from modelprint.watermarks import Backdoor
 
     def gen(ws, images, labels):
         SaliencyFingerprint(n=2, steps=1).generate(ws.model, images, labels)
@@ -301,6 +317,8 @@ def _api_cases() -> list[Case]:
         api("FingerprintSet.load of a tampered set", lambda ws: FingerprintSet.load(ws.paths["fp_tampered"])),
         api("FingerprintSet.load of a model file", lambda ws: FingerprintSet.load(ws.paths["model"])),
         api("SaliencyFingerprint(xi=inf)", lambda ws: SaliencyFingerprint(xi=math.inf)),
+        api("Backdoor().verify with a key of another scheme", lambda ws: Backdoor().verify(WhiteBox(ws.model), _other_scheme_key())),
+        api("Backdoor(spl_weight=nan)", lambda ws: Backdoor(spl_weight=math.nan)),
         api("SaliencyFingerprint(n=0)", lambda ws: SaliencyFingerprint(n=0)),
         api("SaliencyFingerprint(n='10')", lambda ws: SaliencyFingerprint(n="10")),
         api("SaliencyFingerprint(norm='l3')", lambda ws: SaliencyFingerprint(norm="l3")),

@@ -303,8 +303,9 @@ def test_a_watermark_meets_the_same_negatives_and_the_transforms_of_its_marked_m
     base, argv = inputs
     out = base / "run_watermark"
     cut = argv.index("--repeats")
-    args = [*argv[:cut], "--repeats", "1", "--n", "4", "--out", str(out), "--schemes", "ipguard", "--watermark", "deepsigns",
-            "--watermark-set", "epochs=20", "--watermark-set", "keys=12", "--watermark-set", "bits=16"]
+    args = [*argv[:cut], "--repeats", "1", "--n", "4", "--out", str(out), "--schemes", "ipguard", "--watermark", "deepsigns,backdoor:fixll_spl",
+            "--watermark-set", "deepsigns.epochs=20", "--watermark-set", "deepsigns.keys=12", "--watermark-set", "backdoor.seeds=3", "--ambiguity-keys", "3",
+            "--watermark-set", "deepsigns.bits=16"]
     run_cli(args)
     report = json.loads((out / "report.json").read_text())
     block = report["watermarks"]["deepsigns"]
@@ -320,9 +321,24 @@ def test_a_watermark_meets_the_same_negatives_and_the_transforms_of_its_marked_m
     assert block["per_transform"]["overwrite"]["kind"] == "positive" and set(block["fidelity"]) >= {"test_metric_change", "kl_host_to_marked", "penultimate_distance"}
     assert block["verdicts"]["black_box"]["alpha"] == 0.05
     assert "Watermark deepsigns" in (out / "report.html").read_text() and (out / "watermarks.png").is_file()
+    # the backdoor in its FixLL+SPL mode beside it: 3 chains of 4 links (the data's 4 classes), one query per trigger
+    backdoor = report["watermarks"]["backdoor:fixll_spl"]
+    cache = json.loads((out / "backdoor-fixll_spl" / "verification-0.json").read_text())
+    assert cache["suspects"]["host"]["queries_black_box"] == 12 and backdoor["aruc"]["white_box"] is None is not backdoor["aruc"]["black_box"]
+    assert backdoor["fidelity"]["last_layer_change"]["mean"] == 0.0  # FixLL
+    assert {"top1_agreement", "total_weight_change"} <= set(backdoor["fidelity"]) and len(backdoor["projection"]["host"]) == len(backdoor["projection"]["marked"])
+    for mode, counts in (("black_box", backdoor["ambiguity"]["black_box"]), ("white_box", block["ambiguity"]["white_box"])):
+        assert counts["marked_trials"] == 3 and counts["negatives_trials"] == 3 * 3, (mode, counts)  # 3 forged keys; the host and 2 independent models
+    ambiguity = json.loads((out / "backdoor-fixll_spl" / "ambiguity-0.json").read_text())
+    assert set(ambiguity["models"]) == {"marked", "host", "other_a", "other_b"}
+    assert (out / "fidelity-backdoor-fixll_spl.png").is_file() and "ambiguity test" in (out / "report.html").read_text()
     stamp = (out / "deepsigns" / "zoo-0" / "suspects" / "overwrite.safetensors").stat().st_mtime
     code, stdout_text, err = run_cli_captured(args, capsys)
     assert code == 0 and "Watermarks" in stdout_text, err
     assert (out / "deepsigns" / "zoo-0" / "suspects" / "overwrite.safetensors").stat().st_mtime == stamp  # reused, not rebuilt
     code, _, err = run_cli_captured([*args[:-2], "--watermark-set", "seed=3"], capsys)
     assert code == 2 and "seed is the repeat index" in err
+    code, _, err = run_cli_captured([*args[:-2], "--watermark-set", "backdoor.seed=3"], capsys)
+    assert code == 2 and "seed is the repeat index" in err
+    code, _, err = run_cli_captured([*args[: args.index("--watermark") + 1], "deepsigns", *args[args.index("--watermark") + 2 :]], capsys)
+    assert code == 2 and "which this run does not evaluate" in err

@@ -51,8 +51,9 @@ def evaluate(
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     target: Optional[Path] = typer.Option(None, help="An existing target model instead of training one."),
     training_zoo_dir: Optional[Path] = typer.Option(None, "--training-zoo", help="Where the owner's training zoo (for schemes that learn from one: metav) is built and reused [default: OUT/training_zoo]."),
-    watermark: Optional[str] = typer.Option(None, help="Watermark schemes evaluated beside the fingerprints, comma-separated (deepsigns): each marks the target, the zoo's transforms and two attacks on watermarks are made from the marked model, and the target and the zoo's independent models are the negatives."),
-    watermark_setting: list[str] = typer.Option([], "--watermark-set", help="A setting of the watermark schemes on top of their defaults, SETTING=VALUE (JSON value), repeatable."),
+    watermark: Optional[str] = typer.Option(None, help="Watermark schemes evaluated beside the fingerprints, comma-separated, each NAME or NAME:CONFIGURATION (deepsigns, backdoor, backdoor:fixll_spl ...): each marks the target, the zoo's transforms and two attacks on watermarks are made from the marked model, and the target and the zoo's independent models are the negatives."),
+    watermark_setting: list[str] = typer.Option([], "--watermark-set", help="A setting of the watermark schemes on top of their defaults, SETTING=VALUE (JSON value; NAME.SETTING=VALUE for scheme NAME only), repeatable."),
+    ambiguity_keys: int = typer.Option(100, min=0, help="Forged keys each watermark key's ambiguity test draws: how many a thief's own keys verify on the marked model and on the negatives (0: none)."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Run the paper's evaluation protocol for one or more schemes and write report.json, report.html and plots."""
@@ -83,7 +84,7 @@ def evaluate(
         scheme={**({"preset": configuration} if configuration else {}), **settings}, references=references, surrogates=surrogates, calibration=calibration,
         executor=executor.value, workers=workers, ray_address=ray_address, target=str(target) if target else None, device=device,
         training_zoo_dir=str(training_zoo_dir) if training_zoo_dir else None, watermarks=parse_names(watermark, "--watermark") if watermark else (),
-        watermark_settings=parse_assignments(watermark_setting) or None,
+        watermark_settings=parse_assignments(watermark_setting) or None, ambiguity_keys=ambiguity_keys,
     )
     report = run_evaluation(config, out, log=lambda line: console.print(line))
     html_path = write_report(report, out)
@@ -121,15 +122,18 @@ def comparison_table(report: dict, *, title: str) -> Table:
 
 def watermark_table(blocks: dict) -> Table:
     """One row per watermark and mode: ARUC, ROC AUC, TPR at 1% FPR, the verdicts' rates at alpha from the scheme's
-    own p-values, and the fidelity of the marked model (test-metric change, KL host -> marked)."""
+    own p-values, forged keys declared (the ambiguity test: on the marked models / on the negatives), and the
+    fidelity of the marked model (test-metric change, KL host -> marked)."""
     table = Table(title="Watermarks (positives made from the marked model; negatives: the host and independent models)")
-    for column in ("watermark", "mode", "ARUC", "AUC", "TPR@1%", "FPR@alpha", "TPR@alpha", "metric change", "KL"):
+    for column in ("watermark", "mode", "ARUC", "AUC", "TPR@1%", "FPR@alpha", "TPR@alpha", "forged keys declared", "metric change", "KL"):
         table.add_column(column, justify="left" if column in ("watermark", "mode") else "right")
     for name, block in blocks.items():
         fidelity = block["fidelity"]
         for mode, verdicts in block["verdicts"].items():
+            forged = block.get("ambiguity", {}).get(mode)
             table.add_row(name, mode, *(mean_std_text(block[key][mode]) for key in ("aruc", "auc", "tpr_at_1pct_fpr")),
                           mean_std_text(verdicts["false_positive_rate"]), mean_std_text(verdicts["true_positive_rate"]),
+                          f"{forged['marked_declared']}/{forged['marked_trials']} / {forged['negatives_declared']}/{forged['negatives_trials']}" if forged else "n/a",
                           mean_std_text(fidelity["test_metric_change"]), mean_std_text(fidelity.get("kl_host_to_marked")))
     return table
 

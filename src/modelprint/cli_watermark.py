@@ -15,7 +15,8 @@ watermark_app = typer.Typer(no_args_is_help=True, help="Watermarks: mark the own
 
 @watermark_app.command()
 def embed(
-    scheme: str = typer.Option("deepsigns", help="The watermark scheme (registered: deepsigns)."),
+    scheme: str = typer.Option("deepsigns", help="The watermark scheme (registered: deepsigns, backdoor)."),
+    configuration: str = typer.Option("default", help="A named configuration of the scheme (backdoor: ftal, ftal_twl, fixll, fixll_twl, fixll_pfl = default, fixll_spl)."),
     model: Optional[Path] = typer.Option(None, help="The host model file to mark by fine-tuning (or give --arch to train a marked model from scratch)."),
     arch: Optional[str] = typer.Option(None, help="Train a marked model of this architecture from scratch instead of marking --model."),
     width: int = typer.Option(16, help="Width of --arch."),
@@ -26,6 +27,7 @@ def embed(
     seed: int = typer.Option(0, help="Draws the key (and the fresh model from scratch)."),
     setting: list[str] = typer.Option([], "--set", help="A setting of the scheme, SETTING=VALUE (JSON value), repeatable."),
     sign: Optional[Path] = typer.Option(None, help="Sign the key with this private key (as fingerprint sets are signed)."),
+    plot: Optional[Path] = typer.Option(None, help="Write a PNG of the host's and the marked model's test images in the host's 2-D penultimate projection (with --model)."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Mark a model and write it and its secret key; prints what marking cost the host and what the key reads."""
@@ -35,8 +37,11 @@ def embed(
         raise InputError("give either --model HOST (mark it by fine-tuning) or --arch ARCH (train a marked model from scratch)")
     if model is not None and not model.is_file():
         raise InputError(f"--model {model}: no such model file")
-    for path, what in ((out, "--out"), (key, "--key")):
-        checks.output_file(path, what)
+    for path, what in ((out, "--out"), (key, "--key"), (plot, "--plot")):
+        if path is not None:
+            checks.output_file(path, what)
+    if plot is not None and model is None:
+        raise InputError("--plot draws the host beside the marked model: it needs --model HOST")
     checks.device(device)
     input_files((sign, "--sign"))
     if model is not None:
@@ -55,15 +60,14 @@ def embed(
     from .signing import load_private_key
 
     signing_key = load_private_key(sign) if sign is not None else None
-    from .watermarks import WATERMARKS, watermark_named
+    from .watermarks import WATERMARKS, watermark_entry, watermark_named
 
-    if scheme not in WATERMARKS:
-        raise InputError(f"unknown watermark scheme {scheme!r}; registered: {', '.join(sorted(WATERMARKS))}")
-    maker = watermark_named(scheme, **{**WATERMARKS[scheme].parse_settings(setting), "seed": seed})
+    watermark_entry(f"{scheme}:{configuration}")  # an unknown scheme or configuration fails in one line
+    maker = watermark_named(scheme, configuration, **{**WATERMARKS[scheme].parse_settings(setting), "seed": seed})
     from .data import load_data
     from .models import build_model, load_model, save_model
     from .access import WhiteBox
-    from .protocol.watermark import fidelity, read_test
+    from .watermarks.fidelity import fidelity, projection, read_test
 
     if model is not None:
         host = load_model(model, device=device)
@@ -79,8 +83,14 @@ def embed(
         secret.sign(signing_key)
     secret.save(key)
     if model is not None:
-        figures = fidelity(read_test(host, splits), read_test(marked, splits), host.spec.task)
-        stdout.print("fidelity: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
+        before, after = read_test(host, splits), read_test(marked, splits)
+        figures = fidelity(before, after, host.spec.task, models=(host, marked))
+        stdout.print("fidelity: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
+        if plot is not None:
+            from .report_watermarks import plot_projection
+
+            plot_projection(projection(before, after), title=f"{scheme} ({configuration})").savefig(plot, dpi=110)
+            console.print(f"fidelity picture: {plot}")
     for mode in maker.modes:
         result = maker.verify(WhiteBox(marked), secret, mode=mode)
         stdout.print(f"the marked model, {mode}: score {result.matching_score:.3f} (p = {result.p_value:.3g})")

@@ -161,6 +161,10 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
             images[f"Schemes compared, {title}"] = _png(comparison.plot_mode(report, mode), out / f"compare-{mode}.png")
     if report.get("watermarks"):
         images["Mean score per transform: watermarks (hatched) and fingerprints"] = _png(watermarks.plot(report), out / "watermarks.png")
+        for name, block in report["watermarks"].items():
+            if block.get("projection"):
+                title = f"Watermark {name}: the host's and the marked model's test images in the host's 2-D penultimate projection (colour: predicted class)"
+                images[title] = _png(watermarks.plot_projection(block["projection"]), out / f"fidelity-{name.replace(':', '-')}.png")
     gallery_file = out / "gallery.npz"
     if gallery_file.is_file():
         with np.load(gallery_file) as arrays:

@@ -29,6 +29,11 @@ def tables(report: dict[str, Any]) -> list[Table]:
                     ["mode", "ARUC", "ROC AUC", "TPR@1%FPR", "false-positive rate at alpha", "true-positive rate at alpha", "marked model's score"], rows))
         out.append((f"Watermark {name}: fidelity of the marked model (marked vs host, test split)", ["figure", "mean ± std"],
                     [[k, v] for k, v in block["fidelity"].items()] + [["embedding s", block["embedding_s"]]]))
+        if block.get("ambiguity"):
+            out.append((f"Watermark {name}: the ambiguity test (keys a thief draws by the scheme's own procedure, declared at alpha)",
+                        ["mode", "forged keys declared on the marked models", "forged keys declared on the negatives"],
+                        [[MODE_TITLES[m], f"{a['marked_declared']} of {a['marked_trials']}", f"{a['negatives_declared']} of {a['negatives_trials']}"]
+                         for m, a in block["ambiguity"].items()]))
     header, rows = per_transform(report)
     if rows:
         out.append(("Mean score per transform: watermarks (1 - bit error rate white-box, key accuracy black-box) and fingerprints (matching score)", header, rows))
@@ -100,3 +105,23 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + ("\n" if parts else "")
+
+
+def plot_projection(picture: dict[str, Any], *, title: str = ""):
+    """The host's and the marked model's test images side by side in the host's 2-D penultimate projection
+    (:func:`modelprint.watermarks.fidelity.projection`), each point coloured by the class the model predicts: where
+    the marked model's features or decision boundary moved."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 4.2), sharex=True, sharey=True)
+    colours = plt.get_cmap("tab10")
+    for ax, who, label in ((axes[0], "host", "host"), (axes[1], "marked", "marked model")):
+        points = np.asarray(picture[who], dtype=float).reshape(-1, 2)
+        classes = np.asarray(picture.get(f"{who}_class") or [0] * len(points))
+        ax.scatter(points[:, 0], points[:, 1], c=[colours(int(c) % 10) for c in classes], s=6, alpha=0.7, linewidths=0)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("host's first principal axis")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("host's second principal axis")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..fingerprints import DEFAULT_SCHEME, OWNER_ROLES, SCHEMES, FingerprintScheme
 from ..tasks import Task, task_named
 from ..zoo.spec import PRESETS, ZooSpec, training_zoo
-from ..watermarks import WATERMARKS, watermark_named
+from ..watermarks import WATERMARKS, watermark_entry, watermark_named
 from .training_zoo import check_disjoint
 
 #: Training epochs of the target, the negatives and the distilled copies when none are given. The paper preset's 15
@@ -59,10 +59,13 @@ class EvaluationConfig:
             (``FingerprintScheme.task_settings``) go under those named here.
         references, surrogates, calibration: how many of the owner's helper models of each role (see
             :mod:`.owner`) the run trains; when None, the most that any compared scheme's configuration reads.
-        watermarks: registered watermark schemes (:mod:`modelprint.watermarks`) evaluated beside the fingerprints:
+        watermarks: registered watermark schemes (:mod:`modelprint.watermarks`), each ``NAME`` or
+            ``NAME:CONFIGURATION``, evaluated beside the fingerprints:
             each marks the target (the host) and meets the same negatives and the same transforms, made from the
             marked model (:mod:`.watermark`).
-        watermark_settings: settings of every watermark scheme on top of its defaults (the seed is the repeat).
+        watermark_settings: settings on top of the watermark schemes' defaults (the seed is the repeat): ``SETTING``
+            for every scheme, ``NAME.SETTING`` for scheme ``NAME`` only.
+        ambiguity_keys: forged keys each watermark key's ambiguity test draws (0: none).
         executor, workers, ray_address: where the zoo and helper models are built.
         target: an existing target model file instead of training one.
         zoo_dir, owner_dir, training_zoo_dir: where the zoo, the owner's helper models and the owner's training zoo
@@ -92,6 +95,7 @@ class EvaluationConfig:
     calibration: int | None = None
     watermarks: tuple[str, ...] = ()
     watermark_settings: dict[str, Any] | None = None
+    ambiguity_keys: int = 100
     executor: str = "pool"
     workers: int = 2
     ray_address: str | None = None
@@ -125,12 +129,18 @@ class EvaluationConfig:
                 raise InputError(f"the {name} scheme protects {', '.join(SCHEMES[name].tasks)} models, not {self.task}")
         object.__setattr__(self, "schemes", names)
         object.__setattr__(self, "watermarks", tuple(self.watermarks))
-        for name in self.watermarks:
-            if name not in WATERMARKS:
-                raise InputError(f"unknown watermark scheme {name!r}; registered: {', '.join(sorted(WATERMARKS))}")
+        if len(set(self.watermarks)) != len(self.watermarks):
+            raise InputError(f"watermarks must be distinct, got {', '.join(self.watermarks)}")
+        for entry in self.watermarks:
+            name = watermark_entry(entry)[0]
             if self.task not in WATERMARKS[name].tasks:
                 raise InputError(f"the {name} watermark protects {', '.join(WATERMARKS[name].tasks)} models, not {self.task}")
-            self.watermark_scheme(name, 0)  # bad settings fail now
+            self.watermark_scheme(entry, 0)  # bad settings fail now
+        evaluated = {watermark_entry(entry)[0] for entry in self.watermarks}
+        for key in self.watermark_settings or {}:
+            scope = key.rpartition(".")[0]
+            if scope and scope in WATERMARKS and scope not in evaluated:
+                raise InputError(f"watermark setting {key!r} is for {scope}, which this run does not evaluate (--watermark)")
         if self.watermark_settings and not self.watermarks:
             raise InputError("watermark settings were given, but no watermark is evaluated (--watermark)")
         settings = dict(self.scheme or {})
@@ -149,6 +159,8 @@ class EvaluationConfig:
                 object.__setattr__(self, role, max(self._reads(name).get(role, 0) for name in names))
         if self.repeats < 1:
             raise InputError(f"repeats must be >= 1, got {self.repeats}")
+        if not isinstance(self.ambiguity_keys, int) or isinstance(self.ambiguity_keys, bool) or self.ambiguity_keys < 0:
+            raise InputError(f"ambiguity_keys must be an integer >= 0, got {self.ambiguity_keys!r}")
         if min(self.owner_counts().values()) < 0:
             raise InputError("references, surrogates and calibration must be >= 0")
         if self.training_zoo_size():  # a training zoo that overlaps the evaluation zoo fails now, not after both are built
@@ -183,11 +195,19 @@ class EvaluationConfig:
         except TypeError as exc:
             raise InputError(f"{name} settings: {exc}") from None
 
-    def watermark_scheme(self, name: str, repeat: int) -> Any:
-        """Watermark scheme ``name`` as the run uses it for repeat ``repeat`` (its seed)."""
-        if "seed" in (self.watermark_settings or {}):
+    def watermark_scheme(self, entry: str, repeat: int) -> Any:
+        """Watermark ``entry`` (``NAME`` or ``NAME:CONFIGURATION``) as the run uses it for repeat ``repeat`` (its seed)."""
+        name, configuration = watermark_entry(entry)
+        settings = {}
+        for key, value in (self.watermark_settings or {}).items():
+            scope, dot, setting = key.rpartition(".")
+            if dot and scope not in WATERMARKS:
+                raise InputError(f"watermark setting {key!r}: {scope!r} is no registered watermark scheme ({', '.join(sorted(WATERMARKS))})")
+            if not dot or scope == name:
+                settings[setting] = value
+        if "seed" in settings:
             raise InputError("the watermark's seed is the repeat index, not a setting")
-        return watermark_named(name, **{**(self.watermark_settings or {}), "seed": repeat})
+        return watermark_named(name, configuration, **{**settings, "seed": repeat})
 
     def helper_counts(self, name: str) -> dict[str, int]:
         """The helper models scheme ``name`` receives: every role its settings read; for the first scheme also the

@@ -10,24 +10,24 @@ zoo's independent models, the very ones the fingerprints meet. Everything resume
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..access import WhiteBox
 from ..data import DataSplits
 from ..models import ImageModel, load_model, save_model
-from ..train import metric_name, metric_of
-from ..watermarks import WatermarkKey, WatermarkScheme
-from ..watermarks.base import penultimate
+from ..train import metric_name
+from ..watermarks import WatermarkKey, WatermarkScheme, watermark_entry
+from ..watermarks.ambiguity import ambiguity, forged_keys
+from ..watermarks.fidelity import fidelity, projection, read_test
 from ..zoo.build import build_zoo
 from ..zoo.spec import POSITIVE, SuspectSpec, ZooSpec
-from .scores import verify_all
+from .scores import verify_all, write_json
 from .summary import MODE_KEYS, mean_std, scheme_summary
 
 #: The verdict level whose false-positive rate on the negatives the report states.
@@ -62,39 +62,6 @@ def embed_or_reuse(scheme: WatermarkScheme, host: ImageModel, data: DataSplits, 
     return marked_path, marked, key
 
 
-@dataclass(frozen=True)
-class TestReading:
-    """A model's test metric, outputs and penultimate features on the test split (one forward pass)."""
-
-    metric: float
-    outputs: torch.Tensor
-    features: torch.Tensor
-
-
-@torch.no_grad()
-def read_test(model: ImageModel, data: DataSplits) -> TestReading:
-    """:class:`TestReading` of ``model`` on ``data.test``."""
-    outputs, features = [], []
-    with penultimate(model.eval()) as grab:
-        for start in range(0, len(data.test), 512):
-            outputs.append(model(data.test.images[start : start + 512].to(model.mean.device)).float().cpu())
-            features.append(grab.features.float().cpu())  # type: ignore[union-attr]
-    joined = torch.cat(outputs)
-    return TestReading(metric_of(joined, data.test, model.spec.task), joined, torch.cat(features))
-
-
-def fidelity(host: TestReading, marked: TestReading, task: str) -> dict[str, float]:
-    """What marking cost the host on the test split (:func:`read_test` of each): the change of the test metric
-    (marked - host), the mean KL divergence from the host's softmax to the marked model's (classification), and the
-    mean distance between their penultimate features relative to the host's mean feature norm."""
-    figures = {"test_metric_change": marked.metric - host.metric, "host_test_metric": host.metric}
-    if task == "classification":
-        figures["kl_host_to_marked"] = float(F.kl_div(F.log_softmax(marked.outputs, dim=1), F.log_softmax(host.outputs, dim=1), log_target=True, reduction="batchmean"))
-    distance = (marked.features - host.features).norm(dim=1).mean() / host.features.norm(dim=1).mean().clamp_min(1e-12)
-    figures["penultimate_distance"] = float(distance)
-    return figures
-
-
 def host_record(host_path: Path, host: ImageModel, seed: int) -> dict[str, Any]:
     """The unmarked host as a negative suspect, in the form of a zoo manifest's records."""
     return {"name": "host", "kind": "negative", "transform": "host", "params": {}, "seed": seed, "path": str(host_path),
@@ -111,13 +78,16 @@ def watermark_block(name: str, config: Any, host_path: Path, host: ImageModel, d
         negatives (ARUC, ROC AUC, TPR at 1% FPR per mode; per suspect and per transform the score: 1 - bit error
         rate white-box, key accuracy black-box), and ``fidelity`` (:func:`fidelity`), ``verdicts`` (per mode, the
         share of negatives and of positives whose p-value is at most :data:`ALPHA`), ``embedding_s`` and
-        ``marked_zoo_s``, each as mean and standard deviation over the repeats.
+        ``marked_zoo_s``, each as mean and standard deviation over the repeats; ``ambiguity`` (per mode, how many
+        forged keys the marked models and the negatives verify, summed over the repeats) and ``projection`` (the
+        first key's 2-D picture, :func:`~modelprint.watermarks.fidelity.projection`).
     """
-    folder = out / name
+    base = watermark_entry(name)[0]
+    folder = out / name.replace(":", "-")
     folder.mkdir(parents=True, exist_ok=True)
     negatives = [r for r in host_manifest["suspects"] if r["kind"] == "negative"] + [host_record(host_path, host, config.seed)]
     per_repeat, zoo_seconds, first_suspects = [], [], None
-    spec, host_reading = marked_zoo_spec(config.zoo_spec(), name), read_test(host, data)
+    spec, host_reading = marked_zoo_spec(config.zoo_spec(), base), read_test(host, data)
     for repeat in range(config.repeats):
         scheme = config.watermark_scheme(name, repeat)
         log(f"watermark {name}, key {repeat + 1}/{config.repeats}: embedding ...")
@@ -129,18 +99,24 @@ def watermark_block(name: str, config: Any, host_path: Path, host: ImageModel, d
         suspects = manifest["suspects"] + negatives
         first_suspects = first_suspects or suspects
         scores = verify_all(scheme, key, suspects, folder / f"verification-{repeat}.json", progress)
+        marked_reading = read_test(marked, data)
         per_repeat.append({
             "fingerprints": key,
             "scores": scores,
             "target_scores": {f"ms_{MODE_KEYS[m]}": scheme.verify(WhiteBox(marked), key, mode=m).matching_score for m in scheme.modes},
             "stealth": {},
-            "fidelity": fidelity(host_reading, read_test(marked, data), host.spec.task),
+            "fidelity": fidelity(host_reading, marked_reading, host.spec.task, models=(host, marked)),
+            "ambiguity": ambiguity_counts(scheme, key, marked, negatives, config.ambiguity_keys, folder / f"ambiguity-{repeat}.json", progress),
         })
+        if repeat == 0:
+            block_picture = projection(host_reading, marked_reading)
     block = scheme_summary(scheme.modes, first_suspects, per_repeat)  # type: ignore[arg-type]
     block["fidelity"] = {k: mean_std([r["fidelity"][k] for r in per_repeat]) for k in per_repeat[0]["fidelity"]}
     block["verdicts"] = {MODE_KEYS[m]: _verdict_rates(per_repeat, first_suspects, MODE_KEYS[m]) for m in scheme.modes}  # type: ignore[arg-type]
     block["embedding_s"] = mean_std([float(r["fingerprints"].stats.get("embedding_s", 0.0)) for r in per_repeat])
     block["marked_zoo_s"] = mean_std(zoo_seconds)
+    block["ambiguity"] = _ambiguity_summary(per_repeat, scheme.modes)  # type: ignore[arg-type]
+    block["projection"] = block_picture
     block["suspects"] = [{k: r.get(k) for k in ("name", "kind", "transform", "params", "seed", "test_metric", "metric_name")} for r in first_suspects]  # type: ignore[union-attr]
     return block
 
@@ -154,3 +130,41 @@ def _verdict_rates(per_repeat: list[dict[str, Any]], suspects: list[dict[str, An
             p = [repeat["scores"][r["name"]].get(f"p_{field}") for r in suspects if r["kind"] == kind]
             rates[key].append(float(np.mean([v is not None and v <= ALPHA for v in p])))
     return {"alpha": ALPHA, **{k: mean_std(v) for k, v in rates.items()}}
+
+
+def ambiguity_counts(scheme: WatermarkScheme, key: WatermarkKey, marked: ImageModel, negatives: list[dict[str, Any]], keys: int,
+                     cache_path: Path, progress: bool) -> dict[str, Any]:
+    """The ambiguity test of one key (:mod:`modelprint.watermarks.ambiguity`): ``keys`` forged keys verified on the
+    marked model and on every negative, counted at :data:`ALPHA`; cached in ``cache_path`` for this key (resume)."""
+    if keys == 0:
+        return {}
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    if cache.get("key_sha256") == key.sha256() and cache.get("keys") == keys:
+        return cache
+    forged = forged_keys(scheme, key, keys)
+    models = [("marked", marked)] + [(r["name"], None) for r in negatives]
+    paths = {r["name"]: r["path"] for r in negatives}
+    counts = {}
+    for name, model in tqdm(models, desc=f"ambiguity {scheme.name}", unit="model", disable=not progress, leave=False):
+        access = WhiteBox(model if model is not None else load_model(paths[name]))
+        counts[name] = ambiguity(scheme, forged, access, alpha=ALPHA).summary()
+    cache = {"key_sha256": key.sha256(), "keys": keys, "models": counts}
+    write_json(cache_path, cache)
+    return cache
+
+
+def _ambiguity_summary(per_repeat: list[dict[str, Any]], modes: tuple[str, ...]) -> dict[str, Any]:
+    """Per mode: forged keys declared on the marked models and on the negatives, over all repeats, with the trials."""
+    summary: dict[str, Any] = {}
+    for mode in modes:
+        marked = negatives = marked_trials = negative_trials = 0
+        for repeat in per_repeat:
+            for name, count in repeat["ambiguity"].get("models", {}).items():
+                declared, trials = count["declared"].get(mode, 0), count["keys"]
+                if name == "marked":
+                    marked, marked_trials = marked + declared, marked_trials + trials
+                else:
+                    negatives, negative_trials = negatives + declared, negative_trials + trials
+        summary[MODE_KEYS[mode]] = {"alpha": ALPHA, "marked_declared": marked, "marked_trials": marked_trials,
+                                    "negatives_declared": negatives, "negatives_trials": negative_trials}
+    return summary

@@ -1,8 +1,9 @@
 """Watermark schemes: each one file, all behind :class:`WatermarkScheme`, found by name in :data:`WATERMARKS`; the
 attacks aimed at watermarks register as zoo transforms (:mod:`.attacks`)."""
 
-from .base import WATERMARKS, WatermarkKey, WatermarkScheme, watermark_named
+from .base import WATERMARKS, WatermarkKey, WatermarkScheme, watermark_entry, watermark_named
 from .deepsigns import DeepSigns
+from .backdoor import Backdoor
 from . import attacks  # noqa: F401  (registers the zoo transforms aimed at watermarks)
 
-__all__ = ["DeepSigns", "WATERMARKS", "WatermarkKey", "WatermarkScheme", "watermark_named"]
+__all__ = ["Backdoor", "DeepSigns", "WATERMARKS", "WatermarkKey", "WatermarkScheme", "watermark_entry", "watermark_named"]

@@ -74,6 +74,11 @@ class WatermarkScheme(Scheme):
     def verify(self, access: Access, key: WatermarkKey, *, mode: str | None = None) -> VerificationResult:
         """Examine a suspect through ``access`` with ``key`` (see :meth:`check_key`)."""
 
+    def forge(self, key: WatermarkKey, seed: int) -> WatermarkKey:
+        """A key a thief could claim the marked model with: drawn by this scheme's own procedure from ``seed``,
+        without the owner's secret, of the same shape as ``key`` (the ambiguity test, :mod:`.ambiguity`)."""
+        raise InputError(f"the {self.name} watermark has no forgery procedure for the ambiguity test")
+
     def check_key(self, key: FingerprintSet) -> None:
         """Refuse a file that is not a key of this scheme for a task it protects, or whose content does not fit it.
 
@@ -91,15 +96,30 @@ class WatermarkScheme(Scheme):
         type(self).validate(key)  # the content fits the scheme, in memory as from a file
 
 
-def watermark_named(name: str, **settings: Any) -> WatermarkScheme:
-    """A registered watermark scheme by name, with settings on top of its defaults.
+def watermark_named(name: str, configuration: str = "default", **settings: Any) -> WatermarkScheme:
+    """A registered watermark scheme by name, in one of its named configurations, with settings on top.
 
     Raises:
-        InputError: an unknown scheme or settings it refuses.
+        InputError: an unknown scheme or configuration, or settings it refuses.
     """
     if name not in WATERMARKS:
         raise InputError(f"unknown watermark scheme {name!r}; registered: {', '.join(sorted(WATERMARKS)) or 'none'}")
-    return WATERMARKS[name].named("default", **settings)  # type: ignore[return-value]
+    return WATERMARKS[name].named(configuration, **settings)  # type: ignore[return-value]
+
+
+def watermark_entry(entry: str) -> tuple[str, str]:
+    """``"backdoor:fixll_spl"`` -> ``("backdoor", "fixll_spl")``; ``"deepsigns"`` -> ``("deepsigns", "default")``.
+
+    Raises:
+        InputError: an unknown scheme or configuration.
+    """
+    name, _, configuration = str(entry).partition(":")
+    if name not in WATERMARKS:
+        raise InputError(f"unknown watermark scheme {name!r}; registered: {', '.join(sorted(WATERMARKS)) or 'none'}")
+    configuration = configuration or "default"
+    if configuration not in WATERMARKS[name].configurations:
+        raise InputError(f"{name} configuration must be one of {', '.join(WATERMARKS[name].configurations)}, got {configuration!r}")
+    return name, configuration
 
 
 def marked_copy(host: ImageModel, from_scratch: bool, seed: int) -> ImageModel:

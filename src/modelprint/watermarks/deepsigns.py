@@ -161,6 +161,17 @@ class DeepSigns(WatermarkScheme):
         result.p_value, result.p_value_method = binomial_tail(right, trials, chance), what
         return result
 
+    def forge(self, key: WatermarkKey, seed: int) -> WatermarkKey:
+        """A thief's key of the same shape, drawn from ``seed``: another secret projection and signature over the
+        key's own signature-class images, and other key inputs (smooth fields with the keys' moments) with labels
+        drawn uniformly (the thief does not know which labels the host gives them)."""
+        g, classes = torch.Generator().manual_seed(seed), int(key.stats["classes"])
+        projection, bits = key.tensors["projection"], key.tensors["signature"]
+        tensors = {**key.tensors, "projection": torch.randn(projection.shape, generator=g), "signature": (torch.rand(bits.shape, generator=g) < 0.5).float(),
+                   "samples": key_inputs(len(key.samples), key.samples, self.key_grid, g), "labels": torch.randint(classes, (len(key.samples),), generator=g)}
+        return WatermarkKey(scheme=self.name, config={**key.config, "seed": seed}, task=key.task, tensors=tensors,
+                            thresholds=dict(key.thresholds), target=dict(key.target), stats=dict(key.stats))
+
     def _white_box(self, access: WhiteBox, key: WatermarkKey) -> VerificationResult:
         began = time.perf_counter()
         images, projection, signature = key.tensors["key_images"], key.tensors["projection"], key.tensors["signature"]
