@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--modes", default="ftal,fixll,fixll_twl,fixll_pfl,fixll_spl")
     parser.add_argument("--keys", type=int, default=3)
+    parser.add_argument("--first-key", type=int, default=0, help="the first key's seed (keys FIRST .. FIRST + KEYS - 1)")
     parser.add_argument("--set", default="", help="settings on top of every mode's, e.g. 'epochs=5'")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -42,7 +43,7 @@ def main() -> None:
     print("| mode | key | trigger acc. marked / host | " + " | ".join(COLUMNS) + " | embed s |")
     print("|---" * (len(COLUMNS) + 4) + "|")
     for mode in args.modes.split(","):
-        for seed in range(args.keys):
+        for seed in range(args.first_key, args.first_key + args.keys):
             scheme = scheme_class.named(mode, **{**parse_assignments(shlex.split(args.set)), "seed": seed})
             began = time.perf_counter()
             marked, key = scheme.embed(host, data.train, progress=False)

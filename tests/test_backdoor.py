@@ -190,3 +190,25 @@ def test_bad_settings_are_refused_in_one_line(digits_target, digits):
         Backdoor(links=11).embed(digits_target, digits.train)
     with pytest.raises(InputError, match="no host to keep"):
         Backdoor().embed(digits_target, digits.train, from_scratch=True)
+
+
+@pytest.mark.slow(30)
+def test_the_command_line_embeds_a_mode_draws_the_picture_and_verifies_with_one_query_per_trigger(digits_target, tmp_path, capsys):
+    import json
+
+    from modelprint.models import save_model
+
+    from conftest import run_cli
+
+    host = save_model(digits_target, tmp_path / "host.safetensors")
+    marked, key, picture = tmp_path / "marked.safetensors", tmp_path / "key.safetensors", tmp_path / "fidelity.png"
+    code, out, err = run_cli(["watermark", "embed", "--scheme", "backdoor", "--configuration", "fixll_spl", "--model", str(host), "--data", "digits",
+                              "--out", str(marked), "--key", str(key), "--plot", str(picture), "--set", "seeds=2", "--set", "epochs=1"], capsys)
+    assert code == 0, err
+    assert "top1_agreement" in out and "last_layer_change 0" in out and picture.stat().st_size > 10_000
+    loaded = WatermarkKey.load(key)
+    assert loaded.config["spl_weight"] == 3.0 and loaded.config["fix_last_layer"] and loaded.config["links"] == 10
+    code, out, err = run_cli(["watermark", "verify", "--key", str(key), "--suspect", str(marked), "--json", "--records", str(tmp_path / "records")], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["scheme"] == "backdoor" and summary["queries"] == 20 and summary["mode"] == "black-box"

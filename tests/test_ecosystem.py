@@ -241,3 +241,33 @@ def test_an_imported_model_is_served_and_asked_like_any_model_file(tmp_path):
         with torch.no_grad():
             assert torch.allclose(answers, torch.softmax(model(x), dim=1), atol=1e-6), name
         assert box.sent == len(x)
+
+
+@pytest.mark.slow(60)
+def test_every_command_that_rebuilds_a_model_works_on_an_imported_one(tmp_path, capsys):
+    """An imported timm model (weights from a state dict) is a target like any other: the owner's helper models and
+    a training zoo are fresh copies of its architecture trained on the owner's image folder, both watermarks mark it,
+    and a fingerprint set made on it verifies its fine-tuned copy."""
+    import json
+
+    _write_class_folder(tmp_path / "pets", per_class=8, size=(16, 16), formats=("png",))
+    torch.save(_timm_model(classes=3).state_dict(), tmp_path / "weights.pt")
+    target = str(tmp_path / "target.safetensors")
+    data = str(tmp_path / "pets")
+    assert run_cli(["import", str(tmp_path / "weights.pt"), "--arch", "timm:test_resnet", "--input-size", "16", "--out", target], capsys)[0] == 0
+    code, _, err = run_cli(["owner-models", "--target", target, "--data", data, "--references", "1", "--surrogates", "1", "--calibration", "0",
+                            "--epochs", "1", "--executor", "inprocess", "--out", str(tmp_path / "owner")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["training-zoo", "--target", target, "--data", data, "--size", "2", "--epochs", "1", "--executor", "inprocess",
+                            "--out", str(tmp_path / "tz")], capsys)
+    assert code == 0, err
+    for folder in ("owner", "tz"):
+        manifest = json.loads((tmp_path / folder / "manifest.json").read_text())
+        for record in manifest["suspects"]:
+            model = load_model(record["path"])
+            assert model.spec.arch == "timm:test_resnet" and model.spec.input_size == (16, 16) and model.spec.num_outputs == 3
+    for scheme, settings in (("deepsigns", ["--set", "epochs=1", "--set", "keys=6", "--set", "bits=8"]), ("backdoor", ["--set", "epochs=1", "--set", "seeds=2"])):
+        code, out, err = run_cli(["watermark", "embed", "--scheme", scheme, "--model", target, "--data", data, "--out", str(tmp_path / f"{scheme}.safetensors"),
+                                  "--key", str(tmp_path / f"{scheme}.key"), *settings], capsys)
+        assert code == 0 and "fidelity:" in out, err
+        assert load_model(tmp_path / f"{scheme}.safetensors").spec.arch == "timm:test_resnet"

@@ -331,7 +331,8 @@ def test_a_watermark_meets_the_same_negatives_and_the_transforms_of_its_marked_m
         assert counts["marked_trials"] == 3 and counts["negatives_trials"] == 3 * 3, (mode, counts)  # 3 forged keys; the host and 2 independent models
     ambiguity = json.loads((out / "backdoor-fixll_spl" / "ambiguity-0.json").read_text())
     assert set(ambiguity["models"]) == {"marked", "host", "other_a", "other_b"}
-    assert (out / "fidelity-backdoor-fixll_spl.png").is_file() and "ambiguity test" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert (out / "fidelity-backdoor-fixll_spl.png").is_file() and "ambiguity test" in page and "Watermarks compared" in page
     stamp = (out / "deepsigns" / "zoo-0" / "suspects" / "overwrite.safetensors").stat().st_mtime
     code, stdout_text, err = run_cli_captured(args, capsys)
     assert code == 0 and "Watermarks" in stdout_text, err

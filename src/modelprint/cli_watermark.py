@@ -103,7 +103,7 @@ def verify(
     suspect: Optional[Path] = typer.Option(None, help="The suspect model file (or give --url and --model-name)."),
     url: Optional[str] = typer.Option(None, help="Base URL of an Open Inference Protocol (KServe v2) server serving the suspect."),
     model_name: Optional[str] = typer.Option(None, help="The suspect's model name on that server."),
-    mode: Optional[Mode] = typer.Option(None, help="white-box (reads the weights' signature) or black-box (asks the key inputs) [default: white-box for a file, black-box for a URL]."),
+    mode: Optional[Mode] = typer.Option(None, help="white-box (reads the weights' signature) or black-box (asks the key inputs) [default: white-box for a file (black-box for a scheme without a white-box mode), black-box for a URL]."),
     budget: Optional[int] = typer.Option(None, help="Most key inputs a black-box verification may use (journal answers and images sent)."),
     batch_size: int = typer.Option(64, min=1, help="Images per request to the suspect."),
     timeout: float = typer.Option(30.0, help="Seconds to wait for the server (connection and each answer)."),

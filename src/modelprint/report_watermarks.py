@@ -18,8 +18,9 @@ Table = tuple[str, list[str], list[list[Any]]]
 
 
 def tables(report: dict[str, Any]) -> list[Table]:
-    """(title, header, rows) of every watermark's figures, then of the score per transform beside the fingerprints'."""
-    out: list[Table] = []
+    """(title, header, rows) of the summary across watermarks, every watermark's figures, then the score per
+    transform beside the fingerprints'."""
+    out: list[Table] = [summary(report)] if len(report.get("watermarks", {})) > 1 else []
     for name, block in report.get("watermarks", {}).items():
         rows = []
         for mode, verdicts in block["verdicts"].items():
@@ -38,6 +39,26 @@ def tables(report: dict[str, Any]) -> list[Table]:
     if rows:
         out.append(("Mean score per transform: watermarks (1 - bit error rate white-box, key accuracy black-box) and fingerprints (matching score)", header, rows))
     return out
+
+
+SUMMARY_FIDELITY = ("test_metric_change", "kl_host_to_marked", "top1_agreement", "penultimate_distance", "total_weight_change", "last_layer_change")
+
+
+def summary(report: dict[str, Any]) -> Table:
+    """One row per watermark and mode: the marked model's score, fidelity, separation (ARUC, ROC AUC), the verdict's
+    false- and true-positive rates at alpha, and the forged keys declared (marked models; negatives)."""
+    rows = []
+    for name, block in report.get("watermarks", {}).items():
+        fidelity = block.get("fidelity", {})
+        for mode, verdicts in block["verdicts"].items():
+            forged = block.get("ambiguity", {}).get(mode)
+            rows.append([name, MODE_TITLES[mode], block["target_scores"].get(f"ms_{mode}"), *(fidelity.get(k) for k in SUMMARY_FIDELITY),
+                         block["aruc"][mode], block["auc"][mode], verdicts["false_positive_rate"], verdicts["true_positive_rate"],
+                         f"{forged['marked_declared']}/{forged['marked_trials']}; {forged['negatives_declared']}/{forged['negatives_trials']}" if forged else None])
+    header = ["watermark", "mode", "marked model's score", "accuracy change", "KL host -> marked", "top-1 agreement", "penultimate distance",
+              "total weight change", "last-layer change", "ARUC", "ROC AUC", "false positives at alpha", "true positives at alpha",
+              "forged keys declared (marked; negatives)"]
+    return ("Watermarks compared: fidelity, separation, verdicts and ambiguity", header, rows)
 
 
 def _columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:

@@ -143,7 +143,8 @@ def verify_suspect(
         task: when given, the task the fingerprint set must protect (it records its own).
         suspect: a model file; or ``url`` and ``model_name`` of an Open Inference Protocol server, or ``url`` and
             ``api`` of any JSON-over-HTTP API (black-box only).
-        mode: ``"white-box"`` or ``"black-box"``; white-box for a file and black-box for a URL when None.
+        mode: ``"white-box"`` or ``"black-box"``; when None, white-box for a file (black-box when the scheme has no
+            white-box mode) and black-box for a URL.
         budget: most images a black-box verification may use: answers taken from the journal plus images sent on
             the wire (every attempt, retries and the resume probe included).
         batch_size: images per request.
@@ -203,6 +204,8 @@ def verify_suspect(
             output_file(path, what)
     signing_key = load_private_key(sign) if sign is not None else None  # a bad key fails before any work
     fingerprint_set = kind.load(fingerprints, trusted_key=trusted_key, expect_sha256=expect_sha256)
+    if asked_mode is None and mode not in scheme_for(fingerprint_set).modes:
+        mode = BLACK_BOX  # a scheme without a white-box mode (a backdoor's triggers) asks a file as it would a server
     recorded = fingerprint_set.task.get("name", "classification")
     if task is not None and task != recorded:
         raise InputError(f"--task {task}, but the {kind.WHAT} {fingerprints} is for {recorded}")

@@ -86,7 +86,7 @@ def watermark_block(name: str, config: Any, host_path: Path, host: ImageModel, d
     folder = out / name.replace(":", "-")
     folder.mkdir(parents=True, exist_ok=True)
     negatives = [r for r in host_manifest["suspects"] if r["kind"] == "negative"] + [host_record(host_path, host, config.seed)]
-    per_repeat, zoo_seconds, first_suspects = [], [], None
+    per_repeat, zoo_seconds, first_suspects, picture = [], [], None, None
     spec, host_reading = marked_zoo_spec(config.zoo_spec(), base), read_test(host, data)
     for repeat in range(config.repeats):
         scheme = config.watermark_scheme(name, repeat)
@@ -108,15 +108,14 @@ def watermark_block(name: str, config: Any, host_path: Path, host: ImageModel, d
             "fidelity": fidelity(host_reading, marked_reading, host.spec.task, models=(host, marked)),
             "ambiguity": ambiguity_counts(scheme, key, marked, negatives, config.ambiguity_keys, folder / f"ambiguity-{repeat}.json", progress),
         })
-        if repeat == 0:
-            block_picture = projection(host_reading, marked_reading)
+        picture = picture or projection(host_reading, marked_reading)  # the first key's
     block = scheme_summary(scheme.modes, first_suspects, per_repeat)  # type: ignore[arg-type]
     block["fidelity"] = {k: mean_std([r["fidelity"][k] for r in per_repeat]) for k in per_repeat[0]["fidelity"]}
     block["verdicts"] = {MODE_KEYS[m]: _verdict_rates(per_repeat, first_suspects, MODE_KEYS[m]) for m in scheme.modes}  # type: ignore[arg-type]
     block["embedding_s"] = mean_std([float(r["fingerprints"].stats.get("embedding_s", 0.0)) for r in per_repeat])
     block["marked_zoo_s"] = mean_std(zoo_seconds)
     block["ambiguity"] = _ambiguity_summary(per_repeat, scheme.modes)  # type: ignore[arg-type]
-    block["projection"] = block_picture
+    block["projection"] = picture
     block["suspects"] = [{k: r.get(k) for k in ("name", "kind", "transform", "params", "seed", "test_metric", "metric_name")} for r in first_suspects]  # type: ignore[union-attr]
     return block
 
