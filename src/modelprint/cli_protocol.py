@@ -122,8 +122,10 @@ def comparison_table(report: dict, *, title: str) -> Table:
 
 def watermark_table(blocks: dict) -> Table:
     """One row per watermark and mode: ARUC, ROC AUC, TPR at 1% FPR, the verdicts' rates at alpha from the scheme's
-    own p-values, forged keys declared (the ambiguity test: on the marked models / on the negatives), and the
+    own p-values, forged keys declared (the ambiguity test: on the marked models; on the negatives), and the
     fidelity of the marked model (test-metric change, KL host -> marked)."""
+    from .report_watermarks import forged_text
+
     table = Table(title="Watermarks (positives made from the marked model; negatives: the host and independent models)")
     for column in ("watermark", "mode", "ARUC", "AUC", "TPR@1%", "FPR@alpha", "TPR@alpha", "forged keys declared", "metric change", "KL"):
         table.add_column(column, justify="left" if column in ("watermark", "mode") else "right")
@@ -133,7 +135,7 @@ def watermark_table(blocks: dict) -> Table:
             forged = block.get("ambiguity", {}).get(mode)
             table.add_row(name, mode, *(mean_std_text(block[key][mode]) for key in ("aruc", "auc", "tpr_at_1pct_fpr")),
                           mean_std_text(verdicts["false_positive_rate"]), mean_std_text(verdicts["true_positive_rate"]),
-                          f"{forged['marked_declared']}/{forged['marked_trials']} / {forged['negatives_declared']}/{forged['negatives_trials']}" if forged else "n/a",
+                          forged_text(forged) if forged else "n/a",
                           mean_std_text(fidelity["test_metric_change"]), mean_std_text(fidelity.get("kl_host_to_marked")))
     return table
 

@@ -44,6 +44,12 @@ def tables(report: dict[str, Any]) -> list[Table]:
 SUMMARY_FIDELITY = ("test_metric_change", "kl_host_to_marked", "top1_agreement", "penultimate_distance", "total_weight_change", "last_layer_change")
 
 
+def forged_text(forged: dict[str, Any]) -> str:
+    """One mode's ambiguity counts (:func:`modelprint.protocol.watermark.ambiguity_counts` summed) as
+    ``"declared/trials on the marked models; declared/trials on the negatives"``."""
+    return f"{forged['marked_declared']}/{forged['marked_trials']}; {forged['negatives_declared']}/{forged['negatives_trials']}"
+
+
 def summary(report: dict[str, Any]) -> Table:
     """One row per watermark and mode: the marked model's score, fidelity, separation (ARUC, ROC AUC), the verdict's
     false- and true-positive rates at alpha, and the forged keys declared (marked models; negatives)."""
@@ -54,7 +60,7 @@ def summary(report: dict[str, Any]) -> Table:
             forged = block.get("ambiguity", {}).get(mode)
             rows.append([name, MODE_TITLES[mode], block["target_scores"].get(f"ms_{mode}"), *(fidelity.get(k) for k in SUMMARY_FIDELITY),
                          block["aruc"][mode], block["auc"][mode], verdicts["false_positive_rate"], verdicts["true_positive_rate"],
-                         f"{forged['marked_declared']}/{forged['marked_trials']}; {forged['negatives_declared']}/{forged['negatives_trials']}" if forged else None])
+                         forged_text(forged) if forged else None])
     header = ["watermark", "mode", "marked model's score", "accuracy change", "KL host -> marked", "top-1 agreement", "penultimate distance",
               "total weight change", "last-layer change", "ARUC", "ROC AUC", "false positives at alpha", "true positives at alpha",
               "forged keys declared (marked; negatives)"]

@@ -138,8 +138,8 @@ class EvaluationConfig:
             self.watermark_scheme(entry, 0)  # bad settings fail now
         evaluated = {watermark_entry(entry)[0] for entry in self.watermarks}
         for key in self.watermark_settings or {}:
-            scope = key.rpartition(".")[0]
-            if scope and scope in WATERMARKS and scope not in evaluated:
+            scope = scoped_setting(key)[0]
+            if scope is not None and scope not in evaluated:
                 raise InputError(f"watermark setting {key!r} is for {scope}, which this run does not evaluate (--watermark)")
         if self.watermark_settings and not self.watermarks:
             raise InputError("watermark settings were given, but no watermark is evaluated (--watermark)")
@@ -200,10 +200,8 @@ class EvaluationConfig:
         name, configuration = watermark_entry(entry)
         settings = {}
         for key, value in (self.watermark_settings or {}).items():
-            scope, dot, setting = key.rpartition(".")
-            if dot and scope not in WATERMARKS:
-                raise InputError(f"watermark setting {key!r}: {scope!r} is no registered watermark scheme ({', '.join(sorted(WATERMARKS))})")
-            if not dot or scope == name:
+            scope, setting = scoped_setting(key)
+            if scope in (None, name):
                 settings[setting] = value
         if "seed" in settings:
             raise InputError("the watermark's seed is the repeat index, not a setting")
@@ -234,3 +232,18 @@ class EvaluationConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def scoped_setting(key: str) -> tuple[str | None, str]:
+    """``"backdoor.seeds"`` -> ``("backdoor", "seeds")`` (for that watermark scheme only); ``"epochs"`` ->
+    ``(None, "epochs")`` (for every one).
+
+    Raises:
+        InputError: a scope that is no registered watermark scheme.
+    """
+    scope, dot, setting = key.rpartition(".")
+    if not dot:
+        return None, setting
+    if scope not in WATERMARKS:
+        raise InputError(f"watermark setting {key!r}: {scope!r} is no registered watermark scheme ({', '.join(sorted(WATERMARKS))})")
+    return scope, setting
