@@ -173,6 +173,9 @@ class Workspace:
         p.update({k: str(folder / f"null-{k[5:]}.json") for k in ("null_text", "null_empty", "null_strings")})
         (folder / "zoo.yaml").write_text("suspects: [unclosed\n")
         p["zoo_bad"] = str(folder / "zoo.yaml")
+        (folder / "zoo-budget0.yaml").write_text("suspects: [{name: thief, kind: positive, transform: extract, params: {budget: 0}}]\n")
+        p["zoo_budget0"] = str(folder / "zoo-budget0.yaml")
+        p.update(self._answer_keys(folder, images, labels))
         (folder / "journal-empty-line.jsonl").write_text("{}\n")
         (folder / "journal-damaged.jsonl").write_text('{"time": 1}\n{not json\n{"time": 2}\n')
         p["journal_braces"], p["journal_damaged"] = str(folder / "journal-empty-line.jsonl"), str(folder / "journal-damaged.jsonl")
@@ -224,6 +227,19 @@ class Workspace:
         return {"owner_key": str(owner_key), "owner_pub": str(owner_pub), "stranger_pub": str(stranger_pub),
                 "record": str(folder / "record.json"), "record_edited": str(folder / "record-edited.json"),
                 "pub_garbage": str(folder / "pub-garbage.pub")}
+
+    @staticmethod
+    def _answer_keys(folder: Path, images: Any, labels: Any) -> dict[str, str]:
+        """A CSP key of another model than ``model``, and one edited to a margin that could change a top-1."""
+        from modelprint.data import ImageDataset
+        from modelprint.models import load_model
+        from modelprint.watermarks import CSP, WatermarkKey
+
+        other = load_model(folder / "other.safetensors")
+        _, key = CSP(inputs=8).embed(other, ImageDataset(images, labels))
+        edited = WatermarkKey(scheme="csp", config={**key.config, "margin": 1.0}, task=key.task, tensors=dict(key.tensors),
+                              thresholds=dict(key.thresholds), target=dict(key.target), stats=dict(key.stats))
+        return {"csp_other": str(key.save(folder / "csp-other.safetensors")), "csp_margin": str(edited.save(folder / "csp-margin.safetensors"))}
 
     @staticmethod
     def _data_folders(folder: Path) -> dict[str, str]:

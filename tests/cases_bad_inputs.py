@@ -279,6 +279,11 @@ CASES: list[Case] = [
     cli("records check: a record that is a binary file", "records", "check", "{garbage}", "--trusted-key", "{owner_pub}"),
     cli("serve: --model random bytes", *_replace(SERVE, "--model", "{garbage}")),
     cli("serve: --guard-data with a zip signature and no npz inside", *SERVE, "--guard-data", "{data_zipsig}"),
+    cli("serve --watermark: a fingerprint set", *SERVE, "--watermark", "{fp}"),
+    cli("serve --watermark: another model's key", *SERVE, "--watermark", "{csp_other}"),
+    cli("serve --watermark: a key whose perturbation could change a top-1 (margin 1)", *SERVE, "--watermark", "{csp_margin}"),
+    cli("evaluate: a zoo spec whose API thief has a budget of 0", *EVAL, "--zoo", "{zoo_budget0}"),
+    cli("watermark embed: csp --set margin=1.5", "watermark", "embed", "--model", "{model}", "--data", "{data}", "--out", "{w}/m.safetensors", "--key", "{w}/k.safetensors", "--scheme", "csp", "--set", "margin=1.5"),
     cli("demo: --out /proc/x", "demo", "--out", "/proc/x"),
     cli("demo: --out a regular file", "demo", "--out", "{file}"),
     cli("demo: --epochs 0", "demo", "--out", "{w}/demo", "--epochs", "0"),
@@ -297,7 +302,8 @@ def _api_cases() -> list[Case]:
     from modelprint.tasks import Classification
     from modelprint.train import TrainConfig
     from modelprint.evidence.verification import verify_suspect
-    from modelprint.watermarks import Backdoor
+    from modelprint.watermarks import CSP, Backdoor
+    from modelprint.zoo import Extract
 
     def gen(ws, images, labels):
         SaliencyFingerprint(n=2, steps=1).generate(ws.model, images, labels)
@@ -319,6 +325,10 @@ def _api_cases() -> list[Case]:
         api("SaliencyFingerprint(xi=inf)", lambda ws: SaliencyFingerprint(xi=math.inf)),
         api("Backdoor().verify with a key of another scheme", lambda ws: Backdoor().verify(WhiteBox(ws.model), _other_scheme_key())),
         api("Backdoor(spl_weight=nan)", lambda ws: Backdoor(spl_weight=math.nan)),
+        api("Backdoor().attach (a mark in the weights) to serve", lambda ws: Backdoor().attach(ws.model, _other_scheme_key())),
+        api("Extract(budget=0)", lambda ws: Extract(budget=0)),
+        api("CSP(margin=1.0)", lambda ws: CSP(margin=1.0)),
+        api("CSP().verify with a key of another scheme", lambda ws: CSP().verify(WhiteBox(ws.model), _other_scheme_key())),
         api("SaliencyFingerprint(n=0)", lambda ws: SaliencyFingerprint(n=0)),
         api("SaliencyFingerprint(n='10')", lambda ws: SaliencyFingerprint(n="10")),
         api("SaliencyFingerprint(norm='l3')", lambda ws: SaliencyFingerprint(norm="l3")),

@@ -34,13 +34,16 @@ def test_the_students_losses_are_the_hand_computed_ones():
 
 def test_the_family_changes_one_setting_each_from_seeds_no_other_suspect_uses():
     family = distillation_family(train_epochs=5, arch="resnet18", data="../shared/data/cifar10_test_32")
-    assert [s.seed for s in family] == list(range(FAMILY_SEED, FAMILY_SEED + 7))
+    assert [s.seed for s in family] == [*range(FAMILY_SEED, FAMILY_SEED + 7), *range(FAMILY_SEED + 10, FAMILY_SEED + 13)]
     assert [s.params for s in family][3] == {"epochs": 5, "labels": "top_k", "top_k": 3}
     assert family[5].params["arch"] == "vgg11_bn" and distillation_family(train_epochs=5, arch="vgg11_bn")[5].params["arch"] == "resnet18"
-    assert len(distillation_family(train_epochs=5, data="digits")) == 6  # digits gets no digits transfer set
+    assert [(s.transform, s.params) for s in family[7:]] == [("extract", {"epochs": 5, "labels": "hard"}), ("extract", {"epochs": 5, "budget": 1000}),
+                                                           ("extract", {"epochs": 5, "arch": "vgg11_bn"})]
+    digits = distillation_family(train_epochs=5, data="digits")  # digits gets no digits transfer set, the thieves the same seeds
+    assert len(digits) == 9 and [s.seed for s in digits[6:]] == [s.seed for s in family[7:]]
     zoo = PRESETS["paper-distill"](train_epochs=5, arch="resnet18", data="x")
     paper_seeds = {s.seed for s in paper_zoo(train_epochs=5).suspects}
-    assert len(zoo.positives) == 27 and len(zoo.negatives) == 20 and not paper_seeds & {s.seed for s in family}
+    assert len(zoo.positives) == 31 and len(zoo.negatives) == 20 and not paper_seeds & {s.seed for s in family}
 
 
 def test_every_recipe_is_seeded_built_resumed_and_recorded(tmp_path):
@@ -80,14 +83,14 @@ def test_the_transfer_student_distils_on_the_data_set_named_and_only_another_one
     faces, other = write_npz_folder(tmp_path / "faces"), write_npz_folder(tmp_path / "other")
     monkeypatch.chdir(tmp_path)
     family = distillation_family(train_epochs=5, data="digits", transfer="faces")
-    assert len(family) == 7 and family[-1].params == {"epochs": 5, "transfer": "faces"} and family[-1].seed == FAMILY_SEED + 6
+    assert len(family) == 10 and family[6].params == {"epochs": 5, "transfer": "faces"} and family[6].seed == FAMILY_SEED + 6
     with pytest.raises(InputError, match="another data set than the target's"):
         distillation_family(train_epochs=5, data="faces", transfer=str(faces))  # one folder by two names
     recipe = {"suspect": {"name": "distill_transfer", "params": {"transfer": "faces"}}, "data": "digits"}
     assert same_recipe(recipe, {**recipe, "suspect": {**recipe["suspect"], "params": {"transfer": str(faces)}}})  # reused by any path
     assert not same_recipe(recipe, {**recipe, "suspect": {**recipe["suspect"], "params": {"transfer": str(other)}}})
     config = EvaluationConfig(data="digits", preset="paper-distill", transfer="faces")
-    assert config.zoo_spec().positives[-1].params["transfer"] == "faces" and config.to_dict()["transfer"] == "faces"
+    assert next(s for s in config.zoo_spec().positives if s.name == "distill_transfer").params["transfer"] == "faces" and config.to_dict()["transfer"] == "faces"
     for preset, transfer, message in (("paper", "faces", "paper-distill or quick-distill preset"), ("quick-distill", "nowhere", "no such data folder"),
                                       ("quick-distill", "digits", "another data set")):
         with pytest.raises(InputError, match=message):

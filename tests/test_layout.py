@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "modelprint"
 #: package; a name that is a package stands for every module in it.
 FLOORS: list[set[str]] = [
     {"_version", "errors"},
-    {"checks", "hashing", "urls", "signing", "data", "architectures", "models", "importer", "model_checks", "tasks", "metrics", "journal_lines", "probing",
+    {"checks", "hashing", "urls", "signing", "data", "architectures", "answers", "models", "importer", "model_checks", "tasks", "metrics", "journal_lines", "probing",
      "journal", "locks", "gradcam", "losses", "train", "detectors", "serving.client", "serving.http", "serving.json_api", "serving.limits", "serving.parse"},
     {"access", "serving.server", "zoo"},
     {"fingerprints", "watermarks", "evidence.record", "evidence.check"},

@@ -17,7 +17,7 @@ from modelprint.zoo.spec import SuspectSpec, ZooSpec, paper_zoo, quick_zoo
 
 from conftest import write_npz_folder
 
-TRANSFORM_KINDS = {"finetune", "retrain", "weight_prune", "filter_prune", "distill", "independent"}
+TRANSFORM_KINDS = {"finetune", "retrain", "weight_prune", "filter_prune", "distill", "extract", "independent"}
 
 
 @pytest.fixture
@@ -39,9 +39,9 @@ def tiny_world(tmp_path):
 
 def test_presets_hold_every_transform_kind():
     paper = paper_zoo(train_epochs=3)
-    assert (len(paper.positives), len(paper.negatives)) == (20, 20)
+    assert (len(paper.positives), len(paper.negatives)) == (21, 20)
     kinds = [s.transform for s in paper.positives]
-    assert (kinds.count("weight_prune"), kinds.count("filter_prune"), kinds.count("distill")) == (5, 7, 4)
+    assert (kinds.count("weight_prune"), kinds.count("filter_prune"), kinds.count("distill"), kinds.count("extract")) == (5, 7, 4, 1)
     assert {s.transform for s in quick_zoo(train_epochs=3).suspects} == TRANSFORM_KINDS
 
 

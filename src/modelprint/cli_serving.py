@@ -23,6 +23,7 @@ def serve(
     labels_only: bool = typer.Option(False, help="Imperfect API: answer the top-1 label only."),
     guard_data: Optional[str] = typer.Option(None, help="Guarded API: a Feature Squeezing detector fitted on this data's test images answers random outputs to the inputs it flags."),
     guard_fpr: float = typer.Option(0.05, help="The guard's false-positive rate on clean images."),
+    watermark: Optional[Path] = typer.Option(None, help="Answer through this watermark key's perturbation of the probabilities (a key of a watermark in the answers, csp, made for --model): every top-1 label is kept."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Serve a model file over the Open Inference Protocol v2 REST (what a thief's prediction API speaks)."""
@@ -38,6 +39,8 @@ def serve(
         checks.number(round_to, "--round", minimum=0, integer=True)
     checks.number(guard_fpr, "--guard-fpr", above=0, below=1)
     checks.input_file(model, "--model")
+    if watermark is not None:
+        checks.input_file(watermark, "--watermark")
     if guard_data is not None:
         from .data import check_data_spec
 
@@ -49,6 +52,12 @@ def serve(
     from .serving.server import DetectorGuard, GaussianNoise, Rounding, ServedModel, TopLabel, serve as run_server
 
     network = load_model(model, device=device)
+    if watermark is not None:
+        from .fingerprints import scheme_for
+        from .watermarks import WatermarkKey
+
+        secret = WatermarkKey.load(watermark)
+        network = scheme_for(secret).attach(network, secret)  # type: ignore[attr-defined]
     filters: list = []
     if guard_data is not None:
         from .data import load_data
@@ -64,5 +73,7 @@ def serve(
     if labels_only:
         filters.append(TopLabel())
     served = ServedModel.of(network, name or model.stem, filters=filters)
+    if watermark is not None:
+        console.print(f"answers perturbed by the {secret.scheme} watermark key {watermark} (SHA-256 {secret.sha256()[:16]}...)")
     console.print(f"serving {model} as {served.name!r} on http://{host}:{port}/v2/models/{served.name} (Ctrl+C stops)")
     run_server(served, host=host, port=port, limits=limits, docs=docs)

@@ -15,7 +15,7 @@ watermark_app = typer.Typer(no_args_is_help=True, help="Watermarks: mark the own
 
 @watermark_app.command()
 def embed(
-    scheme: str = typer.Option("deepsigns", help="The watermark scheme (registered: deepsigns, backdoor)."),
+    scheme: str = typer.Option("deepsigns", help="The watermark scheme (registered: deepsigns, backdoor, csp)."),
     configuration: str = typer.Option("default", help="A named configuration of the scheme (backdoor: ftal, ftal_twl, fixll, fixll_twl, fixll_pfl = default, fixll_spl)."),
     model: Optional[Path] = typer.Option(None, help="The host model file to mark by fine-tuning (or give --arch to train a marked model from scratch)."),
     arch: Optional[str] = typer.Option(None, help="Train a marked model of this architecture from scratch instead of marking --model."),
@@ -77,7 +77,8 @@ def embed(
         if splits.num_classes is None:
             raise InputError(f"{data}: a watermark marks a classifier; these labels are not classes")
         host = build_model(arch, num_outputs=splits.num_classes, channels=splits.train.channels, input_size=splits.train.image_size, width=width if arch in ARCHITECTURES else None).to(device)  # type: ignore[arg-type]
-    marked, secret = maker.embed(host, splits.train, from_scratch=arch is not None, epochs=epochs or (15 if arch else None), progress=True)
+    marked, secret = maker.embed(host, splits.train, from_scratch=arch is not None, epochs=epochs or (15 if arch else None), progress=True,
+                                  held_out=splits.test)
     save_model(marked, out)
     if signing_key is not None:
         secret.sign(signing_key)

@@ -50,6 +50,8 @@ class ModelSpec:
         output_shift, output_scale: the network's output is mapped to ``output * output_scale + output_shift``
             (a regressor learns standardised values and answers in the label's units, years say).
         info: free-form provenance (data set, seed, test metric, transform, parent hash, ...).
+        answers: the post-processor a deployed classifier applies to its answers (:mod:`modelprint.answers`: its
+            ``kind`` and settings; its tensors are among the weights), or None.
     """
 
     arch: str
@@ -62,13 +64,17 @@ class ModelSpec:
     output_shift: float = 0.0
     output_scale: float = 1.0
     info: dict[str, Any] = field(default_factory=dict)
+    answers: dict[str, Any] | None = None
 
     @property
     def num_outputs(self) -> int:
         return int(self.arch_kwargs.get("num_outputs", 0))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if fields["answers"] is None:
+            del fields["answers"]  # a model without a post-processor has the spec it had before they existed
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
@@ -94,6 +100,13 @@ class ImageModel(nn.Module):
         self.spec = spec
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.answers: nn.Module | None = None
+        if spec.answers is not None:
+            from .answers import build_answers
+
+            if spec.task != "classification":
+                raise InputError(f"an answer post-processor needs a classifier, not a {spec.task} model")
+            self.answers = build_answers(spec.answers, spec.num_outputs, (spec.channels, *spec.input_size))
 
     @property
     def cam_layer(self) -> str | None:
@@ -105,6 +118,8 @@ class ImageModel(nn.Module):
         out = self.net((x - self.mean) / self.std)
         if self.spec.output_scale != 1.0 or self.spec.output_shift != 0.0:
             out = out * self.spec.output_scale + self.spec.output_shift
+        if self.answers is not None:
+            out = self.answers(x, out)
         return out
 
 
@@ -170,12 +185,37 @@ def fresh_like(model: ImageModel) -> ImageModel:
     """A newly initialised model of the same architecture and preprocessing (initialised from torch's global RNG;
     an ONNX graph's constants are kept and every module with ``reset_parameters`` is initialised afresh)."""
     spec = ModelSpec.from_json(model.spec.to_json())
-    spec.info = {}
+    spec.info, spec.answers = {}, None
     if spec.arch == ONNX_RUNTIME:
         raise InputError("a model run by ONNX Runtime cannot be initialised afresh or trained (import a graph torch can convert)")
     if spec.arch == ONNX:
         return ImageModel(reset_weights(clone_model(model).net), spec).to(device_of(model))
     return ImageModel(architecture(spec.arch)(**spec.arch_kwargs), spec).to(device_of(model))
+
+
+def with_answers(model: ImageModel, answers: nn.Module, settings: dict[str, Any]) -> ImageModel:
+    """A copy of ``model`` that answers through ``answers`` (a post-processor of :mod:`modelprint.answers` with its
+    tensors filled; ``settings`` its kind and settings, as the spec records them), with a copy of its network."""
+    plain = clone_model(without_answers(model))
+    spec = ModelSpec.from_json(plain.spec.to_json())
+    spec.answers = dict(settings)
+    marked = ImageModel(plain.net, spec)
+    marked.answers.load_state_dict(answers.state_dict())  # type: ignore[union-attr]
+    return marked.to(device_of(model))
+
+
+def without_answers(model: ImageModel) -> ImageModel:
+    """``model``'s network without its answer post-processor: what a thief who takes the weights has (``model``
+    itself when it has none)."""
+    if model.spec.answers is None:
+        return model
+    spec = ModelSpec.from_json(model.spec.to_json())
+    spec.answers = None
+    copy = ImageModel(architecture(spec.arch)(**spec.arch_kwargs) if spec.arch != ONNX else clone_model(model).net, spec)
+    copy.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("answers.")})
+    if "sha256" in spec.info:  # the identity of these weights, not of the model with its post-processor
+        spec.info["sha256"] = state_sha256(copy)
+    return copy.to(device_of(model))
 
 
 def state_sha256(model: nn.Module) -> str:

@@ -358,7 +358,7 @@ def scheme_for(fingerprints: FingerprintSet) -> FingerprintScheme:
     try:
         return cls(**{k: _tuples(v) for k, v in fingerprints.config.items() if k in known})
     except (TypeError, ValueError) as exc:  # InputError is a ValueError
-        raise IntegrityError(f"the set's settings are invalid: {' '.join(str(exc).split())}") from None
+        raise IntegrityError(f"the {getattr(fingerprints, 'WHAT', 'set')}'s settings are invalid: {' '.join(str(exc).split())}") from None
 
 
 def _tuples(value: Any) -> Any:

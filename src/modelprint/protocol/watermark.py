@@ -55,7 +55,7 @@ def embed_or_reuse(scheme: WatermarkScheme, host: ImageModel, data: DataSplits, 
             marked = load_model(marked_path, device=device)
             if marked.spec.info["sha256"] == key.target.get("sha256"):
                 return marked_path, marked, key
-    marked, key = scheme.embed(host, data.train, progress=progress)
+    marked, key = scheme.embed(host, data.train, progress=progress, held_out=data.test)
     key.stats["scheme_repr"] = repr(scheme)
     save_model(marked, marked_path)
     key.save(key_path)

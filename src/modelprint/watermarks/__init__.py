@@ -4,6 +4,7 @@ attacks aimed at watermarks register as zoo transforms (:mod:`.attacks`)."""
 from .base import WATERMARKS, WatermarkKey, WatermarkScheme, watermark_entry, watermark_named
 from .deepsigns import DeepSigns
 from .backdoor import Backdoor
+from .csp import CSP
 from . import attacks  # noqa: F401  (registers the zoo transforms aimed at watermarks)
 
-__all__ = ["Backdoor", "DeepSigns", "WATERMARKS", "WatermarkKey", "WatermarkScheme", "watermark_entry", "watermark_named"]
+__all__ = ["Backdoor", "CSP", "DeepSigns", "WATERMARKS", "WatermarkKey", "WatermarkScheme", "watermark_entry", "watermark_named"]

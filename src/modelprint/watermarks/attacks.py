@@ -31,9 +31,9 @@ class Overwrite(Transform):
         if self.scheme not in WATERMARKS:
             raise InputError(f"overwrite: unknown watermark scheme {self.scheme!r}; registered: {', '.join(sorted(WATERMARKS))}")
 
-    def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> None:
+    def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> ImageModel:
         marked, _ = WATERMARKS[self.scheme].named("default", seed=seed).embed(model, data, progress=progress)  # type: ignore[attr-defined]
-        model.load_state_dict(marked.state_dict())
+        return marked  # (a watermark in the answers brings its post-processor)
 
 
 TRANSFORMS[Overwrite.kind] = Overwrite

@@ -58,7 +58,7 @@ class WatermarkScheme(Scheme):
 
     @abstractmethod
     def embed(self, host: ImageModel, data: ImageDataset, *, from_scratch: bool = False, epochs: int | None = None,
-              progress: bool = False) -> tuple[ImageModel, WatermarkKey]:
+              progress: bool = False, held_out: ImageDataset | None = None) -> tuple[ImageModel, WatermarkKey]:
         """Mark ``host`` (left untouched) and return the marked copy and the key.
 
         Args:
@@ -68,6 +68,8 @@ class WatermarkScheme(Scheme):
             from_scratch: train a fresh model with the watermark instead of fine-tuning the host.
             epochs: epochs of that training (the scheme's embedding epochs when None).
             progress: show progress bars.
+            held_out: images the owner keeps apart from training (the test split): a scheme that verifies on
+                natural images draws its key images from them (a thief never trained on them); others ignore it.
         """
 
     @abstractmethod
@@ -78,6 +80,16 @@ class WatermarkScheme(Scheme):
         """A key a thief could claim the marked model with: drawn by this scheme's own procedure from ``seed``,
         without the owner's secret, of the same shape as ``key`` (the ambiguity test, :mod:`.ambiguity`)."""
         raise InputError(f"the {self.name} watermark has no forgery procedure for the ambiguity test")
+
+    def attach(self, host: ImageModel, key: WatermarkKey) -> ImageModel:
+        """``host`` answering through the key's answer perturbation, for a scheme that marks the answers, not the
+        weights (what ``modelprint serve --watermark`` serves).
+
+        Raises:
+            InputError: a scheme whose mark is in the weights (serve its marked model instead), or a key of another
+                model.
+        """
+        raise InputError(f"the {self.name} watermark is in the marked model's weights, not in its answers: serve the marked model file itself")
 
     def check_key(self, key: FingerprintSet) -> None:
         """Refuse a file that is not a key of this scheme for a task it protects, or whose content does not fit it.

@@ -97,7 +97,7 @@ class DeepSigns(WatermarkScheme):
 
     # ------------------------------------------------------------------------------------------------ embedding
     def embed(self, host: ImageModel, data: ImageDataset, *, from_scratch: bool = False, epochs: int | None = None,
-              progress: bool = False) -> tuple[ImageModel, WatermarkKey]:
+              progress: bool = False, held_out: ImageDataset | None = None) -> tuple[ImageModel, WatermarkKey]:
         began = time.perf_counter()
         if host.spec.task != "classification":
             raise InputError(f"the {self.name} watermark marks classifiers, not {host.spec.task} models")

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..data import ImageDataset
-from ..models import ImageModel, clone_model, state_sha256
+from ..models import ImageModel, clone_model, state_sha256, without_answers
 
 
 class Transform(ABC):
@@ -24,6 +24,9 @@ class Transform(ABC):
     revision: ClassVar[int] = 1
     #: False for transforms whose result does not descend from the parent's weights (independent negatives).
     derived: ClassVar[bool] = True
+    #: True for a thief who only queries the stolen model's API, and so meets its answer post-processor (a
+    #: watermark in the answers); every other transform takes the weights, without it.
+    queries_api: ClassVar[bool] = False
 
     @abstractmethod
     def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> ImageModel | None:
@@ -42,7 +45,7 @@ class Transform(ABC):
             seed: seeds everything random in the transform.
             progress: show progress bars.
         """
-        child = clone_model(model)
+        child = clone_model(model if self.queries_api else without_answers(model))
         child.spec.info = {}  # the transform may note what it did here; the parent's provenance is not the child's
         torch.manual_seed(seed)
         child = self._transform(child, data, seed, progress) or child

@@ -105,7 +105,7 @@ class Distill(Transform):
             model.load_state_dict(fresh_like(model).state_dict())  # a fresh student, initialised from the seeded RNG
             student = model
         else:
-            student = _student(spec, self.arch or spec.arch, self.width)
+            student = student_of(spec, self.arch or spec.arch, self.width)
         if self.transfer is not None:
             data = load_data(self.transfer, channels=spec.channels, size=spec.input_size[0]).train
         config = TrainConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, augment=self.augment, seed=seed, device=str(model.mean.device))
@@ -114,7 +114,7 @@ class Distill(Transform):
         return student
 
 
-def _student(spec: ModelSpec, arch: str, width: int | None) -> ImageModel:
+def student_of(spec: ModelSpec, arch: str, width: int | None) -> ImageModel:
     """A fresh model of ``arch`` that reads and answers as the stolen model does (inputs, normalisation, outputs)."""
     return build_model(arch, num_outputs=spec.num_outputs, channels=spec.channels, input_size=spec.input_size, width=width, task=spec.task,
                        mean=spec.mean, std=spec.std, output_shift=spec.output_shift, output_scale=spec.output_scale)

@@ -45,7 +45,7 @@ class SuspectSpec:
     def build_transform(self) -> Transform:
         try:
             return TRANSFORMS[self.transform](**self.params)
-        except TypeError as exc:
+        except (TypeError, InputError) as exc:
             raise InputError(f"suspect {self.name!r}: bad parameters for {self.transform}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,8 +107,19 @@ class ZooSpec:
         return cls.from_dict(data)
 
 
+#: The seed of the preset zoos' extraction thief (no other preset suspect uses 420-449).
+EXTRACT_SEED = 420
+
+
+def extraction(train_epochs: int) -> SuspectSpec:
+    """The API thief of the preset zoos: a student of the target's architecture trained on the API's probabilities
+    for every image of the thief's split, one query each (:class:`~modelprint.zoo.extract.Extract`)."""
+    return SuspectSpec("extract_0", POSITIVE, "extract", {"epochs": train_epochs}, EXTRACT_SEED)
+
+
 def paper_zoo(*, train_epochs: int, finetune_epochs: int = 2, recover_epochs: int = 3, negatives: int = 20, distilled: int = 4, **_: Any) -> ZooSpec:
-    """The paper's zoo: 4 fine-tune/retrain + 5 weight-pruned + 7 filter-pruned + 4 distilled positives, 20 negatives.
+    """The paper's zoo: 4 fine-tune/retrain + 5 weight-pruned + 7 filter-pruned + 4 distilled positives, 20 negatives,
+    and the API thief (:func:`extraction`), which the paper's zoo did not have.
 
     Args:
         train_epochs: epochs of the target's own training; negatives and distilled copies get the same budget.
@@ -129,13 +140,15 @@ def paper_zoo(*, train_epochs: int, finetune_epochs: int = 2, recover_epochs: in
         suspects.append(SuspectSpec(f"filter_prune_{k}of16", POSITIVE, "filter_prune", {"ratio": k / 16, "recover_epochs": recover_epochs}, 300 + k))
     for i in range(distilled):
         suspects.append(SuspectSpec(f"distill_{i}", POSITIVE, "distill", {"epochs": train_epochs}, 400 + i))
+    suspects.append(extraction(train_epochs))
     for i in range(negatives):
         suspects.append(SuspectSpec(f"independent_{i}", NEGATIVE, "independent", {"epochs": train_epochs}, 1000 + i))
     return ZooSpec(tuple(suspects))
 
 
 def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: int = 3, negatives: int = 4, **_: Any) -> ZooSpec:
-    """A small zoo that still holds every transform kind: 6 positives and ``negatives`` independent models."""
+    """A small zoo that still holds every transform kind: 7 positives (the API thief among them) and ``negatives``
+    independent models."""
     suspects = [
         SuspectSpec("ftal", POSITIVE, "finetune", {"layers": "all", "epochs": finetune_epochs}, 101),
         SuspectSpec("rtll", POSITIVE, "retrain", {"layers": "last", "epochs": finetune_epochs}, 104),
@@ -143,6 +156,7 @@ def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: in
         SuspectSpec("weight_prune_0.5", POSITIVE, "weight_prune", {"ratio": 0.5, "recover_epochs": recover_epochs}, 204),
         SuspectSpec("filter_prune_4of16", POSITIVE, "filter_prune", {"ratio": 4 / 16, "recover_epochs": recover_epochs}, 304),
         SuspectSpec("distill_0", POSITIVE, "distill", {"epochs": train_epochs}, 400),
+        extraction(train_epochs),
     ]
     for i in range(negatives):
         suspects.append(SuspectSpec(f"independent_{i}", NEGATIVE, "independent", {"epochs": train_epochs}, 1000 + i))
@@ -168,7 +182,9 @@ def distillation_family(*, train_epochs: int, arch: str | None = None, data: str
     """Students distilled by other recipes than the paper zoo's (same architecture, soft labels at T = 4, SGD, the
     thief's own split), one setting changed each: temperature 1 and 10, top-1 labels only, the API's top-3
     probabilities only, Adam (lr 0.002), a student of another architecture (VGG11-BN, or ResNet-18 for a VGG11-BN
-    target), and another data set as transfer data. Seeds from :data:`FAMILY_SEED`.
+    target), and another data set as transfer data; and API thieves (:class:`~modelprint.zoo.extract.Extract`) by
+    other recipes than the preset zoos' one: top-1 labels only, a budget of 1000 queries, a student of the other
+    architecture. Seeds from :data:`FAMILY_SEED` (the thieves from ``FAMILY_SEED + 10``).
 
     Args:
         train_epochs: every student's epochs.
@@ -190,11 +206,13 @@ def distillation_family(*, train_epochs: int, arch: str | None = None, data: str
     ]
     if transfer is not None or data != DIGITS:
         recipes.append(("distill_transfer", {"transfer": transfer or DIGITS}))
-    return tuple(SuspectSpec(name, POSITIVE, "distill", {"epochs": train_epochs, **params}, FAMILY_SEED + i) for i, (name, params) in enumerate(recipes))
+    thieves = [("extract_hard", {"labels": "hard"}), ("extract_1000", {"budget": 1000}), ("extract_other_arch", {"arch": OTHER_ARCH.get(arch or "", "vgg11_bn")})]
+    return (*(SuspectSpec(name, POSITIVE, "distill", {"epochs": train_epochs, **params}, FAMILY_SEED + i) for i, (name, params) in enumerate(recipes)),
+            *(SuspectSpec(name, POSITIVE, "extract", {"epochs": train_epochs, **params}, FAMILY_SEED + 10 + i) for i, (name, params) in enumerate(thieves)))
 
 
 def paper_distill_zoo(*, train_epochs: int, arch: str | None = None, data: str | None = None, transfer: str | None = None, **kwargs: Any) -> ZooSpec:
-    """The paper's zoo with the :func:`distillation_family` added to its positives (27 or 26 positives, 20 negatives)."""
+    """The paper's zoo with the :func:`distillation_family` added to its positives (31 or 30 positives, 20 negatives)."""
     paper = paper_zoo(train_epochs=train_epochs, **kwargs)
     return ZooSpec((*paper.positives, *distillation_family(train_epochs=train_epochs, arch=arch, data=data, transfer=transfer), *paper.negatives))
 
