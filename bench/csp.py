@@ -38,7 +38,7 @@ from modelprint.zoo.extract import api_of
 ALPHA, STRICT = 0.05, 0.001
 
 
-def student(host, marked, data, out: Path, name: str, params: dict, seed: int):
+def student(host_top, marked, data, out: Path, name: str, params: dict, seed: int):
     """The student ``name`` (from ``OUT/students`` when there, else extracted now) and its figures."""
     path = out / "students" / f"{name}.safetensors"
     began = time.perf_counter()
@@ -47,7 +47,7 @@ def student(host, marked, data, out: Path, name: str, params: dict, seed: int):
     else:
         model = Extract(**params).apply(marked, data.train, seed=seed)
         save_model(model, path)
-    agreement = float((predict(model, data.test.images).argmax(1) == predict(host, data.test.images).argmax(1)).float().mean())
+    agreement = float((predict(model, data.test.images).argmax(1) == host_top).float().mean())
     return model, {"name": name, **params, "accuracy": evaluate(model, data.test, "classification"), "agreement": agreement,
                    "queries": model.spec.info.get("queries"), "seconds": round(time.perf_counter() - began, 1)}
 
@@ -114,7 +114,8 @@ def main() -> None:
     negatives = [("host", host)] + [(Path(p).stem, load_model(p)) for p in sorted(glob.glob(args.negatives))]
     budgets = [None if b == "all" else int(b) for b in args.budgets.split(",")]
     host_reading, rows, students = read_test(host, data), {"keys": [], "students": [], "verification": [], "sets": []}, {}
-    control, figures = student(host, host, data, out, "control-unmarked-api", {"epochs": args.epochs}, 700)
+    host_top = predict(host, data.test.images).argmax(1)
+    control, figures = student(host_top, host, data, out, "control-unmarked-api", {"epochs": args.epochs}, 700)
     rows["students"].append({**figures, "key": None, "labels": "soft"})
     print("| key | student | labels | budget | arch | accuracy | agreement | score (soft) | p | score (labels only) | p |")
     print("|---" * 11 + "|")
@@ -130,7 +131,7 @@ def main() -> None:
                 for arch in (None, args.other_arch):
                     name = f"{'k%d-' % seed if labels == 'soft' else ''}{labels}-{budget or 'all'}-{arch or 'same'}"
                     params = {"epochs": args.epochs, "labels": labels, **({"budget": budget} if budget else {}), **({"arch": arch} if arch else {})}
-                    model, figures = student(host, marked, data, out, name, params, 700)
+                    model, figures = student(host_top, marked, data, out, name, params, 700)
                     students[name] = model
                     v = verdicts(scheme, key, model)
                     rows["verification"].append({"key": seed, **figures, **v})

@@ -37,7 +37,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..access import BLACK_BOX, LABELS, SCORES, TOP_K, Access
+from ..access import BLACK_BOX, LABELS, Access
 from ..answers import KeyedSignal
 from ..checks import number, setting_types
 from ..data import ImageDataset
@@ -167,7 +167,7 @@ class CSP(WatermarkScheme):
         samples, host_log_p = key.samples, key.tensors["host_log_p"].float()
         answers, queries = suspect_outputs(access, mode, samples, Classification())
         top = key.labels.long()
-        soft = not (LABELS in getattr(access, "capabilities", ()) and SCORES not in access.capabilities and TOP_K not in access.capabilities)
+        soft = LABELS not in access.capabilities  # an access answers labels only, or scores (top-k completed, or all)
         if soft:
             if answers.ndim != 2 or answers.shape[1] != host_log_p.shape[1]:
                 raise InputError(f"the suspect answered outputs of shape {list(answers.shape[1:])}; the key's host answers {host_log_p.shape[1]} class scores")

@@ -100,8 +100,7 @@ class Distill(Transform):
             raise InputError(f"labels={self.labels!r} distils a classifier; the stolen model is a {spec.task} model")
         teacher = fresh_like(model)  # (drawn first, as before the family existed: the default recipe's student is unchanged)
         teacher.load_state_dict(model.state_dict())  # the stolen weights
-        same = (self.arch is None or self.arch == spec.arch) and (self.width is None or self.width == spec.arch_kwargs.get("width"))
-        if same:
+        if same_architecture(spec, self.arch, self.width):
             model.load_state_dict(fresh_like(model).state_dict())  # a fresh student, initialised from the seeded RNG
             student = model
         else:
@@ -112,6 +111,11 @@ class Distill(Transform):
         loss = label_loss(self.labels, self.temperature, self.top_k) if spec.task == "classification" else distillation_loss(spec.task, self.temperature, spec.output_scale)
         fit(student, data, loss, config, teacher=teacher.eval(), progress=progress, desc=self.kind)
         return student
+
+
+def same_architecture(spec: ModelSpec, arch: str | None, width: int | None) -> bool:
+    """Whether a student of ``arch`` and ``width`` (None: the stolen model's) is of the stolen model's architecture."""
+    return (arch is None or arch == spec.arch) and (width is None or width == spec.arch_kwargs.get("width"))
 
 
 def student_of(spec: ModelSpec, arch: str, width: int | None) -> ImageModel:

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..models import ImageModel, fresh_like
 from ..train import TrainConfig, fit
 from .base import Transform
-from .distill import label_loss, student_of
+from .distill import label_loss, same_architecture, student_of
 
 
 def api_of(model: ImageModel, *, budget: int | None, labels_only: bool, batch_size: int = 256) -> BlackBox:
@@ -122,7 +122,7 @@ class Extract(Transform):
         if targets.ndim == 1:  # labels only: the student's loss reads the label as the argmax of a one-hot row
             targets = torch.nn.functional.one_hot(targets.clamp(0, spec.num_outputs - 1), spec.num_outputs).float()
         torch.manual_seed(seed)
-        same = (self.arch is None or self.arch == spec.arch) and (self.width is None or self.width == spec.arch_kwargs.get("width"))
+        same = same_architecture(spec, self.arch, self.width)
         student = fresh_like(like) if same else student_of(spec, self.arch or spec.arch, self.width)
         config = TrainConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, augment=self.augment, seed=seed, device=str(like.mean.device))
         thief = ImageDataset(images, torch.zeros(len(images), dtype=torch.long), name="the thief's queries")
