@@ -230,16 +230,23 @@ class Workspace:
 
     @staticmethod
     def _answer_keys(folder: Path, images: Any, labels: Any) -> dict[str, str]:
-        """A CSP key of another model than ``model``, and one edited to a margin that could change a top-1."""
+        """A CSP key of another model than ``model``, one edited to a margin that could change a top-1, and USP keys
+        of ``model`` edited to signs that are not signs and to a lattice the map's features do not fit."""
         from modelprint.data import ImageDataset
         from modelprint.models import load_model
-        from modelprint.watermarks import CSP, WatermarkKey
+        from modelprint.watermarks import CSP, USP, WatermarkKey
+
+        def edited(key: WatermarkKey, config: dict | None = None, **tensors: Any) -> WatermarkKey:
+            return WatermarkKey(scheme=key.scheme, config={**key.config, **(config or {})}, task=key.task, tensors={**key.tensors, **tensors},
+                                thresholds=dict(key.thresholds), target=dict(key.target), stats=dict(key.stats))
 
         other = load_model(folder / "other.safetensors")
         _, key = CSP(inputs=8).embed(other, ImageDataset(images, labels))
-        edited = WatermarkKey(scheme="csp", config={**key.config, "margin": 1.0}, task=key.task, tensors=dict(key.tensors),
-                              thresholds=dict(key.thresholds), target=dict(key.target), stats=dict(key.stats))
-        return {"csp_other": str(key.save(folder / "csp-other.safetensors")), "csp_margin": str(edited.save(folder / "csp-margin.safetensors"))}
+        _, usp = USP(inputs=8, steps=5).embed(load_model(folder / "model.safetensors"), ImageDataset(images, labels))
+        return {"csp_other": str(key.save(folder / "csp-other.safetensors")),
+                "csp_margin": str(edited(key, {"margin": 1.0}).save(folder / "csp-margin.safetensors")),
+                "usp_sign": str(edited(usp, sign=usp.tensors["sign"] * 0.5).save(folder / "usp-sign.safetensors")),
+                "usp_grid": str(edited(usp, {"grid": 2}).save(folder / "usp-grid.safetensors"))}
 
     @staticmethod
     def _data_folders(folder: Path) -> dict[str, str]:

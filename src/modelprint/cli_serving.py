@@ -23,7 +23,7 @@ def serve(
     labels_only: bool = typer.Option(False, help="Imperfect API: answer the top-1 label only."),
     guard_data: Optional[str] = typer.Option(None, help="Guarded API: a Feature Squeezing detector fitted on this data's test images answers random outputs to the inputs it flags."),
     guard_fpr: float = typer.Option(0.05, help="The guard's false-positive rate on clean images."),
-    watermark: Optional[Path] = typer.Option(None, help="Answer through this watermark key's perturbation of the probabilities (a key of a watermark in the answers, csp, made for --model): every top-1 label is kept."),
+    watermark: Optional[Path] = typer.Option(None, help="Answer through this watermark key's perturbation of the probabilities (a key of a watermark in the answers, csp or usp, made for --model): every top-1 label is kept."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Serve a model file over the Open Inference Protocol v2 REST (what a thief's prediction API speaks)."""

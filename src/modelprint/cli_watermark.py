@@ -15,7 +15,7 @@ watermark_app = typer.Typer(no_args_is_help=True, help="Watermarks: mark the own
 
 @watermark_app.command()
 def embed(
-    scheme: str = typer.Option("deepsigns", help="The watermark scheme (registered: deepsigns, backdoor, csp)."),
+    scheme: str = typer.Option("deepsigns", help="The watermark scheme (registered: deepsigns, backdoor, csp, usp)."),
     configuration: str = typer.Option("default", help="A named configuration of the scheme (backdoor: ftal, ftal_twl, fixll, fixll_twl, fixll_pfl = default, fixll_spl)."),
     model: Optional[Path] = typer.Option(None, help="The host model file to mark by fine-tuning (or give --arch to train a marked model from scratch)."),
     arch: Optional[str] = typer.Option(None, help="Train a marked model of this architecture from scratch instead of marking --model."),

@@ -5,6 +5,7 @@ from .base import WATERMARKS, WatermarkKey, WatermarkScheme, watermark_entry, wa
 from .deepsigns import DeepSigns
 from .backdoor import Backdoor
 from .csp import CSP
+from .usp import USP
 from . import attacks  # noqa: F401  (registers the zoo transforms aimed at watermarks)
 
-__all__ = ["Backdoor", "CSP", "DeepSigns", "WATERMARKS", "WatermarkKey", "WatermarkScheme", "watermark_entry", "watermark_named"]
+__all__ = ["Backdoor", "CSP", "DeepSigns", "USP", "WATERMARKS", "WatermarkKey", "WatermarkScheme", "watermark_entry", "watermark_named"]

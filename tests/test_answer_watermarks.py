@@ -1,5 +1,6 @@
-"""CSP, the watermark in the API's answers, and the API thief: the perturbation keeps every top-1 and sums to 1, a
-wrong key scores at chance within its binomial bound, the marked answers reach a student only through the API, the
+"""CSP and USP, the watermarks in the API's answers, and the API thief: each perturbation keeps every top-1 and sums
+to 1 (and is computed by hand), each exact p-value is checked by hand and is uniform under its null, a wrong key
+scores at chance within its binomial bound, the marked answers reach a student only through the API, the
 extraction sends exactly its budget (counted at the server), is seeded, resumable and recorded, and `serve
 --watermark` answers the marked distribution with the unmarked top-1 labels, verifying over the network as in
 process."""
@@ -14,22 +15,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelprint.access import BlackBox, WhiteBox
-from modelprint.answers import KeyedSignal
+from modelprint.answers import KeyedSignal, LearnedSignal
 from modelprint.errors import InputError, IntegrityError, QueryBudgetExceeded
 from modelprint.metrics import binomial_threshold
 from modelprint.models import load_model, save_model, without_answers
 from modelprint.serving.server import ServedModel, ServerThread, create_app
 from modelprint.tasks import Classification
 from modelprint.train import predict
-from modelprint.watermarks import CSP, WatermarkKey
+from modelprint.watermarks import WatermarkKey, watermark_named
 from modelprint.watermarks.csp import RANDOMISATIONS, phase_randomisation_p_value
+from modelprint.watermarks.usp import sign_flip_p_value
 from modelprint.zoo import Extract
 from modelprint.zoo.build import build_zoo
 from modelprint.zoo.spec import SuspectSpec, ZooSpec
 
 
-def _signal(classes: int, shape: tuple[int, int, int], amplitude: float, margin: float, seed: int) -> KeyedSignal:
+def _signal(classes: int, shape: tuple[int, int, int], amplitude: float, margin: float, seed: int, kind: str = "keyed_signal") -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
+    if kind == "learned_signal":
+        module = LearnedSignal(classes=classes, shape=shape, amplitude=amplitude, margin=margin, grid=1)
+        module.load_state_dict({"centre": torch.zeros(shape[0]), "spread": torch.ones(shape[0]), "weight": 3 * torch.randn(classes, shape[0], generator=g),
+                                "bias": torch.randn(classes, generator=g), "sign": (2 * torch.randint(0, 2, (classes,), generator=g) - 1).float()})
+        return module
     module = KeyedSignal(classes=classes, shape=shape, amplitude=amplitude, margin=margin)
     directions = torch.randn(classes, *shape, generator=g)
     module.load_state_dict({"directions": directions / directions.flatten(1).norm(dim=1)[:, None, None, None], "centre": torch.zeros(classes),
@@ -55,12 +62,13 @@ def test_the_perturbation_by_hand_on_a_three_class_distribution():
 
 @settings(max_examples=200, deadline=None)
 @given(logits=st.lists(st.lists(st.floats(-30, 30), min_size=4, max_size=4), min_size=1, max_size=6),
-       ties=st.booleans(), amplitude=st.floats(0, 5), margin=st.floats(0.01, 0.99), seed=st.integers(0, 2**16))
-def test_every_top1_is_kept_and_every_answer_sums_to_one(logits, ties, amplitude, margin, seed):
+       ties=st.booleans(), amplitude=st.floats(0, 5), margin=st.floats(0.01, 0.99), seed=st.integers(0, 2**16),
+       kind=st.sampled_from(["keyed_signal", "learned_signal"]))
+def test_every_top1_is_kept_and_every_answer_sums_to_one(logits, ties, amplitude, margin, seed, kind):
     raw = torch.tensor(logits)
     if ties:
         raw[:, 2] = raw.max(dim=1).values  # a class tied with the top-1
-    module = _signal(4, (1, 2, 2), amplitude, margin, seed)
+    module = _signal(4, (1, 2, 2), amplitude, margin, seed, kind)
     images = torch.rand((len(raw), 1, 2, 2), generator=torch.Generator().manual_seed(seed))
     q = torch.softmax(module(images, raw), dim=1)
     assert torch.equal(q.argmax(dim=1), torch.softmax(raw, dim=1).argmax(dim=1))
@@ -80,9 +88,43 @@ def test_the_randomisation_p_value_by_hand_and_uniform_under_the_null():
     assert sum(v <= 0.05 for v in p) < binomial_threshold(400, 0.05, 1e-4) and sum(v <= 0.5 for v in p) > 150
 
 
-@pytest.fixture(scope="module")
-def marked(digits, digits_target):
-    scheme = CSP(seed=3, inputs=500)  # digits hold 360 test images: every one
+def test_the_learned_perturbation_by_hand_on_a_three_class_distribution():
+    module = LearnedSignal(classes=3, shape=(1, 2, 2), amplitude=0.2, margin=0.5, grid=1)  # one feature: the mean pixel
+    module.load_state_dict({"centre": torch.tensor([0.5]), "spread": torch.tensor([0.25]), "weight": torch.tensor([[1.0], [0.5], [-2.0]]),
+                            "bias": torch.tensor([0.0, 0.0, 0.1]), "sign": torch.tensor([1.0, 1.0, -1.0])})
+    image = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])  # mean 0.75: feature (0.75 - 0.5) / 0.25 = 1
+    t = torch.tanh(torch.tensor([1.0, 0.5, -2.0 + 0.1]))
+    assert torch.allclose(module.pattern(image), t[None])
+    p = torch.tensor([[0.35, 0.55, 0.1]])  # class 1 is the top-1
+    added = torch.tensor([0.5 * (0.55 - 0.35), 0.0, 0.2 * (1 - t[2]) / 2])  # class 0's 0.2 (1 + t_0) / 2 = 0.176 is capped at 0.1
+    assert 0.2 * (1 + t[0]) / 2 > 0.1 and 0.2 * (1 - t[2]) / 2 < 0.5 * (0.55 - 0.1)
+    q = torch.softmax(module(image, p.log()), dim=1)
+    assert torch.allclose(q, (p + added) / (1 + added.sum()), atol=1e-6) and q.argmax() == 1
+
+
+def test_the_sign_test_by_hand_and_uniform_under_the_null():
+    values = torch.tensor([1.0, 2.0])  # sums over the four sign vectors: -3, -1, 1, 3
+    assert [sign_flip_p_value(values, s) for s in (3.0, 1.0, -1.0, -3.0)] == [0.25, 0.5, 0.75, 1.0]
+    assert sign_flip_p_value(torch.zeros(3), 0.0) == 1.0  # no information: no evidence
+    many = torch.ones(20)  # beyond the enumeration: drawn, P(sum of 20 signs >= 20) = 2^-20, floor 1 / (draws + 1)
+    assert sign_flip_p_value(many, 20.0) == pytest.approx(1 / 100_001)
+    g = torch.Generator().manual_seed(0)
+    p = []
+    for _ in range(400):
+        values = torch.rand(10, generator=g)
+        p.append(sign_flip_p_value(values, float(((2 * torch.randint(0, 2, (10,), generator=g) - 1) * values).sum())))
+    assert sum(v <= 0.05 for v in p) < binomial_threshold(400, 0.05, 1e-4) and sum(v <= 0.5 for v in p) > 150
+
+
+#: The smallest p-value each scheme's exact test gives (a 10-class host): CSP's randomisation draws, USP's 2^10 signs.
+FLOORS = {"csp": 1 / (RANDOMISATIONS + 1), "usp": 2.0 ** -10}
+ANSWER_SETTINGS = {"csp": {"kind": "keyed_signal", "amplitude": 0.1, "margin": 0.5},
+                   "usp": {"kind": "learned_signal", "amplitude": 0.1, "margin": 0.5, "grid": 4}}
+
+
+@pytest.fixture(scope="module", params=["csp", "usp"])
+def marked(request, digits, digits_target):
+    scheme = watermark_named(request.param, seed=3, inputs=500)  # digits hold 360 test images: every one
     model, key = scheme.embed(digits_target, digits.train, held_out=digits.test)
     return scheme, model, key
 
@@ -93,7 +135,7 @@ def test_the_marked_model_keeps_the_weights_and_every_label_and_verifies(marked,
     plain = without_answers(model)
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), digits_target.state_dict().values()))
     result = scheme.verify(WhiteBox(model), key)
-    assert result.matching_score > 0.99 and result.p_value == 1 / (RANDOMISATIONS + 1) and result.queries == len(key.samples) == 360
+    assert result.matching_score > 0.99 and result.p_value == FLOORS[scheme.name] and result.queries == len(key.samples) == 360
     assert scheme.verify(WhiteBox(plain), key).p_value > 0.05  # the weights alone carry no mark
 
 
@@ -179,37 +221,38 @@ def test_bad_keys_and_settings_are_refused_in_one_line(marked, digits, digits_ta
                         (["--model", str(host_path), "--watermark", str(tmp_path / "none.safetensors")], "--watermark")):
         code, _, err = run_cli(["serve", *argv], capsys)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
-    edited = WatermarkKey(scheme="csp", config={**key.config, "margin": 1.0}, task=key.task, tensors=dict(key.tensors),
+    edited = WatermarkKey(scheme=scheme.name, config={**key.config, "margin": 1.0}, task=key.task, tensors=dict(key.tensors),
                           thresholds=dict(key.thresholds), target=dict(key.target), stats=dict(key.stats))
     with pytest.raises(IntegrityError, match="margin"):  # a perturbation that could change a top-1
-        CSP.validate(edited)
+        type(scheme).validate(edited)
     for settings_, words in (({"margin": 1.0}, "margin"), ({"amplitude": 0.0}, "amplitude"), ({"inputs": 0}, "inputs")):
         with pytest.raises(InputError, match=words):
-            CSP(**settings_)
+            type(scheme)(**settings_)
     with pytest.raises(InputError, match="budget"):
         Extract(budget=0)
-    with pytest.raises(InputError, match="nothing is trained"):
+    with pytest.raises(InputError, match="weights are not trained"):
         scheme.embed(digits_target, digits.train, from_scratch=True)
 
 
-def test_the_command_line_marks_a_model_file_and_verifies_it(digits_target, tmp_path, capsys):
+@pytest.mark.parametrize("name", ["csp", "usp"])
+def test_the_command_line_marks_a_model_file_and_verifies_it(name, digits_target, tmp_path, capsys):
     import json
 
     from conftest import run_cli
 
     host = save_model(digits_target, tmp_path / "host.safetensors")
-    code, out, err = run_cli(["watermark", "embed", "--scheme", "csp", "--model", str(host), "--data", "digits", "--out", str(tmp_path / "m.safetensors"),
+    code, out, err = run_cli(["watermark", "embed", "--scheme", name, "--model", str(host), "--data", "digits", "--out", str(tmp_path / "m.safetensors"),
                               "--key", str(tmp_path / "k.safetensors"), "--set", "inputs=100"], capsys)
     assert code == 0, err
     assert "top1_agreement 1" in out and "test_metric_change 0" in out
     marked = load_model(tmp_path / "m.safetensors")
-    assert marked.spec.answers == {"kind": "keyed_signal", "amplitude": 0.1, "margin": 0.5}
+    assert marked.spec.answers == ANSWER_SETTINGS[name]
     for suspect, declared in ((tmp_path / "m.safetensors", True), (host, False)):
         code, out, err = run_cli(["watermark", "verify", "--key", str(tmp_path / "k.safetensors"), "--suspect", str(suspect),
                                   "--records", str(tmp_path / "records"), "--json"], capsys)
         assert code == 0, err
         result = json.loads(out)
-        assert result["scheme"] == "csp" and result["queries"] == 100 and (result["p_value"] <= 0.001) == declared, result
+        assert result["scheme"] == name and result["queries"] == 100 and (result["p_value"] <= 0.001) == declared, result
 
 
 def test_a_marked_file_loads_with_its_answers_and_its_network_is_the_host(marked, digits_target, tmp_path):
@@ -218,3 +261,13 @@ def test_a_marked_file_loads_with_its_answers_and_its_network_is_the_host(marked
     plain = without_answers(loaded)
     assert plain.spec.info["sha256"] == key.config["host_sha256"] != loaded.spec.info["sha256"]
     assert scheme.attach(loaded, key).spec.answers == loaded.spec.answers  # a marked file can be served with its key again
+
+
+def test_a_usp_forgery_learns_from_the_key_images_and_the_host_answers_alone(digits, digits_target):
+    scheme = watermark_named("usp", seed=1, inputs=200, fit_images=50, steps=5)  # more key images than the learning reads
+    _, key = scheme.embed(digits_target, digits.train, held_out=digits.test)
+    forged = scheme.forge(key, 7)
+    assert forged.tensors["weight"].shape == key.tensors["weight"].shape and not torch.equal(forged.tensors["weight"], key.tensors["weight"])
+    assert torch.equal(forged.samples, key.samples) and torch.equal(forged.tensors["host_log_p"], key.tensors["host_log_p"])
+    type(scheme).validate(forged)
+    assert scheme.forge(key, 7).tensors["sign"].tolist() == forged.tensors["sign"].tolist()  # seeded

@@ -1,4 +1,4 @@
-"""CSP against the API thief: students extracted through the watermarked API, by budget, labels and architecture,
+"""A watermark in the answers (CSP, USP: ``--scheme``) against the API thief: students extracted through the watermarked API, by budget, labels and architecture,
 verified with the key (soft labels and labels only) beside unmarked models, and with every fingerprint set given.
 Not a test.
 
@@ -8,10 +8,11 @@ agreement on every test image), and students are extracted through the marked AP
 ``--other-arch``. A labels-only API answers every key's host's top-1 labels (the perturbation keeps them), so one
 labels-only student per budget and architecture serves every key. A student extracted through the *unmarked* API is
 the control (a copy, but not of the marked answers). Negatives: the unmarked host and ``--negatives``. Students are
-written to ``OUT/students`` and reused; every row goes to ``OUT/csp.json``. With ``--sets``, the same students and
+written to ``OUT/students`` and reused (the labels-only students and the control do not depend on the key or the
+scheme: copy them from another run's ``students`` to reuse them); every row goes to ``OUT/SCHEME.json``. With ``--sets``, the same students and
 negatives are verified with each fingerprint set (its scheme's black-box mode): which scheme catches an API thief.
 
-    python bench/csp.py runs/paper_sets/target.safetensors --data ../shared/data/cifar10_test_32 \\
+    python bench/api_thief.py runs/paper_sets/target.safetensors --data ../shared/data/cifar10_test_32 \\
         --negatives 'runs/bd44/cifar-eval/zoo/suspects/independent_*.safetensors' --sets 'runs/extra_sets/*-0.safetensors' --out runs/csp
 """
 
@@ -30,7 +31,7 @@ from modelprint.data import load_data
 from modelprint.fingerprints import FingerprintSet, scheme_for
 from modelprint.models import load_model, save_model
 from modelprint.train import evaluate, predict
-from modelprint.watermarks import CSP
+from modelprint.watermarks import watermark_named
 from modelprint.watermarks.fidelity import fidelity, read_test
 from modelprint.zoo import Extract
 from modelprint.zoo.extract import api_of
@@ -92,7 +93,8 @@ def summarize(rows: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("host", nargs="?")
-    parser.add_argument("--summarize", default=None, help="print the summary of an earlier run's OUT/csp.json and stop")
+    parser.add_argument("--summarize", default=None, help="print the summary of an earlier run's OUT/SCHEME.json and stop")
+    parser.add_argument("--scheme", default="csp", help="the watermark in the answers: csp or usp")
     parser.add_argument("--data")
     parser.add_argument("--negatives", default="", help="a glob of independent models")
     parser.add_argument("--sets", default="", help="globs (comma-separated) of fingerprint sets of the host to verify the same students with")
@@ -100,7 +102,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="2000,5000,all")
     parser.add_argument("--other-arch", default="vgg11_bn")
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--set", default="", help="CSP settings, e.g. 'amplitude=0.05'")
+    parser.add_argument("--set", default="", help="the scheme's settings, e.g. 'amplitude=0.05'")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.summarize:
@@ -120,7 +122,7 @@ def main() -> None:
     print("| key | student | labels | budget | arch | accuracy | agreement | score (soft) | p | score (labels only) | p |")
     print("|---" * 11 + "|")
     for seed in range(args.keys):
-        scheme = CSP(**settings, seed=seed)
+        scheme = watermark_named(args.scheme, **settings, seed=seed)
         marked, key = scheme.embed(host, data.train, held_out=data.test)
         key.save(out / f"key-{seed}.safetensors")
         fid = fidelity(host_reading, read_test(marked, data), "classification", models=(host, marked))
@@ -141,7 +143,7 @@ def main() -> None:
             v = verdicts(scheme, key, model)
             rows["verification"].append({"key": seed, "name": name, "negative": name != "control-unmarked-api", **v})
             print(f"| {seed} | {name} | | | | | | {v['score']:.3f} | {v['p']:.2g} | {v['score_labels']:.3f} | {v['p_labels']:.2g} |", flush=True)
-        (out / "csp.json").write_text(json.dumps(rows, indent=1))
+        (out / f"{args.scheme}.json").write_text(json.dumps(rows, indent=1))
     for path in sorted(p for pattern in args.sets.split(",") if pattern for p in glob.glob(pattern)):
         fingerprints = FingerprintSet.load(path)
         scheme = scheme_for(fingerprints)
@@ -153,7 +155,7 @@ def main() -> None:
         caught = [n for n in students if scores[n] > top_negative]
         print(f"{Path(path).name} ({scheme.name}, {mode}): max independent {top_negative:.3f}; students above it {len(caught)}/{len(students)}; "
               + ", ".join(f"{n} {scores[n]:.2f}" for n in students), flush=True)
-        (out / "csp.json").write_text(json.dumps(rows, indent=1))
+        (out / f"{args.scheme}.json").write_text(json.dumps(rows, indent=1))
     summarize(rows)
 
 
