@@ -19,7 +19,7 @@ from modelprint.protocol.training_zoo import check_disjoint, records_sha256, tra
 from modelprint.serving.server import ServedModel, ServerThread, create_app
 from modelprint.tasks import Classification, Regression, Similarity
 from modelprint.zoo.build import checkpoint_epochs
-from modelprint.zoo.spec import paper_zoo, quick_zoo, training_zoo
+from modelprint.zoo.spec import PRESETS, TRAINING_THIEVES, paper_zoo, quick_zoo, training_recipe, training_zoo
 
 from conftest import TinyCNN
 
@@ -166,8 +166,24 @@ def test_the_training_zoo_is_disjoint_from_the_presets_and_nested_by_size():
     for preset in (paper_zoo(train_epochs=15), quick_zoo(train_epochs=15)):
         check_disjoint(big.to_dict(), preset)
     assert all(s in big.suspects for s in small.suspects)
-    assert {s.transform for s in training_zoo(20, train_epochs=15).positives} == {"finetune", "retrain", "weight_prune", "filter_prune", "distill"}
+    assert {s.transform for s in training_zoo(20, train_epochs=15).positives} == {"finetune", "retrain", "weight_prune", "filter_prune", "distill", "extract"}
     assert len(big.positives) == len(big.negatives) == 20
+
+
+def test_the_training_zoo_draws_every_thief_recipe_seeded_and_disjoint_from_every_evaluation_zoo():
+    size = 4 * len(TRAINING_THIEVES)  # every second positive is a thief: every recipe once
+    zoo = training_zoo(size, train_epochs=10, arch="vgg11_bn")
+    thieves = [s for s in zoo.positives if s.transform in ("distill", "extract")]
+    assert [training_recipe(s.name) for s in thieves] == [name for name, _, _ in TRAINING_THIEVES]
+    assert [s.seed for s in zoo.suspects] == [s.seed for s in training_zoo(size, train_epochs=10, arch="vgg11_bn").suspects]  # seeded
+    by_recipe = {training_recipe(s.name): s.params for s in thieves}
+    assert by_recipe["distill_other_arch"]["arch"] == by_recipe["extract_other_arch"]["arch"] == "resnet18"  # the target's other
+    assert by_recipe["distill_half_epochs"]["epochs"] == 5 and by_recipe["distill_t1"]["epochs"] == 10
+    resnet = {training_recipe(s.name): s.params for s in training_zoo(size, train_epochs=10).positives}
+    assert resnet["distill_other_arch"]["arch"] == "vgg11_bn"  # a ResNet target's other
+    for preset in PRESETS.values():
+        check_disjoint(zoo.to_dict(), preset(train_epochs=10, arch="vgg11_bn", data="cifar10"))
+    assert training_recipe("negative_0") == training_recipe("positive_x_distill") == "" and training_recipe("positive_12_weight_prune") == "weight_prune"
 
 
 def test_a_training_zoo_sharing_a_seed_or_a_model_with_the_evaluation_zoo_is_refused():
@@ -196,3 +212,15 @@ def test_training_records_take_the_first_of_each_kind_and_their_checkpoints():
     assert records_sha256(positives) != records_sha256(positives[:1])
     with pytest.raises(InputError, match="--size 6"):
         training_records(manifest, 6, checkpoints=False)
+
+
+def test_leave_one_recipe_out_passes_over_the_recipe_and_takes_the_next_positives():
+    spec = training_zoo(12, train_epochs=2)  # positives: finetune, distill, weight_prune, extract, filter_prune, distill_t1
+    manifest = {"suspects": [{**s.to_dict(), "sha256": s.name} for s in spec.suspects]}
+    positives, _ = training_records(manifest, 6, checkpoints=False)
+    assert [r["name"] for r in positives] == ["positive_0_finetune", "positive_1_distill", "positive_2_weight_prune"]
+    positives, _ = training_records(manifest, 6, checkpoints=False, leave_out=("distill",))
+    assert [r["name"] for r in positives] == ["positive_0_finetune", "positive_2_weight_prune", "positive_3_extract"]
+    assert all(training_recipe(r["name"]) != "distill" for r in positives)
+    with pytest.raises(InputError, match="without recipes distill, extract"):
+        training_records(manifest, 12, checkpoints=False, leave_out=("distill", "extract"))

@@ -17,9 +17,9 @@ import torch
 
 from ..errors import InputError
 from ..journal_lines import canonical_json
-from ..models import ImageModel, load_model
+from ..models import ImageModel, load_model, read_spec
 from ..zoo.build import build_zoo
-from ..zoo.spec import NEGATIVE, POSITIVE, ZooSpec, training_zoo
+from ..zoo.spec import NEGATIVE, POSITIVE, ZooSpec, training_recipe, training_zoo
 from .owner import check_made_for, read_manifest
 
 #: Checkpoints kept of every model the training zoo trains for two epochs or more (evenly spaced epochs).
@@ -30,7 +30,8 @@ def build_training_zoo(size: int, target_path: str | Path, data: str, out: str |
                        **executor: Any) -> dict[str, Any]:
     """Train (or reuse) a training zoo of ``size`` models in ``out`` and return its manifest (see
     :func:`~modelprint.zoo.build.build_zoo`); ``executor`` goes there too."""
-    return build_zoo(training_zoo(size, train_epochs=epochs), target_path, data, Path(out), checkpoints=CHECKPOINTS, role="training",
+    arch = read_spec(target_path).arch
+    return build_zoo(training_zoo(size, train_epochs=epochs, arch=arch), target_path, data, Path(out), checkpoints=CHECKPOINTS, role="training",
                      progress=progress, **executor)
 
 
@@ -71,10 +72,11 @@ def check_disjoint(training: dict[str, Any], evaluation: ZooSpec | dict[str, Any
         raise InputError(f"the training zoo shares models with the evaluation zoo ({', '.join(shared[:5])}): a scheme must not be trained on the models it is evaluated on")
 
 
-def training_records(manifest: dict[str, Any], size: int, *, checkpoints: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def training_records(manifest: dict[str, Any], size: int, *, checkpoints: bool, leave_out: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The records of the models a scheme reading ``size`` training models learns from: the first ``size // 2``
     positives and ``size - size // 2`` negatives of the zoo (those a zoo of that size holds), each followed by its
-    checkpoints when ``checkpoints``.
+    checkpoints when ``checkpoints``; positives made by a recipe in ``leave_out`` (:func:`training_recipe`) are
+    passed over, and the next ones taken instead (leave-one-recipe-out needs a zoo larger than ``size``).
 
     Returns:
         (positives, negatives)
@@ -86,6 +88,8 @@ def training_records(manifest: dict[str, Any], size: int, *, checkpoints: bool) 
     chosen: dict[str, list[dict[str, Any]]] = {POSITIVE: [], NEGATIVE: []}
     for record in manifest.get("suspects", []):
         kind = record.get("kind")
+        if kind == POSITIVE and training_recipe(str(record.get("name", ""))) in leave_out:
+            continue
         if kind in chosen and len([r for r in chosen[kind] if "checkpoint_of" not in r]) < wanted[kind]:
             chosen[kind].append(record)
             if checkpoints:
@@ -93,7 +97,8 @@ def training_records(manifest: dict[str, Any], size: int, *, checkpoints: bool) 
     for kind, count in wanted.items():
         have = len([r for r in chosen[kind] if "checkpoint_of" not in r])
         if have < count:
-            raise InputError(f"the training zoo holds {have} {kind} models, {count} needed for {size} training models; build it with --size {size}, or learn from fewer (--set training_models={2 * have})")
+            without = f" without recipes {', '.join(leave_out)}" if leave_out else ""
+            raise InputError(f"the training zoo holds {have} {kind} models{without}, {count} needed for {size} training models; build it larger than --size {size}, or learn from fewer (--set training_models={2 * have})")
     return chosen[POSITIVE], chosen[NEGATIVE]
 
 
@@ -103,11 +108,12 @@ def records_sha256(records: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical_json([[r["name"], r["sha256"]] for r in records]).encode()).hexdigest()
 
 
-def training_helpers(manifest: dict[str, Any], size: int, *, checkpoints: bool, device: str | torch.device = "cpu") -> tuple[dict[str, list[ImageModel]], dict[str, Any]]:
+def training_helpers(manifest: dict[str, Any], size: int, *, checkpoints: bool, device: str | torch.device = "cpu",
+                     leave_out: tuple[str, ...] = ()) -> tuple[dict[str, list[ImageModel]], dict[str, Any]]:
     """The models :func:`training_records` chooses, loaded, as :meth:`~modelprint.fingerprints.FingerprintScheme.generate`
     takes them (the independent ones as ``references``, the pirated ones as ``surrogates``), and what a set records
     of them (``training_zoo_sha256``: :func:`records_sha256`)."""
-    positives, negatives = training_records(manifest, size, checkpoints=checkpoints)
+    positives, negatives = training_records(manifest, size, checkpoints=checkpoints, leave_out=leave_out)
     load = lambda records: [load_model(r["path"], device=device) for r in records]  # noqa: E731
     return {"references": load(negatives), "surrogates": load(positives)}, {"training_zoo_sha256": records_sha256(positives + negatives)}
 

@@ -223,49 +223,84 @@ def quick_distill_zoo(*, train_epochs: int, arch: str | None = None, data: str |
     return ZooSpec((*quick.positives, *distillation_family(train_epochs=train_epochs, arch=arch, data=data, transfer=transfer), *quick.negatives))
 
 
-#: The positives of a training zoo, in the order they are added (a larger zoo holds every smaller one): every
-#: transform of the paper's zoo, with other settings than its own (other pruning ratios, other fine-tuning epochs).
+#: The copies of the weights in a training zoo, in the order they are added: every transform of the paper's zoo
+#: but distillation, with other settings than its own (other pruning ratios, other fine-tuning epochs).
 TRAINING_POSITIVES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("finetune", {"layers": "all", "epochs": 1}),
     ("weight_prune", {"ratio": 0.25}),
     ("filter_prune", {"ratio": 0.2}),
-    ("distill", {}),
     ("retrain", {"layers": "last", "epochs": 3}),
     ("weight_prune", {"ratio": 0.45}),
     ("filter_prune", {"ratio": 0.35}),
-    ("distill", {}),
     ("finetune", {"layers": "last", "epochs": 3}),
     ("retrain", {"layers": "all", "epochs": 1}),
+)
+#: Stands for the architecture other than the target's (:data:`OTHER_ARCH`) in a recipe's settings.
+OTHER = "other"
+#: How thieves distil, in a training zoo, each recipe named (the name ends the suspect's, so that a bench can leave a
+#: recipe out, :func:`training_recipe`), in the order they are added: the paper zoo's distillation and the preset
+#: zoos' API thief, the distillation family's recipes (:func:`distillation_family`) and settings no evaluation zoo
+#: uses (no augmentation, half the epochs, temperature 2 with Adam). ``epochs`` is a share of the target's.
+TRAINING_THIEVES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("distill", "distill", {}),
+    ("extract", "extract", {}),
+    ("distill_t1", "distill", {"temperature": 1.0}),
+    ("distill_hard", "distill", {"labels": "hard"}),
+    ("distill_adam", "distill", {"optimizer": "adam", "lr": 0.002}),
+    ("distill_other_arch", "distill", {"arch": OTHER}),
+    ("extract_hard", "extract", {"labels": "hard"}),
+    ("distill_top3", "distill", {"labels": "top_k", "top_k": 3}),
+    ("distill_t10", "distill", {"temperature": 10.0}),
+    ("extract_other_arch", "extract", {"arch": OTHER}),
+    ("distill_no_augment", "distill", {"augment": ""}),
+    ("extract_1000", "extract", {"budget": 1000}),
+    ("distill_t2_adam", "distill", {"temperature": 2.0, "optimizer": "adam", "lr": 0.001}),
+    ("distill_half_epochs", "distill", {"epochs": 0.5}),
 )
 #: First seeds of a training zoo's positives and negatives: no preset evaluation zoo (seeds below 5000) and none of
 #: the owner's helper models (5000-7999) uses them.
 TRAINING_SEEDS = {POSITIVE: 8000, NEGATIVE: 9000}
 
 
-def training_zoo(size: int, *, train_epochs: int, recover_epochs: int = 3) -> ZooSpec:
+def training_zoo(size: int, *, train_epochs: int, recover_epochs: int = 3, arch: str | None = None) -> ZooSpec:
     """The owner's training zoo (for schemes that learn from pirated and independent models, such as MetaV):
-    ``size // 2`` positives cycling through :data:`TRAINING_POSITIVES` and the rest independent models, seeded from
+    ``size // 2`` positives, alternately a copy of the weights (:data:`TRAINING_POSITIVES`) and a thief's
+    distillation (:data:`TRAINING_THIEVES`), each list in turn, and the rest independent models, seeded from
     :data:`TRAINING_SEEDS`. The first k positives and negatives of a larger zoo are those of a smaller one, so one
-    built zoo serves every smaller size.
+    built zoo serves every smaller size. A positive is named ``positive_I_RECIPE``.
 
     Args:
         size: models in all (at least 2).
         train_epochs: epochs of the target's own training (negatives and distilled copies get the same).
         recover_epochs: at most this many epochs of pruning recovery.
+        arch: the target's architecture (chooses the other one of the recipes that change it; VGG11-BN when None).
     """
     if not isinstance(size, int) or size < 2:
         raise InputError(f"a training zoo needs at least 2 models (a positive and a negative), got {size!r}")
     suspects = []
     for i in range(size // 2):
-        transform, params = TRAINING_POSITIVES[i % len(TRAINING_POSITIVES)]
-        if transform == "distill":
-            params = {"epochs": train_epochs}
-        elif transform.endswith("prune"):
-            params = {**params, "recover_epochs": recover_epochs}
-        suspects.append(SuspectSpec(f"positive_{i}", POSITIVE, transform, params, TRAINING_SEEDS[POSITIVE] + i))
+        if i % 2 == 0:
+            transform, params = TRAINING_POSITIVES[(i // 2) % len(TRAINING_POSITIVES)]
+            recipe = transform
+            if transform.endswith("prune"):
+                params = {**params, "recover_epochs": recover_epochs}
+        else:
+            recipe, transform, params = TRAINING_THIEVES[(i // 2) % len(TRAINING_THIEVES)]
+            params = {**params, "epochs": max(1, round(train_epochs * params.get("epochs", 1)))}
+            if params.get("arch") == OTHER:
+                params["arch"] = OTHER_ARCH.get(arch or "", "vgg11_bn")
+        suspects.append(SuspectSpec(f"positive_{i}_{recipe}", POSITIVE, transform, params, TRAINING_SEEDS[POSITIVE] + i))
     for i in range(size - size // 2):
         suspects.append(SuspectSpec(f"negative_{i}", NEGATIVE, "independent", {"epochs": train_epochs}, TRAINING_SEEDS[NEGATIVE] + i))
     return ZooSpec(tuple(suspects))
+
+
+def training_recipe(name: str) -> str:
+    """The recipe a training zoo's positive was made by, from its name (``positive_3_distill_t1`` ->
+    ``distill_t1``); ``""`` for a negative or a name of another form."""
+    head, _, rest = name.partition("_")
+    index, _, recipe = rest.partition("_")
+    return recipe if head == POSITIVE and index.isdigit() else ""
 
 
 PRESETS = {"paper": paper_zoo, "quick": quick_zoo, "paper-distill": paper_distill_zoo, "quick-distill": quick_distill_zoo}
