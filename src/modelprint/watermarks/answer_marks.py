@@ -5,7 +5,7 @@ suspect is verified black-box, soft labels or labels only, from its answers' res
 
 A subclass draws the key's tensors (:meth:`AnswerWatermark.draw`), builds the post-processor from them
 (:meth:`AnswerWatermark.perturbation`) and turns the residuals into a score and an exact p-value
-(:meth:`AnswerWatermark.test`).
+(:meth:`AnswerWatermark.decide`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class AnswerWatermark(WatermarkScheme):
         """The post-processor's entry in a marked model's spec (``ModelSpec.answers``)."""
         return {"kind": self.kind, "amplitude": self.amplitude, "margin": self.margin}
 
-    def test(self, residual: torch.Tensor, top: torch.Tensor, key: WatermarkKey) -> tuple[float, list[float], float, str]:
+    def decide(self, residual: torch.Tensor, top: torch.Tensor, key: WatermarkKey) -> tuple[float, list[float], float, str]:
         """From the residuals (N x classes) and the host's top-1 on the key images: the score (0.5 by chance, 1 for
         a perfect copy of the perturbation), per-class values, the exact p-value and how it was computed."""
         raise NotImplementedError
@@ -137,7 +137,7 @@ class AnswerWatermark(WatermarkScheme):
     def verify(self, access: Access, key: WatermarkKey, *, mode: str | None = None) -> VerificationResult:  # type: ignore[override]
         """The suspect's answers on the key images against the host's: per class j, the residual ``e_ij`` is the
         change of ``p_j / p_top`` from the host's (soft labels: the API's normalisation cancels), or whether the
-        suspect answers j (labels only); the subclass's :meth:`test` reads them."""
+        suspect answers j (labels only); the subclass's :meth:`decide` reads them."""
         self.check_key(key)
         mode = self.require(access, mode)
         began = time.perf_counter()
@@ -153,7 +153,7 @@ class AnswerWatermark(WatermarkScheme):
         else:
             labels = answers.long().view(-1)
             residual = F.one_hot(labels.clamp(0, host_log_p.shape[1] - 1), host_log_p.shape[1]).float()
-        score, values, p_value, method = self.test(residual, top, key)
+        score, values, p_value, method = self.decide(residual, top, key)
         result = VerificationResult(scheme=self.name, mode=mode, matching_score=score, n_samples=len(samples), queries=queries,
                                     threshold=0.5, values=values, elapsed_s=time.perf_counter() - began)
         result.p_value = p_value

@@ -97,7 +97,7 @@ class CSP(AnswerWatermark):
         return module
 
     # ------------------------------------------------------------------------------------------------ verification
-    def test(self, residual: torch.Tensor, top: torch.Tensor, key: WatermarkKey) -> tuple[float, list[float], float, str]:
+    def decide(self, residual: torch.Tensor, top: torch.Tensor, key: WatermarkKey) -> tuple[float, list[float], float, str]:
         strength, estimate = fourier_coefficients(residual, top, self.perturbation(key).angles(key.samples))
         difference = torch.remainder(estimate - key.tensors["phase"].float() + math.pi, 2 * math.pi) - math.pi
         statistic = float((strength * torch.cos(difference)).sum())

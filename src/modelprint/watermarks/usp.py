@@ -102,7 +102,7 @@ class USP(AnswerWatermark):
         return {**super().answer_settings(), "grid": self.grid}
 
     # ------------------------------------------------------------------------------------------------ the detector
-    def test(self, residual: torch.Tensor, top: torch.Tensor, key: WatermarkKey) -> tuple[float, list[float], float, str]:
+    def decide(self, residual: torch.Tensor, top: torch.Tensor, key: WatermarkKey) -> tuple[float, list[float], float, str]:
         correlation = detector(residual, top, self.perturbation(key).pattern(key.samples))
         signed = key.tensors["sign"].double() * correlation
         statistic, total = float(signed.sum()), float(correlation.abs().sum())
