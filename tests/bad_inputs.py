@@ -175,6 +175,8 @@ class Workspace:
         p["zoo_bad"] = str(folder / "zoo.yaml")
         (folder / "zoo-budget0.yaml").write_text("suspects: [{name: thief, kind: positive, transform: extract, params: {budget: 0}}]\n")
         p["zoo_budget0"] = str(folder / "zoo-budget0.yaml")
+        (folder / "zoo-thief.yaml").write_text("suspects: [{name: thief, kind: positive, transform: extract}, {name: other, kind: negative, transform: independent}]\n")
+        p["zoo_thief"] = str(folder / "zoo-thief.yaml")
         p.update(self._answer_keys(folder, images, labels))
         (folder / "journal-empty-line.jsonl").write_text("{}\n")
         (folder / "journal-damaged.jsonl").write_text('{"time": 1}\n{not json\n{"time": 2}\n')

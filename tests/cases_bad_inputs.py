@@ -285,6 +285,7 @@ CASES: list[Case] = [
     cli("serve --watermark: a usp key whose signs were halved", *SERVE, "--watermark", "{usp_sign}"),
     cli("watermark verify: a usp key whose lattice its map's features do not fit", "watermark", "verify", "--key", "{usp_grid}", "--suspect", "{model}"),
     cli("evaluate: a zoo spec whose API thief has a budget of 0", *EVAL, "--zoo", "{zoo_budget0}"),
+    cli("evaluate: a zoo spec with an API thief for a regression target", *EVAL, "--zoo", "{zoo_thief}", "--task", "regression", "--schemes", "saliency"),
     cli("watermark embed: csp --set margin=1.5", "watermark", "embed", "--model", "{model}", "--data", "{data}", "--out", "{w}/m.safetensors", "--key", "{w}/k.safetensors", "--scheme", "csp", "--set", "margin=1.5"),
     cli("demo: --out /proc/x", "demo", "--out", "/proc/x"),
     cli("demo: --out a regular file", "demo", "--out", "{file}"),

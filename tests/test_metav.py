@@ -224,3 +224,19 @@ def test_leave_one_recipe_out_passes_over_the_recipe_and_takes_the_next_positive
     assert all(training_recipe(r["name"]) != "distill" for r in positives)
     with pytest.raises(InputError, match="without recipes distill, extract"):
         training_records(manifest, 12, checkpoints=False, leave_out=("distill", "extract"))
+
+
+@pytest.mark.parametrize("task", ["regression", "similarity"])
+def test_zoos_for_a_task_hold_only_suspects_that_can_be_made_from_its_models(task):
+    zoo = training_zoo(40, train_epochs=2, task=task)
+    assert len(zoo.positives) == 20 and all(s.supports(task) for s in zoo.suspects)
+    assert {training_recipe(s.name) for s in zoo.positives} & {"extract", "distill_hard", "distill_top3", "extract_hard"} == set()
+    for preset in PRESETS.values():
+        spec = preset(train_epochs=2, data="cifar10")
+        kept = spec.for_task(task, drop=True)
+        assert [s for s in spec.suspects if s not in kept.suspects] == [s for s in spec.suspects if not s.supports(task)]
+        assert all(s.transform != "extract" for s in kept.suspects) and len(kept.negatives) == len(spec.negatives)
+        if any(not s.supports(task) for s in spec.suspects):
+            with pytest.raises(InputError, match=f"cannot be made from a {task} model"):
+                spec.for_task(task, drop=False)
+    assert training_zoo(40, train_epochs=2, task="classification").suspects == training_zoo(40, train_epochs=2).suspects

@@ -164,7 +164,7 @@ class EvaluationConfig:
         if min(self.owner_counts().values()) < 0:
             raise InputError("references, surrogates and calibration must be >= 0")
         if self.training_zoo_size():  # a training zoo that overlaps the evaluation zoo fails now, not after both are built
-            spec = training_zoo(self.training_zoo_size(), train_epochs=self.epochs, arch=self.arch)  # type: ignore[arg-type]
+            spec = training_zoo(self.training_zoo_size(), train_epochs=self.epochs, arch=self.arch, task=self.task)  # type: ignore[arg-type]
             check_disjoint({"suspects": [s.to_dict() for s in spec.suspects]}, self.zoo_spec())
         for name in names:  # bad settings, or helper models that do not fit them, fail now, not after the zoo
             scheme = self.fingerprint_scheme(0, name)
@@ -224,8 +224,8 @@ class EvaluationConfig:
 
     def zoo_spec(self) -> ZooSpec:
         if self.zoo:
-            return ZooSpec.from_file(self.zoo)
-        return PRESETS[self.preset](train_epochs=self.epochs, arch=self.arch, data=self.data, transfer=self.transfer)
+            return ZooSpec.from_file(self.zoo).for_task(self.task, drop=False)
+        return PRESETS[self.preset](train_epochs=self.epochs, arch=self.arch, data=self.data, transfer=self.transfer).for_task(self.task, drop=True)
 
     def task_adapter(self) -> Task:
         return task_named(self.task, similarity=self.similarity)

@@ -30,8 +30,8 @@ def build_training_zoo(size: int, target_path: str | Path, data: str, out: str |
                        **executor: Any) -> dict[str, Any]:
     """Train (or reuse) a training zoo of ``size`` models in ``out`` and return its manifest (see
     :func:`~modelprint.zoo.build.build_zoo`); ``executor`` goes there too."""
-    arch = read_spec(target_path).arch
-    return build_zoo(training_zoo(size, train_epochs=epochs, arch=arch), target_path, data, Path(out), checkpoints=CHECKPOINTS, role="training",
+    spec = read_spec(target_path)
+    return build_zoo(training_zoo(size, train_epochs=epochs, arch=spec.arch, task=spec.task), target_path, data, Path(out), checkpoints=CHECKPOINTS, role="training",
                      progress=progress, **executor)
 
 

@@ -28,6 +28,11 @@ class Transform(ABC):
     #: watermark in the answers); every other transform takes the weights, without it.
     queries_api: ClassVar[bool] = False
 
+    def supports(self, task: str) -> bool:
+        """Whether this transform, with these settings, can be applied to a model of ``task`` (a preset zoo leaves
+        out the suspects it cannot make for the target's task)."""
+        return True
+
     @abstractmethod
     def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> ImageModel | None:
         """Change ``model`` (a private copy) in place, or return the model that replaces it (a student of another

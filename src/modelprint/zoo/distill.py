@@ -84,6 +84,9 @@ class Distill(Transform):
     width: int | None = None
     transfer: str | None = None
 
+    def supports(self, task: str) -> bool:
+        return self.labels == "soft" or task == "classification"  # top-1 and top-k labels need classes
+
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise InputError(f"temperature must be > 0, got {self.temperature}")

@@ -82,6 +82,9 @@ class Extract(Transform):
     transfer: str | None = None
     batch_size: int = 256
 
+    def supports(self, task: str) -> bool:
+        return task == "classification"  # a classifier's API: probabilities or labels
+
     def __post_init__(self) -> None:
         if self.budget is not None:
             number(self.budget, "budget", minimum=1, integer=True)

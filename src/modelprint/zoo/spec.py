@@ -42,6 +42,10 @@ class SuspectSpec:
             raise InputError(f"suspect name {self.name!r} is not a valid file name")
         self.build_transform()  # validate the parameters now, not half-way through a build
 
+    def supports(self, task: str) -> bool:
+        """Whether this suspect can be made from a model of ``task`` (:meth:`Transform.supports`)."""
+        return self.build_transform().supports(task)
+
     def build_transform(self) -> Transform:
         try:
             return TRANSFORMS[self.transform](**self.params)
@@ -73,6 +77,18 @@ class ZooSpec:
     @property
     def negatives(self) -> list[SuspectSpec]:
         return [s for s in self.suspects if s.kind == NEGATIVE]
+
+    def for_task(self, task: str, *, drop: bool) -> "ZooSpec":
+        """The suspects that can be made from a model of ``task``: the others dropped (a preset's, made for every
+        task), or refused (a zoo the user wrote).
+
+        Raises:
+            InputError: a suspect the task does not allow, with ``drop`` False.
+        """
+        unfit = [s for s in self.suspects if not s.supports(task)]
+        if unfit and not drop:
+            raise InputError(f"zoo spec: suspect {unfit[0].name!r} ({unfit[0].transform} {unfit[0].params}) cannot be made from a {task} model")
+        return ZooSpec(tuple(s for s in self.suspects if s not in unfit))
 
     def to_dict(self) -> dict[str, Any]:
         return {"suspects": [s.to_dict() for s in self.suspects]}
@@ -262,7 +278,7 @@ TRAINING_THIEVES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 TRAINING_SEEDS = {POSITIVE: 8000, NEGATIVE: 9000}
 
 
-def training_zoo(size: int, *, train_epochs: int, recover_epochs: int = 3, arch: str | None = None) -> ZooSpec:
+def training_zoo(size: int, *, train_epochs: int, recover_epochs: int = 3, arch: str | None = None, task: str = "classification") -> ZooSpec:
     """The owner's training zoo (for schemes that learn from pirated and independent models, such as MetaV):
     ``size // 2`` positives, alternately a copy of the weights (:data:`TRAINING_POSITIVES`) and a thief's
     distillation (:data:`TRAINING_THIEVES`), each list in turn, and the rest independent models, seeded from
@@ -274,9 +290,12 @@ def training_zoo(size: int, *, train_epochs: int, recover_epochs: int = 3, arch:
         train_epochs: epochs of the target's own training (negatives and distilled copies get the same).
         recover_epochs: at most this many epochs of pruning recovery.
         arch: the target's architecture (chooses the other one of the recipes that change it; VGG11-BN when None).
+        task: the target's task: a recipe that cannot be made from such a model (top-1 labels, the API thief of a
+            classifier) is left out of the cycle.
     """
     if not isinstance(size, int) or size < 2:
         raise InputError(f"a training zoo needs at least 2 models (a positive and a negative), got {size!r}")
+    thieves = [t for t in TRAINING_THIEVES if TRANSFORMS[t[1]](**{k: v for k, v in t[2].items() if k not in ("epochs", "arch")}).supports(task)]
     suspects = []
     for i in range(size // 2):
         if i % 2 == 0:
@@ -285,7 +304,7 @@ def training_zoo(size: int, *, train_epochs: int, recover_epochs: int = 3, arch:
             if transform.endswith("prune"):
                 params = {**params, "recover_epochs": recover_epochs}
         else:
-            recipe, transform, params = TRAINING_THIEVES[(i // 2) % len(TRAINING_THIEVES)]
+            recipe, transform, params = thieves[(i // 2) % len(thieves)]
             params = {**params, "epochs": max(1, round(train_epochs * params.get("epochs", 1)))}
             if params.get("arch") == OTHER:
                 params["arch"] = OTHER_ARCH.get(arch or "", "vgg11_bn")
