@@ -59,17 +59,37 @@ def owner_helpers(training: dict, counts: dict[str, int], leave_out: tuple[str, 
             {training_recipe(r["name"]) for r in surrogates})
 
 
+def summarize(rows: list[dict]) -> None:
+    """Per held-out recipe, its students' mean score when the recipe was learnt from (the row with nothing left
+    out) and when it was left out, against the verdict's threshold and the highest independent model."""
+    print("| recipe | score, learnt from | score, left out | declared when left out | above every independent when left out | sets |")
+    print("|---|---|---|---|---|---|")
+    base = [r for r in rows if r["held_out"] is None]
+    for recipe in dict.fromkeys(r["held_out"] for r in rows if r["held_out"]):
+        out = [r for r in rows if r["held_out"] == recipe]
+        learnt = [v for r in base for n, v in r["students"].items() if evaluation_recipe(n) == recipe]
+        scores = [v for r in out for v in r["students"].values()]
+        declared = sum(v > r["threshold"] for r in out for v in r["students"].values())
+        above = sum(v > max(r["independent"].values()) for r in out for v in r["students"].values())
+        mean = lambda xs: f"{sum(xs) / len(xs):.3f}" if xs else "-"  # noqa: E731
+        print(f"| {recipe} | {mean(learnt)} | {mean(scores)} | {declared}/{len(scores)} | {above}/{len(scores)} | {len(out)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a finished evaluation folder")
-    parser.add_argument("--training-zoo", type=Path, required=True)
+    parser.add_argument("run", type=Path, nargs="?", help="a finished evaluation folder")
+    parser.add_argument("--summarize", type=Path, default=None, help="print the table of an earlier run's OUT/SCHEME.json and stop")
+    parser.add_argument("--training-zoo", type=Path)
     parser.add_argument("--scheme", default="metav", help="metav, or a scheme that reads the owner's helper models (NAME[:CONFIGURATION])")
     parser.add_argument("--size", type=int, default=56, help="training models MetaV learns from")
     parser.add_argument("--sets", type=int, default=3)
     parser.add_argument("--recipes", default="", help="comma-separated recipes to hold out (default: every one with students in the zoo)")
     parser.add_argument("--set", default="", help="the scheme's settings, e.g. 'steps=600'")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.summarize:
+        summarize(json.loads(args.summarize.read_text()))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     report = json.loads((args.run / "report.json").read_text())
     zoo = json.loads((args.run / "zoo" / "manifest.json").read_text())["suspects"]
@@ -117,6 +137,7 @@ def main() -> None:
                   f"{sum(v > threshold for v in positive.values())}/{len(positive)} | {sum(v > top for v in positive.values())}/{len(positive)} | "
                   f"{top:.3f} | {sum(v > threshold for v in negative.values())}/{len(negative)} |", flush=True)
             (args.out / f"{args.scheme.replace(':', '-')}.json").write_text(json.dumps(rows, indent=1))
+    summarize(rows)
 
 
 if __name__ == "__main__":
