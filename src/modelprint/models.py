@@ -209,13 +209,11 @@ def without_answers(model: ImageModel) -> ImageModel:
     itself when it has none)."""
     if model.spec.answers is None:
         return model
-    spec = ModelSpec.from_json(model.spec.to_json())
-    spec.answers = None
-    copy = ImageModel(architecture(spec.arch)(**spec.arch_kwargs) if spec.arch != ONNX else clone_model(model).net, spec)
-    copy.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("answers.")})
-    if "sha256" in spec.info:  # the identity of these weights, not of the model with its post-processor
-        spec.info["sha256"] = state_sha256(copy)
-    return copy.to(device_of(model))
+    copy = clone_model(model)
+    copy.answers, copy.spec.answers = None, None
+    if "sha256" in copy.spec.info:  # the identity of these weights, not of the model with its post-processor
+        copy.spec.info["sha256"] = state_sha256(copy)
+    return copy
 
 
 def state_sha256(model: nn.Module) -> str:

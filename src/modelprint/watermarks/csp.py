@@ -52,14 +52,10 @@ class CSP(AnswerWatermark):
     """The keyed answer perturbation and its exact phase test (see the module docstring).
 
     Args:
-        amplitude: the largest probability the signal gives a class.
-        margin: in (0, 1): a raised class stays below ``margin`` times its gap to the top-1 (every top-1 kept).
-        grid: the lattice of the secret directions.
+        amplitude, margin, grid, inputs, clip, alpha: as :class:`~.answer_marks.AnswerWatermark` (``grid``: the
+            lattice of the secret directions).
         min_frequency, max_frequency: the range of the signals' frequencies, in cycles per standard deviation of
             the owner's images' projections.
-        inputs: key images (verification queries), drawn from the owner's held-out images.
-        clip: residuals are clipped to this size (one wild answer cannot dominate a sum).
-        alpha: the false-positive level of the verdict the key records.
         seed: draws the directions, frequencies, phases and key images.
     """
 

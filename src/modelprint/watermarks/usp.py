@@ -52,15 +52,11 @@ class USP(AnswerWatermark):
     """The learned answer perturbation, its paired detector and their exact sign test (see the module docstring).
 
     Args:
-        amplitude: the largest probability the perturbation gives a class.
-        margin: in (0, 1): a raised class stays below ``margin`` times its gap to the top-1 (every top-1 kept).
-        grid: the lattice of the image features the map reads.
+        amplitude, margin, grid, inputs, clip, alpha: as :class:`~.answer_marks.AnswerWatermark` (``grid``: the
+            lattice of the image features the map reads).
         steps: Adam steps of the joint learning (0: the random map it starts from).
         learning_rate: of those steps.
         fit_images: the owner's training images the learning reads (at most).
-        inputs: key images (verification queries), drawn from the owner's held-out images.
-        clip: residuals are clipped to this size (one wild answer cannot dominate a sum).
-        alpha: the false-positive level of the verdict the key records.
         seed: draws the map's start, the signs and the key images.
     """
 

@@ -99,7 +99,7 @@ class Distill(Transform):
 
     def _transform(self, model: ImageModel, data: ImageDataset, seed: int, progress: bool) -> ImageModel:
         spec = model.spec
-        if self.labels != "soft" and spec.task != "classification":
+        if not self.supports(spec.task):
             raise InputError(f"labels={self.labels!r} distils a classifier; the stolen model is a {spec.task} model")
         teacher = fresh_like(model)  # (drawn first, as before the family existed: the default recipe's student is unchanged)
         teacher.load_state_dict(model.state_dict())  # the stolen weights

@@ -19,6 +19,7 @@ from ..checks import number
 from ..data import ImageDataset, load_data
 from ..errors import InputError
 from ..models import ImageModel, fresh_like
+from ..tasks import Classification
 from ..train import TrainConfig, fit
 from .base import Transform
 from .distill import label_loss, same_architecture, student_of
@@ -27,15 +28,12 @@ from .distill import label_loss, same_architecture, student_of
 def api_of(model: ImageModel, *, budget: int | None, labels_only: bool, batch_size: int = 256) -> BlackBox:
     """``model`` behind a prediction API as it is deployed: its probabilities (after its answer post-processor), or
     its top-1 labels only, counted against ``budget``."""
-    model = model.eval()
-
-    @torch.no_grad()
-    def answer(images: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.softmax(model(images.to(model.mean.device)).float(), dim=1).cpu()
-        return probabilities.argmax(dim=1) if labels_only else probabilities
-
-    return BlackBox(answer, budget=budget, batch_size=batch_size, labels_only=labels_only,
-                    input_shape=(model.spec.channels, *model.spec.input_size), identity={"kind": "function", "what": "the stolen model's API"})
+    box = BlackBox.from_model(model, Classification(), budget=budget, batch_size=batch_size, labels_only=labels_only,
+                              identity={"kind": "function", "what": "the stolen model's API"})
+    if labels_only:
+        probabilities = box.predict_fn
+        box.predict_fn = lambda images: probabilities(images).argmax(dim=1)
+    return box
 
 
 def extraction_targets(api: BlackBox, images: torch.Tensor) -> torch.Tensor:
@@ -119,7 +117,7 @@ class Extract(Transform):
             The student; ``spec.info["queries"]`` holds the images the API was sent.
         """
         spec = like.spec
-        if spec.task != "classification":
+        if not self.supports(spec.task):
             raise InputError(f"extraction through a classifier's API needs a classifier, not a {spec.task} model")
         targets = extraction_targets(api, images)
         if targets.ndim == 1:  # labels only: the student's loss reads the label as the argmax of a one-hot row

@@ -181,6 +181,11 @@ def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: in
 
 #: A student architecture other than the target's, per target architecture (for the distillation family).
 OTHER_ARCH = {"vgg11_bn": "resnet18"}
+def other_arch(arch: str | None) -> str:
+    """The student architecture other than the target's ``arch`` (VGG11-BN for any but a VGG11-BN target)."""
+    return OTHER_ARCH.get(arch or "", "vgg11_bn")
+
+
 #: The seed of the distillation family's first student: no preset zoo, helper model or training zoo uses 450-499.
 FAMILY_SEED = 450
 
@@ -218,11 +223,11 @@ def distillation_family(*, train_epochs: int, arch: str | None = None, data: str
         ("distill_hard", {"labels": "hard"}),
         ("distill_top3", {"labels": "top_k", "top_k": 3}),
         ("distill_adam", {"optimizer": "adam", "lr": 0.002}),
-        ("distill_other_arch", {"arch": OTHER_ARCH.get(arch or "", "vgg11_bn")}),
+        ("distill_other_arch", {"arch": other_arch(arch)}),
     ]
     if transfer is not None or data != DIGITS:
         recipes.append(("distill_transfer", {"transfer": transfer or DIGITS}))
-    thieves = [("extract_hard", {"labels": "hard"}), ("extract_1000", {"budget": 1000}), ("extract_other_arch", {"arch": OTHER_ARCH.get(arch or "", "vgg11_bn")})]
+    thieves = [("extract_hard", {"labels": "hard"}), ("extract_1000", {"budget": 1000}), ("extract_other_arch", {"arch": other_arch(arch)})]
     return (*(SuspectSpec(name, POSITIVE, "distill", {"epochs": train_epochs, **params}, FAMILY_SEED + i) for i, (name, params) in enumerate(recipes)),
             *(SuspectSpec(name, POSITIVE, "extract", {"epochs": train_epochs, **params}, FAMILY_SEED + 10 + i) for i, (name, params) in enumerate(thieves)))
 
@@ -295,7 +300,13 @@ def training_zoo(size: int, *, train_epochs: int, recover_epochs: int = 3, arch:
     """
     if not isinstance(size, int) or size < 2:
         raise InputError(f"a training zoo needs at least 2 models (a positive and a negative), got {size!r}")
-    thieves = [t for t in TRAINING_THIEVES if TRANSFORMS[t[1]](**{k: v for k, v in t[2].items() if k not in ("epochs", "arch")}).supports(task)]
+    thieves = []  # (recipe, transform, settings) for this target, those its task allows
+    for recipe, transform, params in TRAINING_THIEVES:
+        params = {**params, "epochs": max(1, round(train_epochs * params.get("epochs", 1)))}
+        if params.get("arch") == OTHER:
+            params["arch"] = other_arch(arch)
+        if TRANSFORMS[transform](**params).supports(task):
+            thieves.append((recipe, transform, params))
     suspects = []
     for i in range(size // 2):
         if i % 2 == 0:
@@ -305,9 +316,6 @@ def training_zoo(size: int, *, train_epochs: int, recover_epochs: int = 3, arch:
                 params = {**params, "recover_epochs": recover_epochs}
         else:
             recipe, transform, params = thieves[(i // 2) % len(thieves)]
-            params = {**params, "epochs": max(1, round(train_epochs * params.get("epochs", 1)))}
-            if params.get("arch") == OTHER:
-                params["arch"] = OTHER_ARCH.get(arch or "", "vgg11_bn")
         suspects.append(SuspectSpec(f"positive_{i}_{recipe}", POSITIVE, transform, params, TRAINING_SEEDS[POSITIVE] + i))
     for i in range(size - size // 2):
         suspects.append(SuspectSpec(f"negative_{i}", NEGATIVE, "independent", {"epochs": train_epochs}, TRAINING_SEEDS[NEGATIVE] + i))
