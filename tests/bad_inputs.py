@@ -218,7 +218,7 @@ class Workspace:
     @staticmethod
     def _keys(folder: Path) -> dict[str, str]:
         """Two key pairs, a record signed by the first, and the same record with one character changed."""
-        from modelprint.signing import new_key_files, sign_record
+        from modelprint.integrity.signing import new_key_files, sign_record
 
         owner_key, owner_pub = new_key_files(folder / "owner")
         _, stranger_pub = new_key_files(folder / "stranger")

@@ -61,7 +61,7 @@ _MISSING = object()
 STUBS = [
     ("modelprint.train", "train_new_model"), ("modelprint.protocol", "run_evaluation"),
     ("modelprint.protocol.owner", "build_owner_models"), ("modelprint.protocol.training_zoo", "build_training_zoo"),
-    ("modelprint.demo", "run_demo"), ("modelprint.serving.server", "serve"), ("modelprint.signing", "new_key_files"),
+    ("modelprint.demo", "run_demo"), ("modelprint.serving.server", "serve"), ("modelprint.integrity.signing", "new_key_files"),
     ("modelprint.watermarks.deepsigns", "DeepSigns.embed"),
 ]
 

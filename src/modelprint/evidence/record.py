@@ -24,9 +24,9 @@ from .._version import __version__
 from ..access import BlackBox
 from ..errors import InputError
 from ..fingerprints.base import FingerprintSet, VerificationResult
-from ..hashing import file_sha256
+from ..integrity.hashing import file_sha256
 from ..metrics import verdict as calibrated_verdict
-from ..urls import redact_url
+from ..serving.urls import redact_url
 
 RECORD_VERSION = 1
 

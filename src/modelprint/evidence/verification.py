@@ -22,10 +22,10 @@ from ..errors import InputError, IntegrityError
 from .record import file_identity, read_null_scores, verification_record, write_record
 from ..metrics import verdict as calibrated_verdict
 from ..fingerprints import FingerprintSet, VerificationResult, scheme_for
-from ..journal_lines import canonical_json
+from ..journal.lines import canonical_json
 from ..models import load_model
-from ..signing import Ed25519PrivateKey, Ed25519PublicKey, load_private_key, sign_record
-from ..urls import redact_url
+from ..integrity.signing import Ed25519PrivateKey, Ed25519PublicKey, load_private_key, sign_record
+from ..serving.urls import redact_url
 
 if TYPE_CHECKING:
     from ..serving.json_api import ApiMapping
@@ -166,7 +166,7 @@ def verify_suspect(
             can name any well-formed hash; only the file confirms it). The record then says so
             (``fingerprints.target_confirmed``).
         sign: the private key (PEM file) that signs the evidence record (a ``signature`` block, see
-            :func:`~modelprint.signing.sign_record`).
+            :func:`~modelprint.integrity.signing.sign_record`).
         kind: the kind of file ``fingerprints`` is: a fingerprint set, or a watermark key
             (:class:`~modelprint.watermarks.WatermarkKey`); a file of another kind is refused.
         api: how to ask a JSON-over-HTTP API at ``url`` (:class:`~modelprint.serving.json_api.ApiMapping`, or its

@@ -23,8 +23,8 @@ def keys_new(
     out: Path = typer.Option(..., help="Name of the key pair: writes OUT.key (private, mode 0600) and OUT.pub (public)."),
 ) -> None:
     """Make a signing key pair for the owner (never overwrites an existing key file)."""
-    from . import checks
-    from .signing import key_fingerprint, load_private_key, new_key_files
+    from .. import checks
+    from ..integrity.signing import key_fingerprint, load_private_key, new_key_files
 
     for suffix in (".key", ".pub"):
         checks.output_file(f"{out}{suffix}", "--out")
@@ -52,8 +52,8 @@ def records_check(
 ) -> None:
     """Check that a record is signed by the owner's key and unchanged (and, given them, that it names these files);
     with --replay, ask the suspect again and check that it answers as the record's journal holds."""
-    from .errors import InputError
-    from .evidence.check import check_record_file
+    from ..errors import InputError
+    from ..evidence.check import check_record_file
 
     if not replay:
         if trusted_key is None:
@@ -64,7 +64,7 @@ def records_check(
         for line in done.checked:
             stdout.print(f"ok: {line}")
         return
-    from .evidence.replay import replay_record
+    from ..evidence.replay import replay_record
 
     if fingerprints is None:
         raise InputError("--replay needs --fingerprints: the fingerprint set (or watermark key) the record names")
