@@ -182,6 +182,12 @@ class Workspace:
         (folder / "journal-damaged.jsonl").write_text('{"time": 1}\n{not json\n{"time": 2}\n')
         p["journal_braces"], p["journal_damaged"] = str(folder / "journal-empty-line.jsonl"), str(folder / "journal-damaged.jsonl")
         p.update(self._keys(folder))
+        (folder / "kit-garbage").mkdir()
+        (folder / "kit-garbage" / "kit.json").write_text("{not json")
+        (folder / "kit-unsigned").mkdir()
+        (folder / "kit-unsigned" / "kit.json").write_text(json.dumps({"format": "modelprint-kit/1", "sets": []}))
+        (folder / "suspects-empty").mkdir()
+        p.update({name.replace("-", "_"): str(folder / name) for name in ("kit-garbage", "kit-unsigned", "suspects-empty")})
         p.update(self._ecosystem(folder, self.model))
         self.paths = p
 

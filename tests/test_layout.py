@@ -16,7 +16,7 @@ FLOORS: list[set[str]] = [
      "journal", "gradcam", "losses", "train", "detectors", "serving.client", "serving.http", "serving.json_api", "serving.limits", "serving.parse"},
     {"access", "serving.server", "zoo"},
     {"fingerprints", "watermarks", "evidence.record", "evidence.check"},
-    {"evidence.verification", "evidence.replay", "evidence", "protocol", "demo"},
+    {"evidence.verification", "evidence.replay", "evidence", "protocol", "kit", "demo"},
     {"report"},
     {"cli", "__init__", "__main__", "serving"},
 ]

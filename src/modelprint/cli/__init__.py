@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ..checks import parse_assignments
 from .importing import import_command
+from .kit import check, protect, scan
 from .common import TASK_HELP, Mode, SimilarityMetric, TaskName, check_model_file, check_seed, check_verify_paths, console, input_files, print_verification, stdout
 from .protocol import evaluate, owner_models, training_zoo
 from .serving import serve
@@ -307,6 +308,9 @@ app.command("import")(import_command)
 app.command()(evaluate)
 app.command("owner-models")(owner_models)
 app.command("training-zoo")(training_zoo)
+app.command()(protect)
+app.command()(check)
+app.command()(scan)
 
 
 if __name__ == "__main__":

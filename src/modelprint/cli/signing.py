@@ -49,6 +49,7 @@ def records_check(
     journal: Optional[Path] = typer.Option(None, help="With --replay: the record's query journal [default: the path it names]."),
     sample: Optional[int] = typer.Option(None, min=1, help="With --replay --url: ask again only this many journalled images, drawn with --seed [default: every one]."),
     seed: int = typer.Option(0, help="With --replay --sample: seeds the draw."),
+    kit: Optional[Path] = typer.Option(None, help="For the bundle of a 'check' (verdict.json): also check it against this kit."),
 ) -> None:
     """Check that a record is signed by the owner's key and unchanged (and, given them, that it names these files);
     with --replay, ask the suspect again and check that it answers as the record's journal holds."""
@@ -60,6 +61,16 @@ def records_check(
             raise InputError("records check needs --trusted-key (the owner's public key), or --replay with the suspect")
         if url is not None or sample is not None or journal is not None:
             raise InputError("--url, --journal and --sample go with --replay")
+        from ..evidence.check import read_record
+
+        if "bundle_version" in read_record(record):  # the bundle of a 'check': its records, and the combined verdict
+            from ..kit.check import check_bundle
+
+            for line in check_bundle(record, trusted_key, kit=kit):
+                stdout.print(f"ok: {line}")
+            return
+        if kit is not None:
+            raise InputError("--kit goes with the bundle of a 'check' (verdict.json), not a single record")
         done = check_record_file(record, trusted_key, fingerprints=fingerprints, suspect=suspect)
         for line in done.checked:
             stdout.print(f"ok: {line}")
