@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from ..checks import parse_assignments
 from .importing import import_command
@@ -216,29 +215,22 @@ def verify(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("modelprint-demo"), help="Folder for models, fingerprints and summary.json."),
-    epochs: int = typer.Option(8, min=1, help="Training epochs of the target and the independent models."),
-    n: int = typer.Option(100, min=1, help="Fingerprints per configuration."),
+    out: Path = typer.Option(Path("modelprint-demo"), help="Folder for models, the kit, the checks and summary.json."),
+    epochs: int = typer.Option(6, min=1, help="Training epochs of the target, the independent model and the kit's null models."),
+    n: int = typer.Option(100, min=1, help="Fingerprints per set."),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Run the whole method on the embedded digits set and print the table of matching scores."""
+    """Protect a digits model, then check four suspects with its kit as files and two of them served as an API: the owner's workflow."""
     from .. import checks
 
     checks.output_folder(out)
     checks.device(device)
-    from ..demo import run_demo, summary_notes, summary_table
+    from ..demo import run_demo, summary_lines
 
     summary = run_demo(out, epochs=epochs, n=n, device=device, log=lambda line: console.print(line))
-    header, rows = summary_table(summary)
-    table = Table(title=f"Matching scores on {summary['data']} (ResNet-18 width {summary['arch']['width']})")
-    for i, column in enumerate(header):
-        table.add_column(column, justify="left" if i < 2 else "right")
-    for row in rows:
-        table.add_row(*row)
-    stdout.print(table)
-    for line in summary_notes(summary):
-        stdout.print(line)
-    stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary written to {out / 'summary.json'}")
+    for line in summary_lines(summary):
+        stdout.print(line, highlight=False)
+    stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary in {out / 'summary.json'}, each check's page in {out / 'checks'}/*/verdict.html")
 
 
 class Terminated(BaseException):

@@ -72,6 +72,9 @@ def protect(
         private, public = new_key_files(new_key)  # type: ignore[arg-type]
         console.print(f"new key: {private} (private: keep it) and {public} (publish it)")
         key = load_private_key(private)
+    if null_models < 19:
+        console.print(f"warning: with {null_models} null models the combined p-value is never below 1/{null_models + 1} = {1 / (null_models + 1):.3g}: "
+                      "19 or more are needed for a verdict at alpha 0.05")
     steps = plan(chosen, null_models)
     seconds = spec.info.get("train_seconds")
     estimate = f", about {steps['models_to_train'] * seconds / 60:.0f} min of training at the target's {seconds:.0f} s per model" if isinstance(seconds, (int, float)) else ""

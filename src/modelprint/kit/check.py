@@ -3,6 +3,7 @@ verdict with its false-positive rate (:mod:`.combine`), written as a bundle that
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -149,8 +150,11 @@ def statement(combined: dict[str, Any]) -> str:
         head = f"PIRATED: the suspect matches the owner's fingerprints better than independently trained models do (p = {p:.3g} <= {alpha:g})"
     else:
         head = f"NOT SHOWN PIRATED: the suspect does not stand out from independently trained models (p = {p:.3g} > {alpha:g})"
-    return (f"{head}. An independent model like the owner's {k} null models is declared pirated by this rule with probability at most {alpha:g} "
+    tail = (f"{head}. An independent model like the owner's {k} null models is declared pirated by this rule with probability at most {alpha:g} "
             f"(the smallest p-value this kit can give is {combined['floor']:.3g}).")
+    if combined["floor"] > alpha:
+        tail += f" This kit cannot declare anything at {alpha:g}: make it with --null-models {math.ceil(1 / alpha) - 1} or more."
+    return tail
 
 
 def check_bundle(path: str | os.PathLike, trusted_key: signing.PublicKeySource, *, kit: str | os.PathLike | None = None) -> list[str]:
