@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..access import BLACK_BOX, WHITE_BOX
-from ..errors import InputError
-from ..evidence.record import file_identity, strict_json_data, write_record
+from ..errors import InputError, IntegrityError
+from ..evidence.record import strict_json_data, write_record
 from ..evidence.verification import verify_suspect
 from ..fingerprints import SCHEMES
 from ..integrity import signing
@@ -99,6 +99,12 @@ def check_suspect(
     checked = kit if isinstance(kit, Kit) else read_kit(kit, trusted_key=trusted_key)  # every set checked: nothing sent yet
     if sign is not None:
         sign = signing.load_private_key(sign)
+    if suspect is not None and mode is None:
+        from ..architectures import inference_only
+        from ..models import load_model
+
+        if inference_only(load_model(suspect, device=device)):  # an ONNX graph run as it is: it can only be asked
+            mode = BLACK_BOX
     modes = {entry.name: _mode(entry, url, mode) for entry in checked.sets}
     missing = [f"{name} ({m})" for name, m in modes.items() if m not in next(e for e in checked.sets if e.name == name).null]
     if missing:
@@ -107,7 +113,8 @@ def check_suspect(
     remaining = budget
     scores: dict[str, float] = {}
     nulls: dict[str, list[float]] = {}
-    entries = []
+    entries: list[dict[str, Any]] = []
+    entries_seen: list[dict[str, Any]] = []  # the suspect's identity as each record names it
     for entry in checked.sets:
         m = modes[entry.name]
         log(f"{entry.name} ({m})")
@@ -125,8 +132,12 @@ def check_suspect(
         entries.append({"set": entry.name, "scheme": entry.scheme, "configuration": entry.configuration, "mode": m, "score": done.result.matching_score,
                         "verdict": done.record.get("verdict"), "images_used": used, "record": str(done.record_path.relative_to(out)),
                         "record_sha256": file_sha256(done.record_path), "null_scores": entry.null[m]})
+        named = done.record.get("suspect")
+        if done.result.mode != m or (entries_seen and named != entries_seen[0]):
+            raise IntegrityError(f"{entry.name}: the suspect answered in another mode, or is not the one the other sets asked (a file changed during the check?)")
+        entries_seen.append(named)
     verdict = combine(scores, nulls, alpha=alpha)
-    identity = done.record["suspect"] if url else file_identity(suspect)  # type: ignore[arg-type]
+    identity = entries_seen[0]
     bundle: dict[str, Any] = {
         "bundle_version": BUNDLE_VERSION,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -195,7 +206,7 @@ def check_bundle(path: str | os.PathLike, trusted_key: signing.PublicKeySource, 
             raise IntegrityError(f"{path}: {relative} is missing or is not the record the bundle names")
         check_record_file(record_path, public)
         record = read_record(record_path)
-        if record.get("matching_score") != entry.get("score") or record.get("mode") != entry.get("mode"):
+        if record.get("matching_score") != entry.get("score") or record.get("mode") != entry.get("mode") or record.get("suspect") != bundle.get("suspect"):
             raise IntegrityError(f"{path}: {relative} does not say what the bundle says of it")
         name = f"{entry.get('set')} ({entry.get('mode')})"
         if listed is not None:
