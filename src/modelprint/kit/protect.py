@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import InputError
+from ..errors import InputError, IntegrityError
 from ..fingerprints import SCHEMES, FingerprintSet, scheme_for
 from ..integrity import signing
 from ..models import load_model, read_spec, state_sha256
@@ -177,7 +177,10 @@ def build_kit(
         scores = verify_all(scheme, the_set, manifest["suspects"], out / "nulls" / f"{use.name}.json", progress)
         null = {mode: [scores[s.name][f"ms_{MODE_KEYS[mode]}"] for s in nulls.suspects] for mode in scheme.modes}
         for mode in scheme.modes:  # a set that would declare a suspect which never saw the target a copy is refused now
-            scheme.check_not_degenerate(the_set, modes=(mode,), null_scores=null[mode], what=str(path))
+            try:
+                scheme.check_not_degenerate(the_set, modes=(mode,), null_scores=null[mode], what=str(path))
+            except IntegrityError as exc:
+                raise IntegrityError(f"{exc}; make this set with other settings (--set {use.scheme}.SETTING=VALUE) or choose other sets (--schemes)") from None
         timings[f"null_scores_{use.name}_s"] = time.perf_counter() - start
         entries.append({"name": use.name, "file": f"sets/{use.name}.safetensors", "sha256": the_set.sha256(), "scheme": use.scheme,
                         "configuration": use.configuration, "modes": list(scheme.modes), "thresholds": the_set.thresholds,
