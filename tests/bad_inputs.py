@@ -187,7 +187,9 @@ class Workspace:
         (folder / "kit-unsigned").mkdir()
         (folder / "kit-unsigned" / "kit.json").write_text(json.dumps({"format": "modelprint-kit/1", "sets": []}))
         (folder / "suspects-empty").mkdir()
-        p.update({name.replace("-", "_"): str(folder / name) for name in ("kit-garbage", "kit-unsigned", "suspects-empty")})
+        (folder / "suspects-one").mkdir()
+        (folder / "suspects-one" / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+        p.update({name.replace("-", "_"): str(folder / name) for name in ("kit-garbage", "kit-unsigned", "suspects-empty", "suspects-one")})
         p.update(self._ecosystem(folder, self.model))
         self.paths = p
 

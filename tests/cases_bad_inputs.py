@@ -244,7 +244,7 @@ CASES: list[Case] = [
     cli("check: --trusted-key not a key", "check", "--kit", "{kit_unsigned}", "--suspect", "{model}", "--trusted-key", "{pub_garbage}", "--out", "{w}/c8"),
     cli("scan: a folder without model files", "scan", "--kit", "{kit_unsigned}", "--suspects", "{suspects_empty}", "--out", "{w}/s1"),
     cli("scan: a list with a line that is not URL MODEL_NAME", "scan", "--kit", "{kit_unsigned}", "--suspects", "{text}", "--out", "{w}/s2"),
-    cli("scan: an unsigned kit", "scan", "--kit", "{kit_unsigned}", "--suspects", "{dir}", "--out", "{w}/s3"),
+    cli("scan: an unsigned kit", "scan", "--kit", "{kit_unsigned}", "--suspects", "{suspects_one}", "--out", "{w}/s3"),
     cli("keys new: --out of an existing key", "keys", "new", "--out", "{w}/owner"),
     cli("keys new: --out under a regular file", "keys", "new", "--out", "{file}/k"),
     cli("records check: a record edited after signing", "records", "check", "{record_edited}", "--trusted-key", "{owner_pub}"),
