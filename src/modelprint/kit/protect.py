@@ -55,7 +55,7 @@ def check_settings(profile: Profile, settings: dict[str, dict[str, Any]]) -> dic
         if name not in schemes:
             raise InputError(f"--set {name}.*: the {profile.name} profile makes no {name} set (it makes {', '.join(schemes)})")
     for use in profile.uses:  # an unknown setting or value: refused before any work
-        scheme_for_generation(use.scheme, use.configuration, profile.task, dict(settings.get(use.scheme, {})))
+        scheme_for_generation(use.scheme, use.configuration, profile.task, {**dict(use.settings), **settings.get(use.scheme, {})})
     return settings
 
 
@@ -158,7 +158,7 @@ def build_kit(
     (out / "nulls").mkdir(exist_ok=True)
     for use in chosen.uses:
         path = out / "sets" / f"{use.name}.safetensors"
-        own = {**settings.get(use.scheme, {}), "n": n, "seed": seed}
+        own = {**dict(use.settings), **settings.get(use.scheme, {}), "n": n, "seed": seed}
         made = {"scheme": use.scheme, "configuration": use.configuration, "settings": own, "data": data}
         start = time.perf_counter()
         the_set = _reusable(path, use.scheme, made, target_sha, private)
