@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from modelprint.report_comparison import markdown
-from modelprint.report_watermarks import markdown as watermark_markdown
+from modelprint.report.comparison import markdown
+from modelprint.report.watermarks import markdown as watermark_markdown
 
 
 def main() -> None:

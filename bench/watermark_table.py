@@ -1,4 +1,4 @@
-"""The watermark tables of an evaluation's report.json as Markdown (:func:`modelprint.report_watermarks.markdown`,
+"""The watermark tables of an evaluation's report.json as Markdown (:func:`modelprint.report.watermarks.markdown`,
 the tables of report.html): the summary across watermarks, each watermark's separation, verdicts, fidelity and
 ambiguity counts, and the mean score per transform beside the fingerprints'. Not a test.
 
@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from modelprint.report_watermarks import markdown
+from modelprint.report.watermarks import markdown
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

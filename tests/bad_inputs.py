@@ -182,6 +182,14 @@ class Workspace:
         (folder / "journal-damaged.jsonl").write_text('{"time": 1}\n{not json\n{"time": 2}\n')
         p["journal_braces"], p["journal_damaged"] = str(folder / "journal-empty-line.jsonl"), str(folder / "journal-damaged.jsonl")
         p.update(self._keys(folder))
+        (folder / "kit-garbage").mkdir()
+        (folder / "kit-garbage" / "kit.json").write_text("{not json")
+        (folder / "kit-unsigned").mkdir()
+        (folder / "kit-unsigned" / "kit.json").write_text(json.dumps({"format": "modelprint-kit/1", "sets": []}))
+        (folder / "suspects-empty").mkdir()
+        (folder / "suspects-one").mkdir()
+        (folder / "suspects-one" / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+        p.update({name.replace("-", "_"): str(folder / name) for name in ("kit-garbage", "kit-unsigned", "suspects-empty", "suspects-one")})
         p.update(self._ecosystem(folder, self.model))
         self.paths = p
 
@@ -218,7 +226,7 @@ class Workspace:
     @staticmethod
     def _keys(folder: Path) -> dict[str, str]:
         """Two key pairs, a record signed by the first, and the same record with one character changed."""
-        from modelprint.signing import new_key_files, sign_record
+        from modelprint.integrity.signing import new_key_files, sign_record
 
         owner_key, owner_pub = new_key_files(folder / "owner")
         _, stranger_pub = new_key_files(folder / "stranger")

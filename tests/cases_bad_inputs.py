@@ -40,6 +40,7 @@ def _replace(argv: tuple[str, ...], option: str, value: str) -> tuple[str, ...]:
 
 
 IMPORT = ("import", "{own_weights}", "--out", "{w}/imported.safetensors")
+PROTECT = ("protect", "--model", "{model}", "--data", "{data}", "--out", "{w}/kit")
 
 CASES: list[Case] = [
     # ------------------------------------------------------------------------------------------------ import
@@ -215,6 +216,35 @@ CASES: list[Case] = [
     cli("verify: --target another model than the set names", *VERIFY, "--suspect", "{model}", "--target", "{other}"),
     cli("verify: --sign with a public key", *VERIFY, "--suspect", "{model}", "--sign", "{owner_pub}"),
     cli("generate: --sign a key that does not exist", *GEN, "--sign", "{w}/none.key"),
+    # ------------------------------------------------------------------------------------------------ protect, check, scan
+    cli("protect: an unknown profile", *PROTECT, "--new-key", "{w}/k1", "--profile", "bogus"),
+    cli("protect: no key", *PROTECT),
+    cli("protect: both --sign and --new-key", *PROTECT, "--sign", "{owner_key}", "--new-key", "{w}/k2"),
+    cli("protect: --sign a public key", *PROTECT, "--sign", "{owner_pub}"),
+    cli("protect: --new-key of an existing key", *PROTECT, "--new-key", "{w}/owner"),
+    cli("protect: --null-models 0", *PROTECT, "--new-key", "{w}/k3", "--null-models", "0"),
+    cli("protect: --null-models 100000", *PROTECT, "--new-key", "{w}/k4", "--null-models", "100000"),
+    cli("protect: random bytes as the model", *_replace(PROTECT, "--model", "{garbage}"), "--new-key", "{w}/k5"),
+    cli("protect: --out under a file", *_replace(PROTECT, "--out", "{file}/kit"), "--new-key", "{w}/k6"),
+    cli("protect: --data that does not exist", *_replace(PROTECT, "--data", "{w}/nosuch"), "--new-key", "{w}/k7"),
+    cli("protect: --schemes of an unknown scheme", *PROTECT, "--new-key", "{w}/k11", "--schemes", "ipguard,bogus"),
+    cli("protect: --schemes of an unknown configuration", *PROTECT, "--new-key", "{w}/k12", "--schemes", "tafa:bogus"),
+    cli("protect: --schemes naming a set twice", *PROTECT, "--new-key", "{w}/k13", "--schemes", "tafa,tafa:default"),
+    cli("protect: --schemes ','", *PROTECT, "--new-key", "{w}/k14", "--schemes", ","),
+    cli("protect: --set of a scheme the profile does not make", *PROTECT, "--new-key", "{w}/k8", "--set", "metav.steps=3"),
+    cli("protect: --set without a scheme", *PROTECT, "--new-key", "{w}/k9", "--set", "steps=3"),
+    cli("protect: --set of a setting the scheme does not have", *PROTECT, "--new-key", "{w}/k10", "--set", "ipguard.bogus=3"),
+    cli("check: a folder without kit.json", "check", "--kit", "{dir}", "--suspect", "{model}", "--out", "{w}/c1"),
+    cli("check: a kit.json that is not JSON", "check", "--kit", "{kit_garbage}", "--suspect", "{model}", "--out", "{w}/c2"),
+    cli("check: an unsigned kit", "check", "--kit", "{kit_unsigned}", "--suspect", "{model}", "--out", "{w}/c3"),
+    cli("check: --kit a file", "check", "--kit", "{file}", "--suspect", "{model}", "--out", "{w}/c4"),
+    cli("check: neither --suspect nor --url", "check", "--kit", "{kit_unsigned}", "--out", "{w}/c5"),
+    cli("check: random bytes as the suspect", "check", "--kit", "{kit_unsigned}", "--suspect", "{garbage}", "--out", "{w}/c6"),
+    cli("check: --alpha 1.5", "check", "--kit", "{kit_unsigned}", "--suspect", "{model}", "--alpha", "1.5", "--out", "{w}/c7"),
+    cli("check: --trusted-key not a key", "check", "--kit", "{kit_unsigned}", "--suspect", "{model}", "--trusted-key", "{pub_garbage}", "--out", "{w}/c8"),
+    cli("scan: a folder without model files", "scan", "--kit", "{kit_unsigned}", "--suspects", "{suspects_empty}", "--out", "{w}/s1"),
+    cli("scan: a list with a line that is not URL MODEL_NAME", "scan", "--kit", "{kit_unsigned}", "--suspects", "{text}", "--out", "{w}/s2"),
+    cli("scan: an unsigned kit", "scan", "--kit", "{kit_unsigned}", "--suspects", "{suspects_one}", "--out", "{w}/s3"),
     cli("keys new: --out of an existing key", "keys", "new", "--out", "{w}/owner"),
     cli("keys new: --out under a regular file", "keys", "new", "--out", "{file}/k"),
     cli("records check: a record edited after signing", "records", "check", "{record_edited}", "--trusted-key", "{owner_pub}"),

@@ -22,7 +22,7 @@ from modelprint.fingerprints import FingerprintSet, SaliencyFingerprint, scheme_
 from modelprint.fingerprints.sets import DIGEST_KEY, FINGERPRINT_META_KEY, _content_digest
 from modelprint.models import build_model, save_model
 from modelprint.evidence.check import check_record_file
-from modelprint.signing import load_private_key, new_key_files, public_hex
+from modelprint.integrity.signing import load_private_key, new_key_files, public_hex
 from modelprint.evidence.verification import verify_suspect
 
 N = 4

@@ -30,7 +30,7 @@ from modelprint.fingerprints.ipguard import IPGuard
 from modelprint.fingerprints.sets import DIGEST_KEY, FINGERPRINT_META_KEY, SIGNATURE_KEY, _content_digest
 from modelprint.fingerprints.tafa import TAFA
 from modelprint.models import build_model, save_model
-from modelprint.signing import new_key_files
+from modelprint.integrity.signing import new_key_files
 from modelprint.tasks import Regression
 
 N = 4

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -61,8 +62,9 @@ _MISSING = object()
 STUBS = [
     ("modelprint.train", "train_new_model"), ("modelprint.protocol", "run_evaluation"),
     ("modelprint.protocol.owner", "build_owner_models"), ("modelprint.protocol.training_zoo", "build_training_zoo"),
-    ("modelprint.demo", "run_demo"), ("modelprint.serving.server", "serve"), ("modelprint.signing", "new_key_files"),
-    ("modelprint.watermarks.deepsigns", "DeepSigns.embed"),
+    ("modelprint.demo", "run_demo"), ("modelprint.serving.server", "serve"), ("modelprint.integrity.signing", "new_key_files"),
+    ("modelprint.watermarks.deepsigns", "DeepSigns.embed"), ("modelprint.kit.protect", "build_kit"), ("modelprint.kit.check", "verify_suspect"),
+    ("modelprint.kit.scan", "run_jobs"),
 ]
 
 
@@ -194,6 +196,22 @@ COMMANDS: dict[tuple[str, ...], tuple[dict[str, st.SearchStrategy], dict[str, st
         "--noise": _numbers(st.floats(0, 1), ["-1"]), "--round": _numbers(st.integers(0, 6), ["-1"]),
         "--guard-fpr": _numbers(st.floats(0.01, 0.5), ["0", "1", "2"]), "--guard-data": DATA, "--device": DEVICE,
     }),
+    ("protect",): ({"--model": _paths("{model}", bad=("{w}/none", "{dir}", "{garbage}", "{fp}", "{bomb}", "")), "--out": _folders("{w}/kit"),
+                    "--new-key": _paths("{w}/fresh-owner", bad=("{w}/owner", "{file}/sub/k"))}, {
+        "--data": DATA, "--profile": _paths("fast", "strong", bad=("bogus", "")), "--n": _numbers(st.integers(1, 100), ["0"]),
+        "--null-models": _numbers(st.integers(1, 500), ["0", "501"]), "--epochs": _numbers(st.integers(1, 20), ["0"]),
+        "--schemes": _paths("ipguard,tafa", "tafa:images", bad=("bogus", ",", "tafa,tafa:default", "tafa:bogus")), "--device": DEVICE,
+    }),
+    ("check",): ({"--kit": _paths("{kit_ok}", bad=("{w}/none", "{dir}", "{file}", "{kit_garbage}", "{kit_unsigned}")),
+                  "--suspect": _paths("{model}", bad=("{w}/none", "{dir}", "{garbage}", "{fp}", ""))}, {
+        "--out": _folders("{w}/check"), "--alpha": _numbers(st.floats(0.001, 0.5), ["0", "1", "2"]), "--budget": _numbers(st.integers(0, 10**6), ["-1"]),
+        "--batch-size": _numbers(st.integers(1, 256), ["0"]), "--mode": _paths("white-box", "black-box", bad=("grey-box",)),
+        "--trusted-key": _paths("{owner_pub}", bad=("{stranger_pub}", "{pub_garbage}", "{w}/none")), "--device": DEVICE,
+    }),
+    ("scan",): ({"--kit": _paths("{kit_ok}", bad=("{w}/none", "{file}", "{kit_garbage}", "{kit_unsigned}")),
+                 "--suspects": _paths("{suspects_ok}", bad=("{suspects_empty}", "{text}", "{w}/none"))}, {
+        "--out": _folders("{w}/scan"), "--alpha": _numbers(st.floats(0.001, 0.5), ["0", "1", "2"]), "--workers": _numbers(st.integers(1, 4), ["0"]),
+    }),
     ("demo",): ({"--out": _folders("{w}/demo")}, {"--epochs": _numbers(st.integers(1, 8), ["0"]), "--n": _numbers(st.integers(1, 100), ["0"]), "--device": DEVICE}),
 }
 
@@ -218,6 +236,20 @@ def _extra_files(ws: Workspace) -> dict[str, str]:
     """Files the fuzzed command lines read beyond the bad-inputs workspace: a good null file and zoo spec, and a
     null file holding NaN."""
     folder = ws.folder
+    if not (folder / "kit-ok").exists():  # a kit signed by the owner's key around the workspace's set, and a folder of one suspect
+        from modelprint.fingerprints import FingerprintSet
+        from modelprint.kit.file import FORMAT, sign_kit
+
+        (folder / "kit-ok" / "sets").mkdir(parents=True)
+        the_set = FingerprintSet.load(ws.paths["fp"]).sign(ws.paths["owner_key"])
+        the_set.save(folder / "kit-ok" / "sets" / "fp.safetensors")
+        kit = {"format": FORMAT, "target": {"sha256": the_set.target["sha256"]}, "null_models": {"count": 3},
+               "sets": [{"name": "fp", "file": "sets/fp.safetensors", "sha256": the_set.sha256(), "scheme": the_set.scheme, "configuration": "default",
+                         "null": {"white-box": [0.1, 0.2, 0.3], "black-box": [0.1, 0.2, 0.3]}}]}
+        (folder / "kit-ok" / "kit.json").write_text(json.dumps(sign_kit(kit, ws.paths["owner_key"])))
+        (folder / "suspects-ok").mkdir()
+        shutil.copy(ws.paths["model"], folder / "suspects-ok" / "model.safetensors")
+        ws.paths.update({"kit_ok": str(folder / "kit-ok"), "suspects_ok": str(folder / "suspects-ok")})
     if not (folder / "null-ok.json").exists():
         (folder / "null-ok.json").write_text("[0.1, 0.2, 0.3]")
         (folder / "null-nan.json").write_text("[0.1, NaN]")
@@ -257,7 +289,8 @@ def _command_test(command: tuple[str, ...], examples: int):
 
 for _command, _examples in ((("train",), 25), (("generate",), 25), (("verify",), 15), (("evaluate",), 20), (("owner-models",), 12),
                             (("training-zoo",), 12), (("watermark", "embed"), 15), (("watermark", "verify"), 12), (("keys", "new"), 10),
-                            (("records", "check"), 10), (("serve",), 20), (("demo",), 10)):
+                            (("records", "check"), 10), (("serve",), 20), (("demo",), 10),
+                            (("protect",), 15), (("check",), 15), (("scan",), 10)):
     globals()[_command_test(_command, _examples).__name__] = _command_test(_command, _examples)
 
 

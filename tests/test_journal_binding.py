@@ -20,7 +20,7 @@ from modelprint.models import build_model, save_model
 from modelprint.serving.client import OipClient
 from modelprint.serving.server import ServedModel, ServerThread, create_app
 from modelprint.tasks import Classification
-from modelprint.urls import redact_text, redact_url
+from modelprint.serving.urls import redact_text, redact_url
 from modelprint.evidence.verification import verify_suspect
 
 from conftest import free_ports, one_line, run_cli

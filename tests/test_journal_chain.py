@@ -22,11 +22,11 @@ from modelprint.evidence.verification import verdict_margin
 from modelprint.fingerprints import FingerprintSet, VerificationResult
 from modelprint.fingerprints.ipguard import IPGuard
 from modelprint.journal import QueryJournal
-from modelprint.journal_lines import line_sha256
+from modelprint.journal.lines import line_sha256
 from modelprint.models import build_model, save_model
 
 from modelprint.serving.server import Rounding, ServedModel, ServerThread, create_app
-from modelprint.signing import new_key_files, sign_record
+from modelprint.integrity.signing import new_key_files, sign_record
 from modelprint.tasks import Classification
 
 from conftest import free_ports, one_line, run_cli
@@ -138,7 +138,7 @@ def test_the_same_image_answered_twice_otherwise_is_refused(world, tmp_path, cap
     entry = json.loads(lines[1])
     entry["outputs"][0] = list(reversed(entry["outputs"][0]))
     outputs = torch.tensor(entry["outputs"], dtype=torch.float32)
-    from modelprint.hashing import tensors_sha256
+    from modelprint.integrity.hashing import tensors_sha256
 
     entry["outputs_sha256"] = tensors_sha256({"outputs": outputs})
     with pytest.raises(IntegrityError, match="contradictory answers"):
@@ -308,7 +308,7 @@ def forge(record_path: Path, journal: Path, target_lines: list[str], key: Path) 
     record.pop("signature")
     record["queries"]["log"]["sha256"] = hashlib.sha256(journal.read_bytes()).hexdigest()
     record["matching_score"], record["verdict"]["pirated"] = 1.0, True
-    from modelprint.signing import load_private_key
+    from modelprint.integrity.signing import load_private_key
 
     record_path.write_text(json.dumps(sign_record(record, load_private_key(key)), indent=2))
 

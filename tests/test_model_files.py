@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from modelprint.errors import InputError
 from modelprint.evidence.record import file_identity
 from modelprint.fingerprints import SaliencyFingerprint
-from modelprint.hashing import file_sha256
+from modelprint.integrity.hashing import file_sha256
 from modelprint.models import MODEL_META_KEY, build_model, load_model, save_model
 
 #: Most the peak RSS may grow while a bomb is refused (a width-600 ResNet-18 would take about 4 GB).
@@ -151,7 +151,7 @@ def test_generate_refuses_a_target_with_non_finite_outputs(small):
 def test_suspect_files_are_hashed_in_chunks(tmp_path, monkeypatch):
     import hashlib
 
-    import modelprint.hashing as hashing
+    import modelprint.integrity.hashing as hashing
 
     monkeypatch.setattr(hashing, "CHUNK_BYTES", 7)
     data = bytes(range(256)) * 5

@@ -1,8 +1,10 @@
-"""The demo: the whole method on the embedded digits set, in a few minutes on a laptop CPU.
+"""The demo: the owner's workflow on the embedded digits set, in a few minutes on a laptop CPU.
 
-Trains a target and two independent models, makes two pirated copies (fine-tuned, 30% weight-pruned), generates
-fingerprints with the paper-faithful and the default configuration, and verifies every suspect white-box and
-black-box. Models are kept in the output folder, so an interrupted demo resumes where it stopped.
+Trains a target, three pirated copies (fine-tuned, 30% weight-pruned, distilled from its soft labels) and an
+independent model; ``protect`` makes the owner's kit (the fast profile: IPGuard and TAFA sets, 19 null models);
+``check`` verifies each suspect as a file (white-box) and, served over the Open Inference Protocol by a local
+server, as a thief's API (black-box), and prints the combined verdicts with their p-values. Every model and the kit
+are kept in the output folder, so an interrupted demo resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ from typing import Any, Callable
 
 import torch
 
-from .access import BLACK_BOX, WHITE_BOX, WhiteBox
 from .data import load_data
-from .fingerprints import SaliencyFingerprint
+from .integrity.signing import new_key_files
+from .kit.check import check_suspect
+from .kit.protect import build_kit
 from .models import ImageModel, load_model, save_model
+from .serving.server import ServedModel, ServerThread, create_app
 from .tasks import Classification
 from .train import TrainConfig, evaluate, train_new_model
-from .zoo import FineTune, Transform, WeightPrune
+from .zoo import Distill, FineTune, Transform, WeightPrune
+
+#: The suspects that are also asked through a local server, as a thief's API (black-box).
+SERVED = ("fine-tuned", "independent")
 
 
 def _cached(path: Path, recipe: dict[str, Any], make: Callable[[], ImageModel]) -> ImageModel:
@@ -39,10 +46,11 @@ def run_demo(
     out_dir: str | Path = "modelprint-demo",
     *,
     data: str = "digits",
-    pretrained: dict[int, str | Path] | None = None,
-    epochs: int = 8,
-    width: int = 16,
+    epochs: int = 6,
+    width: int = 8,
     n: int = 100,
+    null_models: int = 19,
+    workers: int = 2,
     device: str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -50,12 +58,13 @@ def run_demo(
     """Run the demo and write ``out_dir/summary.json``.
 
     Args:
-        out_dir: where models, fingerprints and the summary go.
+        out_dir: where models, the kit, the checks and the summary go.
         data: the data set (any spec :func:`modelprint.load_data` reads); the embedded digits by default.
-        pretrained: model files to use instead of training, by seed (0 is the target, 1 and 2 the independents).
-        epochs: training epochs of the target and the independent models.
+        epochs: training epochs of the target, the independent model and the kit's null models.
         width: ResNet-18 width.
-        n: fingerprints per configuration.
+        n: fingerprints per set.
+        null_models: the kit's null models (19 or more for a verdict at alpha 0.05).
+        workers: processes that train the null models.
         device: torch device.
         progress: show progress bars.
         log: where progress lines go.
@@ -67,64 +76,63 @@ def run_demo(
     out = Path(out_dir)
     (out / "models").mkdir(parents=True, exist_ok=True)
     splits = load_data(data)
-    pretrained = pretrained or {}
-    task = Classification()
+    timings: dict[str, float] = {}
 
     def trained(seed: int) -> ImageModel:
-        if seed in pretrained:
-            return load_model(pretrained[seed], device=device)
         config = TrainConfig(epochs=epochs, seed=seed, augment=splits.augment, device=device)
         recipe = {"arch": "resnet18", "width": width, "data": splits.name, "train": config.to_dict()}
-        return _cached(
-            out / "models" / f"seed{seed}.safetensors",
-            recipe,
-            lambda: train_new_model(splits, arch="resnet18", width=width, config=config, progress=progress, desc=f"train seed {seed}")[0],
-        )
+        return _cached(out / "models" / f"seed{seed}.safetensors", recipe,
+                       lambda: train_new_model(splits, arch="resnet18", width=width, config=config, progress=progress, desc=f"train seed {seed}")[0])
 
     def pirated(name: str, parent: ImageModel, transform: Transform, seed: int) -> ImageModel:
         recipe = {"transform": transform.kind, "params": transform.params(), "seed": seed, "parent": parent.spec.info["sha256"]}
         return _cached(out / "models" / f"{name}.safetensors", recipe, lambda: transform.apply(parent, splits.train, seed=seed, progress=progress))
 
-    timings: dict[str, float] = {}
     t = time.perf_counter()
-    log(f"training the target and two independent models on {splits.name} ...")
+    log(f"training the target, three pirated copies and an independent model on {splits.name} ...")
     target = trained(0)
     suspects = {
-        "target": ("target", target),
-        "fine-tuned": ("positive", pirated("finetuned", target, FineTune(epochs=1, lr=0.01, augment=splits.augment), 10)),
-        "pruned 30%": ("positive", pirated("pruned30", target, WeightPrune(ratio=0.3), 11)),
-        "independent 1": ("negative", trained(1)),
-        "independent 2": ("negative", trained(2)),
+        "fine-tuned": ("pirated", pirated("finetuned", target, FineTune(epochs=1, lr=0.01, augment=splits.augment), 10)),
+        "pruned 30%": ("pirated", pirated("pruned30", target, WeightPrune(ratio=0.3), 11)),
+        "distilled": ("pirated", pirated("distilled", target, Distill(epochs=epochs, augment=splits.augment), 12)),
+        "independent": ("independent", trained(1)),
     }
     timings["models_s"] = time.perf_counter() - t
+    files = {name: out / "models" / f"{stem}.safetensors" for name, stem in
+             (("fine-tuned", "finetuned"), ("pruned 30%", "pruned30"), ("distilled", "distilled"), ("independent", "seed1"))}
     accuracy = {name: evaluate(model, splits.test, "classification") for name, (_, model) in suspects.items()}
+    accuracy["target"] = evaluate(target, splits.test, "classification")
 
-    configurations = {"paper": SaliencyFingerprint.paper(n=n), "default": SaliencyFingerprint(n=n)}
-    results: dict[str, Any] = {}
-    for config_name, scheme in configurations.items():
-        t = time.perf_counter()
-        log(f"generating {n} fingerprints ({config_name} configuration) ...")
-        fingerprints = scheme.generate(target, splits.train.images, splits.train.labels, task, progress=progress)
-        fingerprints.save(out / f"fingerprints-{config_name}.safetensors")
-        timings[f"generate_{config_name}_s"] = time.perf_counter() - t
-        scores = {}
-        for name, (kind, model) in suspects.items():
-            access = WhiteBox(model)
-            wb = scheme.verify(access, fingerprints, mode=WHITE_BOX)
-            bb = scheme.verify(access, fingerprints, mode=BLACK_BOX)
-            scores[name] = {"kind": kind, "white_box": wb.matching_score, "black_box": bb.matching_score, "queries": bb.queries}
-        results[config_name] = {
-            "scheme": repr(scheme),
-            "thresholds": fingerprints.thresholds,
-            "stats": fingerprints.stats,
-            "scores": scores,
-        }
+    t = time.perf_counter()
+    key = out / "owner.key"
+    if not key.is_file():
+        new_key_files(out / "owner")
+    log(f"protect: the owner's kit (IPGuard and TAFA sets of {n}, {null_models} null models) ...")
+    kit = build_kit(out / "models" / "seed0.safetensors", data=data, out=out / "kit", key=key, profile="fast", n=n, null_models=null_models,
+                    epochs=epochs, progress=progress, log=log, executor="pool" if workers > 1 else "inprocess", workers=workers, device=device)
+    timings["protect_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    checks: list[dict[str, Any]] = []
+    for name, (kind, model) in suspects.items():
+        log(f"check: {name} (file) ...")
+        done = check_suspect(out / "kit", suspect=files[name], out=out / "checks" / f"{files[name].stem}-file", device=device)
+        checks.append(_row(name, kind, "file", done.bundle))
+    for name in SERVED:
+        kind, model = suspects[name]
+        served = ServedModel("suspect", model, Classification(), (target.spec.channels, *target.spec.input_size))
+        with ServerThread(create_app(served)) as server:
+            log(f"check: {name} (served at {server.url}) ...")
+            done = check_suspect(out / "kit", url=server.url, model_name="suspect", out=out / "checks" / f"{files[name].stem}-served", fresh=True)
+        checks.append(_row(name, kind, "served", done.bundle))
+    timings["check_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - start
     summary = {
         "data": splits.name,
-        "arch": {"name": "resnet18", "width": width},
+        "arch": {"name": "resnet18", "width": width, "epochs": epochs},
         "test_accuracy": accuracy,
-        "configurations": results,
+        "kit": {"folder": str(out / "kit"), "sets": [s["name"] for s in kit["sets"]], "null_models": null_models},
+        "checks": checks,
         "timings_s": timings,
         "torch": torch.__version__,
     }
@@ -132,30 +140,21 @@ def run_demo(
     return summary
 
 
-def summary_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The demo's table of matching scores as a header and rows of text (one row per suspect)."""
-    header = ["suspect", "kind", "test acc"]
-    for config_name in summary["configurations"]:
-        header += [f"{config_name} WB", f"{config_name} BB"]
-    first = next(iter(summary["configurations"].values()))
-    rows = []
-    for name, row in first["scores"].items():
-        cells = [name, row["kind"], f"{summary['test_accuracy'][name]:.3f}"]
-        for config in summary["configurations"].values():
-            score = config["scores"][name]
-            cells += [f"{score['white_box']:.2f}", f"{score['black_box']:.2f}"]
-        rows.append(cells)
-    return header, rows
+def _row(name: str, kind: str, asked: str, bundle: dict[str, Any]) -> dict[str, Any]:
+    combined = bundle["combined"]
+    return {"suspect": name, "kind": kind, "asked": asked, "scores": {e["set"]: e["score"] for e in bundle["sets"]},
+            "p_value": combined["p_value"], "pirated": combined["pirated"], "queries": sum(e["images_used"] for e in bundle["sets"])}
 
 
-def summary_notes(summary: dict[str, Any]) -> list[str]:
-    """One line per configuration: thresholds, PSNR, label keeping and generation time."""
-    lines = []
-    for config_name, config in summary["configurations"].items():
-        stats = config["stats"]
-        lines.append(
-            f"{config_name}: t_wb {config['thresholds']['white_box']:.3f}, t_bb {config['thresholds']['black_box']:.4f}, "
-            f"PSNR {stats['psnr_db_mean']:.1f} dB (min {stats['psnr_db_min']:.1f}), labels kept "
-            f"{stats['labels_kept']:.0%}, generation {stats['generation_s']:.1f} s"
-        )
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The demo's verdicts as lines of at most 80 characters: one per check, then what the p-value means."""
+    sets = summary["kit"]["sets"]
+    head = f"{'suspect':<12} {'kind':<12} {'asked as':<9}" + "".join(f" {s[:8]:>8}" for s in sets) + f" {'p':>7}  verdict"
+    lines = [head, "-" * len(head)]
+    for row in summary["checks"]:
+        scores = "".join(f" {row['scores'][s]:>8.2f}" for s in sets)
+        lines.append(f"{row['suspect']:<12} {row['kind']:<12} {row['asked']:<9}{scores} {row['p_value']:>7.3f}  {'PIRATED' if row['pirated'] else 'not shown'}")
+    k = summary["kit"]["null_models"]
+    lines.append(f"scores: matching scores per set; p: the combined p-value against the owner's {k} independently trained")
+    lines.append(f"models (at least 1/{k + 1}); PIRATED where p <= 0.05, the rate at which it would accuse an independent model.")
     return lines

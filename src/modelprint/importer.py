@@ -21,8 +21,8 @@ import torch.nn as nn
 from .architectures import ONNX, ONNX_RUNTIME, architecture
 from .architectures.hub import HUBS, HubArchitecture
 from .errors import InputError
-from .hashing import file_sha256
-from .model_checks import check_finite_weights, check_spec_values, compare_layout
+from .integrity.hashing import file_sha256
+from .checks.models import check_finite_weights, check_spec_values, compare_layout
 from .models import ImageModel, ModelSpec, state_sha256
 
 #: Keys under which training scripts commonly nest the state dict in a checkpoint.

@@ -24,8 +24,8 @@ from safetensors.torch import load_file, safe_open, save_file
 from .architectures import ONNX, ONNX_RUNTIME, architecture, is_architecture
 from .architectures.onnx_graph import register_skeleton, reset_weights, skeleton_bytes
 from .errors import InputError
-from .hashing import tensors_sha256
-from .model_checks import check_finite_weights, check_spec_values, compare_layout, header_layout
+from .integrity.hashing import tensors_sha256
+from .checks.models import check_finite_weights, check_spec_values, compare_layout, header_layout
 
 MODEL_META_KEY = "modelprint.model"
 #: Metadata key of an ONNX architecture's weightless graph (base64), in the files of models imported from ONNX.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .journal_lines import MAX_PROBE_TOLERANCE
+from .journal.lines import MAX_PROBE_TOLERANCE
 
 #: The chance with which the resume probe must catch a splice of the smallest size it is sized for.
 PROBE_CATCH = 0.99
@@ -50,7 +50,7 @@ def default_spliced(journalled: int) -> int:
 def tolerance_cap(threshold: float | None) -> float:
     """The largest probe tolerance a set allows: a quarter of its black-box threshold (an answer moved by less
     cannot move a statistic over its threshold by itself), and never above
-    :data:`~modelprint.journal_lines.MAX_PROBE_TOLERANCE`."""
+    :data:`~modelprint.journal.lines.MAX_PROBE_TOLERANCE`."""
     if threshold is None or not math.isfinite(threshold) or threshold == 0:
         return MAX_PROBE_TOLERANCE
     return min(MAX_PROBE_TOLERANCE, abs(threshold) / 4)

@@ -11,9 +11,9 @@ import torch.nn as nn
 
 from ..errors import InputError, ModelprintError, QueryBudgetExceeded, RemoteError
 from ..journal import QueryJournal, image_key
-from ..journal_lines import MAX_PROBE_TOLERANCE
+from ..journal.lines import MAX_PROBE_TOLERANCE
 from ..tasks import Task
-from ..urls import redact_url
+from ..serving.urls import redact_url
 from .capabilities import BLACK_BOX, LABELS, PROBE_TOLERANCE, SCORES, TOP_K, Access
 from .resume import ResumeChecks
 
@@ -45,7 +45,7 @@ class BlackBox(ResumeChecks, Access):
         fingerprints_sha256: the fingerprint set this access answers for (binds the journal to it).
         new_journal: set an existing journal aside (renamed ``NAME.<UTC>.set-aside.jsonl``) and start a new one.
         probe_tolerance: largest difference allowed between an earlier run's answer and the probe's fresh answer
-            (see :data:`PROBE_TOLERANCE`; at most :data:`~modelprint.journal_lines.MAX_PROBE_TOLERANCE`); a suspect
+            (see :data:`PROBE_TOLERANCE`; at most :data:`~modelprint.journal.lines.MAX_PROBE_TOLERANCE`); a suspect
             identified by a file's SHA-256 is not probed: its answers are all computed again.
         probe_size: how many journalled images the first probe asks again (at random); default
             :func:`probe_count` for a splice of :data:`PROBE_FRACTION` of them.

@@ -1,5 +1,5 @@
 """The signature a builder object declares: the keyword arguments a model file's ``arch_kwargs`` may give it
-(:func:`~modelprint.model_checks.check_spec_values` reads it)."""
+(:func:`~modelprint.checks.models.check_spec_values` reads it)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Checking an evidence record as a third party: its signature, and what it claims about the files it names.
 
 A record signed by the owner (``verify --sign KEY``) carries a ``signature`` block over its canonical JSON (see
-:mod:`modelprint.signing`). Whoever holds the owner's public key can check that the record is the owner's and
+:mod:`modelprint.integrity.signing`). Whoever holds the owner's public key can check that the record is the owner's and
 unchanged, that the fingerprint set it names was signed by the same key, and, given the files, that the set and the
 suspect file are the ones the record names.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, IntegrityError
-from ..signing import PublicKeySource, check_message, check_record, load_public_key, set_message
+from ..integrity.signing import PublicKeySource, check_message, check_record, load_public_key, set_message
 
 
 @dataclass
@@ -111,7 +111,7 @@ def check_record_file(
             raise IntegrityError(f"{path}: the record names fingerprint set {str(digest)[:16]}..., {fingerprints} is {actual[:16]}...")
         done.checked.append(f"{fingerprints} is the fingerprint set it names")
     if suspect is not None:
-        from ..hashing import file_sha256
+        from ..integrity.hashing import file_sha256
 
         claimed = record.get("suspect", {}).get("sha256") if isinstance(record.get("suspect"), dict) else None
         try:

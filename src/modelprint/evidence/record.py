@@ -24,9 +24,9 @@ from .._version import __version__
 from ..access import BlackBox
 from ..errors import InputError
 from ..fingerprints.base import FingerprintSet, VerificationResult
-from ..hashing import file_sha256
+from ..integrity.hashing import file_sha256
 from ..metrics import verdict as calibrated_verdict
-from ..urls import redact_url
+from ..serving.urls import redact_url
 
 RECORD_VERSION = 1
 
@@ -76,8 +76,17 @@ def read_null_scores(path: str | os.PathLike, *, mode: str, fingerprints_sha256:
         scores = data.get("scores") if isinstance(data, dict) else data
     if not isinstance(scores, list) or not scores or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores):
         raise InputError(f"{path}: expected a non-empty JSON list of matching scores, {{\"scores\": [...]}} or an evaluation's verification file")
-    if not all(math.isfinite(v) and 0 <= v <= 1 for v in scores):
-        raise InputError(f"{path}: matching scores must be finite numbers in [0, 1]")
+    return listed_null_scores(scores, what=str(path))
+
+
+def listed_null_scores(scores: Sequence[Any], *, what: str) -> list[float]:
+    """Matching scores of independent models given as a list: each a finite number in [0, 1].
+
+    Raises:
+        InputError: an empty list, or a value that is not a finite number in [0, 1].
+    """
+    if not scores or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1 for v in scores):
+        raise InputError(f"{what}: matching scores must be a non-empty list of finite numbers in [0, 1]")
     return [float(v) for v in scores]
 
 

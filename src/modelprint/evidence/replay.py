@@ -33,7 +33,7 @@ from ..access import BLACK_BOX, WHITE_BOX, BlackBox, WhiteBox
 from ..errors import InputError, IntegrityError, ModelprintError
 from ..fingerprints import FingerprintSet, scheme_for
 from ..models import load_model
-from ..signing import PublicKeySource
+from ..integrity.signing import PublicKeySource
 from .check import check_record_file, load_set_or_key, read_record
 from .record import file_identity
 

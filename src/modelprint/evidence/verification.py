@@ -12,20 +12,20 @@ import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..architectures import inference_only
 from ..access import BLACK_BOX, PROBE_TOLERANCE, WHITE_BOX, BlackBox, WhiteBox, http_identity, tolerance_cap
 from ..checks import device as check_device
 from ..checks import number, output_file, output_folder
 from ..errors import InputError, IntegrityError
-from .record import file_identity, read_null_scores, verification_record, write_record
+from .record import file_identity, listed_null_scores, read_null_scores, verification_record, write_record
 from ..metrics import verdict as calibrated_verdict
 from ..fingerprints import FingerprintSet, VerificationResult, scheme_for
-from ..journal_lines import canonical_json
+from ..journal.lines import canonical_json
 from ..models import load_model
-from ..signing import Ed25519PrivateKey, Ed25519PublicKey, load_private_key, sign_record
-from ..urls import redact_url
+from ..integrity.signing import Ed25519PrivateKey, Ed25519PublicKey, load_private_key, sign_record
+from ..serving.urls import redact_url
 
 if TYPE_CHECKING:
     from ..serving.json_api import ApiMapping
@@ -125,7 +125,7 @@ def verify_suspect(
     new_journal: bool = False,
     probe_tolerance: float | None = None,
     record: str | os.PathLike | None = None,
-    null: str | os.PathLike | None = None,
+    null: str | os.PathLike | Sequence[float] | None = None,
     alpha: float = 0.05,
     device: str = "cpu",
     trusted_key: str | os.PathLike | Ed25519PublicKey | None = None,
@@ -157,7 +157,8 @@ def verify_suspect(
             server's journal is resumed [default: :data:`~modelprint.access.PROBE_TOLERANCE`, or the set's cap when
             lower]; above the set's cap (:func:`~modelprint.access.tolerance_cap`) it is refused.
         record: the record's path [default: RECORDS/<verification id>-<UTC time>.json].
-        null: matching scores of independent models for a calibrated verdict (see :func:`read_null_scores`).
+        null: matching scores of independent models for a calibrated verdict: a list of scores in ``mode``, or a file
+            (see :func:`read_null_scores`).
         alpha: false-positive rate of the verdict.
         trusted_key: the owner's Ed25519 public key (PEM file or hex): a set not signed by it is refused before
             anything is sent to the suspect.
@@ -166,7 +167,7 @@ def verify_suspect(
             can name any well-formed hash; only the file confirms it). The record then says so
             (``fingerprints.target_confirmed``).
         sign: the private key (PEM file) that signs the evidence record (a ``signature`` block, see
-            :func:`~modelprint.signing.sign_record`).
+            :func:`~modelprint.integrity.signing.sign_record`).
         kind: the kind of file ``fingerprints`` is: a fingerprint set, or a watermark key
             (:class:`~modelprint.watermarks.WatermarkKey`); a file of another kind is refused.
         api: how to ask a JSON-over-HTTP API at ``url`` (:class:`~modelprint.serving.json_api.ApiMapping`, or its
@@ -216,7 +217,8 @@ def verify_suspect(
     elif mode == BLACK_BOX and probe_tolerance > cap:
         raise InputError(f"--probe-tolerance {probe_tolerance:g} is above {cap:g}, the most this set allows (a quarter of its "
                          "black-box threshold, and never above 0.01): answers that far apart could come from another model")
-    null_scores = read_null_scores(null, mode=mode, fingerprints_sha256=digest) if null else None
+    null_scores = (listed_null_scores(null, what="null scores") if isinstance(null, (list, tuple))
+                   else read_null_scores(null, mode=mode, fingerprints_sha256=digest) if null else None)
     confirmed = confirm_target(fingerprint_set, target, fingerprints) if target is not None else None
 
     def refuse_degenerate() -> None:

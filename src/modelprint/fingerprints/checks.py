@@ -18,7 +18,7 @@ import torch
 
 from ..checks import fits
 from ..errors import IntegrityError
-from ..model_checks import Layout, header_layout as _header_layout
+from ..checks.models import Layout, header_layout as _header_layout
 from ..tasks import TASKS, Task, task_from_config
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def check_target(target: Mapping[str, Any], samples: tuple[int, ...], task_name:
         return  # a model of another library: only its hash is recorded
     from ..architectures import architecture, is_architecture, known_names
     from ..errors import InputError
-    from ..model_checks import check_spec_values
+    from ..checks.models import check_spec_values
     from ..models import ModelSpec
 
     arch, kwargs, size = target.get("arch"), target.get("arch_kwargs"), target.get("input_size", list(samples[2:]))

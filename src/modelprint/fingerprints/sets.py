@@ -15,17 +15,17 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 
-from .. import signing
+from ..integrity import signing
 from ..checks import path_argument
 from ..errors import IntegrityError, InputError
-from ..hashing import TensorDigest, tensors_sha256
+from ..integrity.hashing import TensorDigest, tensors_sha256
 from ..tasks import Task, task_from_config
 from . import checks
 from .registry import scheme_class
 
 FINGERPRINT_META_KEY = "modelprint.fingerprints"
 DIGEST_KEY = "sha256"
-#: The owner's signature over the content digest (JSON, see :mod:`modelprint.signing`); outside the digest.
+#: The owner's signature over the content digest (JSON, see :mod:`modelprint.integrity.signing`); outside the digest.
 SIGNATURE_KEY = "modelprint.signature"
 
 

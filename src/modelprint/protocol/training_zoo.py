@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..journal_lines import canonical_json
+from ..journal.lines import canonical_json
 from ..models import ImageModel, load_model, read_spec
 from ..zoo.build import build_zoo
 from ..zoo.spec import NEGATIVE, POSITIVE, ZooSpec, training_recipe, training_zoo

@@ -6,7 +6,7 @@ kind). Retries, the rate limit, the deadline per request and the cap on an answe
 (:class:`~modelprint.serving.http.HttpPredictor`); every failure is one clear :class:`~modelprint.errors.RemoteError`.
 Odd metadata, outputs that are not numbers, NaN, infinity or values beyond
 the float32 range, and outputs of another shape than the metadata declares are refused. The URL is shown and
-stored without its credentials (:func:`~modelprint.urls.redact_url`); requests still use them.
+stored without its credentials (:func:`~modelprint.serving.urls.redact_url`); requests still use them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What every HTTP prediction client shares: retries with backoff, a rate limit, a deadline per request and a cap
 on the answer's size, both enforced while the answer streams in, and one clear :class:`~modelprint.errors.RemoteError`
-for every failure. The URL is shown and stored without its credentials (:func:`~modelprint.urls.redact_url`);
+for every failure. The URL is shown and stored without its credentials (:func:`~modelprint.serving.urls.redact_url`);
 requests still use them. Subclasses: :class:`~modelprint.serving.client.OipClient` (Open Inference Protocol) and
 :class:`~modelprint.serving.json_api.JsonApiClient` (any JSON-over-HTTP API).
 """
@@ -15,7 +15,7 @@ from typing import Any, Callable
 import httpx
 
 from ..errors import RemoteError
-from ..urls import redact_text, redact_url
+from .urls import redact_text, redact_url
 
 _RETRIED = (httpx.TransportError,)  # connection refused or reset, timeouts, a server that died mid-answer
 #: Default cap on one answer's size: far above what a batch of 1024 images with 1000 scores each needs (about 20 MB).

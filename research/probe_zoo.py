@@ -1,8 +1,8 @@
 """One fingerprint set of any scheme against a finished evaluation's zoo, white-box: the mean (lowest - highest)
 matching score per transform. A quick probe of a setting before a full evaluation; not a test.
 
-    python bench/probe_zoo.py runs/paper --data ../shared/data/cifar10_test_32 tafa --set bend=0.2 --n 50
-    python bench/probe_zoo.py runs/paper --data ../shared/data/cifar10_test_32 ltrc --set variant=C
+    python research/probe_zoo.py runs/paper --data ../shared/data/cifar10_test_32 tafa --set bend=0.2 --n 50
+    python research/probe_zoo.py runs/paper --data ../shared/data/cifar10_test_32 ltrc --set variant=C
 
 The run folder must hold target.safetensors and zoo/manifest.json (``modelprint evaluate --out RUN``); candidates
 are the first 2000 training images of the data. Reads no helper models: for schemes that need them, use evaluate.

@@ -14,9 +14,8 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import report_comparison as comparison  # noqa: E402
-from . import report_watermarks as watermarks  # noqa: E402
-from .report_comparison import MODE_TITLES  # noqa: E402
+from . import comparison, watermarks  # noqa: E402,F401
+from .comparison import MODE_TITLES  # noqa: E402
 
 
 def plot_curves(report: dict[str, Any]):
@@ -42,7 +41,7 @@ def plot_curves(report: dict[str, Any]):
 
 def comparison_tables(report: dict[str, Any]) -> str:
     """The comparison of schemes: separation, cost and stealth per scheme, the mean score per transform, and which
-    scheme leads on which metric (:mod:`.report_comparison`)."""
+    scheme leads on which metric (:mod:`.comparison`)."""
     header, table, per_header, per_rows = comparison.rows(report)
     paragraphs = "".join(f"<p>{html.escape(text)}</p>" for text in comparison.leaders(report))
     return (f"<h2>Schemes compared</h2>{_table(header, table)}{paragraphs}"

@@ -1,13 +1,13 @@
 """One zoo read by several folders of fingerprint sets, per kind of suspect and mode: a before/after table. Not a test.
 
 For a finished evaluation (its zoo manifest) and folders of sets in it (``saliency`` as evaluated, and those that
-``bench/surrogate_recipes.py`` makes), prints per folder and mode the ROC AUC of each set over every positive and over
+``research/surrogate_recipes.py`` makes), prints per folder and mode the ROC AUC of each set over every positive and over
 the paper zoo's alone (the distillation family's students left out), the mean ARUC of both, and per kind of suspect
 (fine-tuned, retrained, weight-pruned, filter-pruned, the paper zoo's students, each family student on its own row,
 independent models) the mean score over the sets with its lowest and highest. Only the sets present in every folder
 are read, so the folders compare like for like:
 
-    python bench/sets_by_kind.py runs/paper_distill saliency saliency-p2
+    python research/sets_by_kind.py runs/paper_distill saliency saliency-p2
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 from statistics import fmean
 
-from distillation import changes  # the family's recipes, as bench/distillation.py names them
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from distillation import changes  # noqa: E402  (the family's recipes, as bench/distillation.py names them)
 
-from modelprint.protocol.summary import separation
+from modelprint.protocol.summary import separation  # noqa: E402
 
 MODES = ("white_box", "black_box")
 #: The rows' order; each family student comes between the paper zoo's students and the independent models.

@@ -6,7 +6,7 @@ what was answered. As a *journal* it makes an interrupted verification resumable
 SHA-256 of each image, and a rerun that asks the same images again is answered from the file instead of the API.
 
 A journal answers for one verification only. Its first line binds it to the fingerprint set and the suspect
-(:mod:`modelprint.journal_lines`); :meth:`QueryJournal.bind` refuses a journal of another set or suspect, or sets
+(:mod:`modelprint.journal.lines`); :meth:`QueryJournal.bind` refuses a journal of another set or suspect, or sets
 it aside (renamed ``NAME.<UTC>.set-aside.jsonl``) and starts a new one. Every line is checked when read against its
 own hashes and against the line before it (a hash chain from the header), and two answers to one image must agree,
 so a journal spliced from two, reordered, cut in the middle or holding contradictory answers is refused. A bound
@@ -29,9 +29,9 @@ from typing import Any, Mapping
 
 import torch
 
-from .errors import InputError, IntegrityError
-from .hashing import tensors_sha256
-from .journal_lines import (SET_ASIDE_HINT, check_entry, check_header, describe_binding, line_sha256, log_line, make_entry,
+from ..errors import InputError, IntegrityError
+from ..integrity.hashing import tensors_sha256
+from .lines import (SET_ASIDE_HINT, check_entry, check_header, describe_binding, line_sha256, log_line, make_entry,
                             make_header)
 from .locks import ExclusiveLock, LockHeld
 
@@ -165,7 +165,7 @@ class QueryJournal:
 
         Args:
             fingerprints_sha256: the fingerprint set's SHA-256 (None: not bound to a set).
-            suspect: the suspect's identity (see :func:`~modelprint.journal_lines.suspect_binding`).
+            suspect: the suspect's identity (see :func:`~modelprint.journal.lines.suspect_binding`).
             set_aside: move an existing journal aside (:func:`set_aside_path`) and start a new one.
 
         Returns:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .cli_common import console
+from .common import console
 
 
 def serve(
@@ -27,9 +27,9 @@ def serve(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Serve a model file over the Open Inference Protocol v2 REST (what a thief's prediction API speaks)."""
-    from .serving.limits import ServerLimits, is_loopback
+    from ..serving.limits import ServerLimits, is_loopback
 
-    from . import checks
+    from .. import checks
 
     limits = ServerLimits.with_body_mib(max_body_mb)  # a bad --max-body-mb is refused before the model is loaded
     checks.device(device)
@@ -42,26 +42,26 @@ def serve(
     if watermark is not None:
         checks.input_file(watermark, "--watermark")
     if guard_data is not None:
-        from .data import check_data_spec
+        from ..data import check_data_spec
 
         check_data_spec(guard_data, "--guard-data")
     if not is_loopback(host):
         print(f"modelprint: warning: --host {host} is not a loopback address: the server has no authentication, "
               "anyone who reaches it can query the model", file=sys.stderr)
-    from .models import load_model
-    from .serving.server import DetectorGuard, GaussianNoise, Rounding, ServedModel, TopLabel, serve as run_server
+    from ..models import load_model
+    from ..serving.server import DetectorGuard, GaussianNoise, Rounding, ServedModel, TopLabel, serve as run_server
 
     network = load_model(model, device=device)
     if watermark is not None:
-        from .fingerprints import scheme_for
-        from .watermarks import WatermarkKey
+        from ..fingerprints import scheme_for
+        from ..watermarks import WatermarkKey
 
         secret = WatermarkKey.load(watermark)
         network = scheme_for(secret).attach(network, secret)  # type: ignore[attr-defined]
     filters: list = []
     if guard_data is not None:
-        from .data import load_data
-        from .detectors import FeatureSqueezing
+        from ..data import load_data
+        from ..detectors import FeatureSqueezing
 
         spec = network.spec
         clean = load_data(guard_data, channels=spec.channels, size=spec.input_size[0]).test.images

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 #: name -> (dtype, shape).
 Layout = dict[str, tuple[torch.dtype, tuple[int, ...]]]

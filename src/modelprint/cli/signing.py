@@ -23,8 +23,8 @@ def keys_new(
     out: Path = typer.Option(..., help="Name of the key pair: writes OUT.key (private, mode 0600) and OUT.pub (public)."),
 ) -> None:
     """Make a signing key pair for the owner (never overwrites an existing key file)."""
-    from . import checks
-    from .signing import key_fingerprint, load_private_key, new_key_files
+    from .. import checks
+    from ..integrity.signing import key_fingerprint, load_private_key, new_key_files
 
     for suffix in (".key", ".pub"):
         checks.output_file(f"{out}{suffix}", "--out")
@@ -49,22 +49,33 @@ def records_check(
     journal: Optional[Path] = typer.Option(None, help="With --replay: the record's query journal [default: the path it names]."),
     sample: Optional[int] = typer.Option(None, min=1, help="With --replay --url: ask again only this many journalled images, drawn with --seed [default: every one]."),
     seed: int = typer.Option(0, help="With --replay --sample: seeds the draw."),
+    kit: Optional[Path] = typer.Option(None, help="For the bundle of a 'check' (verdict.json): also check it against this kit."),
 ) -> None:
     """Check that a record is signed by the owner's key and unchanged (and, given them, that it names these files);
     with --replay, ask the suspect again and check that it answers as the record's journal holds."""
-    from .errors import InputError
-    from .evidence.check import check_record_file
+    from ..errors import InputError
+    from ..evidence.check import check_record_file
 
     if not replay:
         if trusted_key is None:
             raise InputError("records check needs --trusted-key (the owner's public key), or --replay with the suspect")
         if url is not None or sample is not None or journal is not None:
             raise InputError("--url, --journal and --sample go with --replay")
+        from ..evidence.check import read_record
+
+        if "bundle_version" in read_record(record):  # the bundle of a 'check': its records, and the combined verdict
+            from ..kit.check import check_bundle
+
+            for line in check_bundle(record, trusted_key, kit=kit):
+                stdout.print(f"ok: {line}")
+            return
+        if kit is not None:
+            raise InputError("--kit goes with the bundle of a 'check' (verdict.json), not a single record")
         done = check_record_file(record, trusted_key, fingerprints=fingerprints, suspect=suspect)
         for line in done.checked:
             stdout.print(f"ok: {line}")
         return
-    from .evidence.replay import replay_record
+    from ..evidence.replay import replay_record
 
     if fingerprints is None:
         raise InputError("--replay needs --fingerprints: the fingerprint set (or watermark key) the record names")

@@ -7,15 +7,15 @@ from typing import Optional
 
 import typer
 
-from .cli_common import console, stdout
-from .errors import InputError
+from .common import console, stdout
+from ..errors import InputError
 
 
 def _numbers(text: Optional[str], what: str) -> Optional[list[float]]:
     """``"0.485,0.456,0.406"`` -> [0.485, 0.456, 0.406]; finite numbers only."""
     if text is None:
         return None
-    from . import checks
+    from .. import checks
 
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -41,9 +41,9 @@ def import_command(
     runtime: str = typer.Option("torch", help="For an ONNX file: 'torch' (convert; white-box and black-box) or 'onnxruntime' (run as it is; black-box only)."),
 ) -> None:
     """Import an owner's model (timm, torchvision or ONNX) as a modelprint model file that every command can use."""
-    from . import checks
-    from .importer import import_model
-    from .models import save_model
+    from .. import checks
+    from ..importer import import_model
+    from ..models import save_model
 
     checks.output_file(out, "--out")  # before any work
     if input_size is not None:

@@ -6,7 +6,7 @@ prints, on the target's test split, the student's accuracy, how often it agrees 
 many test images it gives each class (a student that answers a few classes whatever it is shown has learnt nothing
 of the target):
 
-    python bench/transfer_data.py runs/paper_distill/target.safetensors --data ../shared/data/cifar10_test_32 \
+    python research/transfer_data.py runs/paper_distill/target.safetensors --data ../shared/data/cifar10_test_32 \
         digits ../shared/data/utkface_age_64 ../shared/data/facescrub20_32 ../shared/data/coil20_angle_32
 """
 

@@ -6,7 +6,7 @@ Pearson correlation (over the Grad-CAM grid, averaged over samples) between the 
 map and the target's, on the white-box samples of the run's first fingerprint set and on the natural images they
 were made from. Independent models set the level that owes nothing to theft.
 
-    python bench/saliency_agreement.py --run runs/face_owner
+    python research/saliency_agreement.py --run runs/face_owner
 
 prints one row per transform (mean, lowest and highest over its suspects) and writes ``saliency_agreement.json``
 into the run.

@@ -15,18 +15,18 @@ The fingerprints are not regenerated: each suspect's per-sample values are read 
 - ``log-ratio`` (black-box): log(change at P / mean change at the control cells), thresholded per sample midway
   between the calibration models' and the surrogates' means;
 - ``held-apart anchored`` (with ``--held-apart``): per sample, midway between the calibration models' mean and the
-  mean of surrogates that generation never saw (by name, from RUN/owner_recipes: ``bench/surrogate_recipes.py
+  mean of surrogates that generation never saw (by name, from RUN/owner_recipes: ``research/surrogate_recipes.py
   --train-only``), whose own scores by the stored thresholds are printed after the table;
 
 and prints, per read-out and mode, ROC AUC and ARUC over the 3 sets (paper zoo alone, and with the distillation
 family), the two lowest students and the highest independent model per set. ``--negatives-from`` adds the
 independent models of another zoo on the same data (say, of another architecture) to the negatives;
-``--recipe-surrogates`` adds surrogates of ``bench/surrogate_recipes.py`` (by name, from RUN/owner_recipes) to the
+``--recipe-surrogates`` adds surrogates of ``research/surrogate_recipes.py`` (by name, from RUN/owner_recipes) to the
 owner's, for the sets that folder made with them:
 
-    python bench/readouts.py runs/paper_distill
-    python bench/readouts.py runs/paper_distill --negatives-from runs/vgg_distill/zoo
-    python bench/readouts.py runs/paper_distill --scheme-folder saliency-tvw \
+    python research/readouts.py runs/paper_distill
+    python research/readouts.py runs/paper_distill --negatives-from runs/vgg_distill/zoo
+    python research/readouts.py runs/paper_distill --scheme-folder saliency-tvw \
         --recipe-surrogates surrogate_transfer_6100,surrogate_vgg11_bn_6101 \
         --held-apart surrogate_transfer_6102,surrogate_vgg11_bn_6103,surrogate_paper_6104,surrogate_paper_6105
 """

@@ -28,8 +28,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .checks import path_argument
-from .errors import InputError, IntegrityError
+from ..checks import path_argument
+from ..errors import InputError, IntegrityError
 from .hashing import canonical_json as hashing_canonical_json
 
 ALGORITHM = "ed25519"

@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .errors import InputError
+from ..errors import InputError
 
 console = Console(stderr=True)  # progress and notes
 stdout = Console(soft_wrap=True)  # results
@@ -96,7 +96,7 @@ def input_files(*given: "tuple[Any, str]") -> None:
     Raises:
         InputError: naming the option and the file.
     """
-    from . import checks
+    from .. import checks
 
     for path, what in given:
         if path is not None:
@@ -105,7 +105,7 @@ def input_files(*given: "tuple[Any, str]") -> None:
 
 def check_seed(seed: int, what: str = "--seed") -> None:
     """A seed torch and numpy both take: a whole number in [0, 2**63)."""
-    from . import checks
+    from .. import checks
 
     checks.number(seed, what, minimum=0, maximum=2**63 - 1, integer=True)
 
@@ -118,7 +118,7 @@ def check_verify_paths(file: Any, what: str, *, suspect: Any, null: Any, trusted
     Raises:
         InputError: naming the option.
     """
-    from . import checks
+    from .. import checks
 
     checks.input_file(file, what, "fingerprint file" if what == "--fingerprints" else "watermark key file")
     input_files((suspect, "--suspect"), (null, "--null"), (trusted_key, "--trusted-key"), (sign, "--sign"))
@@ -139,8 +139,8 @@ def check_model_file(path: Any, what: str) -> None:
     Raises:
         InputError: naming the option and what is wrong.
     """
-    from . import checks
-    from .models import load_model
+    from .. import checks
+    from ..models import load_model
 
     checks.input_file(path, what, "model file")
     try:

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from .checks import parse_assignments
-from .cli_import import import_command
-from .cli_common import TASK_HELP, Mode, SimilarityMetric, TaskName, check_model_file, check_seed, check_verify_paths, console, input_files, print_verification, stdout
-from .cli_protocol import evaluate, owner_models, training_zoo
-from .cli_serving import serve
-from .cli_signing import keys_app, records_app
-from .cli_watermark import watermark_app
-from .errors import InputError, ModelprintError
+from ..checks import parse_assignments
+from .importing import import_command
+from .kit import check, protect, scan
+from .common import TASK_HELP, Mode, SimilarityMetric, TaskName, check_model_file, check_seed, check_verify_paths, console, input_files, print_verification, stdout
+from .protocol import evaluate, owner_models, training_zoo
+from .serving import serve
+from .signing import keys_app, records_app
+from .watermark import watermark_app
+from ..errors import InputError, ModelprintError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prove that a suspect model was stolen from yours.")
 app.add_typer(keys_app, name="keys")
@@ -63,7 +63,7 @@ def train(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Train a model for a task and write it as a model file."""
-    from . import checks
+    from .. import checks
 
     checks.output_file(out)
     checks.device(device)
@@ -73,10 +73,10 @@ def train(
     check_seed(seed)
     from dataclasses import replace
 
-    from .architectures import ARCHITECTURES, HUBS, ONNX, architecture
-    from .data import check_data_spec, load_data
-    from .models import save_model
-    from .train import TrainConfig, train_new_model
+    from ..architectures import ARCHITECTURES, HUBS, ONNX, architecture
+    from ..data import check_data_spec, load_data
+    from ..models import save_model
+    from ..train import TrainConfig, train_new_model
 
     if arch == ONNX or not isinstance(arch, str):
         names = ", ".join([*sorted(ARCHITECTURES), *(f"{hub}:NAME" for hub in HUBS)])
@@ -89,7 +89,7 @@ def train(
     if size is not None:
         checks.number(size, "--size", minimum=getattr(builder, "min_input_size", 1), integer=True)
     check_data_spec(data, "--data", channels=channels, size=size)
-    from .train import CROP_PAD
+    from ..train import CROP_PAD
 
     if size is not None and size <= CROP_PAD and (augment is None or "crop" in augment):
         raise InputError(f"--size {size}: too small for the 'crop' augmentation ({CROP_PAD}-pixel padding); give --size > {CROP_PAD} or --augment flip or ''")
@@ -125,7 +125,7 @@ def generate(
     sign: Optional[Path] = typer.Option(None, help="Sign the set with this private key (from 'keys new'): verifiers pin the public key with --trusted-key."),
 ) -> None:
     """Generate fingerprints of a target model with any registered scheme."""
-    from . import checks
+    from .. import checks
 
     checks.output_file(out)
     checks.device(device)
@@ -135,7 +135,7 @@ def generate(
         if folder is not None:
             checks.input_folder(folder, what)
     check_seed(seed)
-    from .data import check_data_spec
+    from ..data import check_data_spec
 
     check_data_spec(data, "--data")
     if tolerance is not None:
@@ -143,8 +143,8 @@ def generate(
     settings = parse_assignments(setting)
     named = dict(tolerance=tolerance, xi=xi, norm=norm, lam=lam, steps=steps, pattern=_parse_pattern(pattern))
     settings.update({k: v for k, v in named.items() if v is not None}, n=n, seed=seed)
-    from .protocol.generate import describe, generate_set
-    from .signing import load_private_key
+    from ..protocol.generate import describe, generate_set
+    from ..integrity.signing import load_private_key
 
     signing_key = load_private_key(sign) if sign is not None else None  # a bad key fails before any work
     fingerprints = generate_set(model, data=data, scheme=scheme, configuration=configuration, settings=settings,
@@ -196,12 +196,12 @@ def verify(
     """Verify a suspect, a model file or a model behind a prediction server, and write an evidence record."""
     check_verify_paths(fingerprints, "--fingerprints", suspect=suspect, null=null, trusted_key=trusted_key, sign=sign, records=records,
                        record=record, journal=journal, device=device)
-    from .evidence.verification import verify_suspect
+    from ..evidence.verification import verify_suspect
 
     inline = dict(path=api_path, send=api_send, field=api_field, answer=api_answer, answer_path=api_answer_path, classes=api_classes, per_request=api_per_request)
     mapping = None
     if api is not None or any(v is not None for v in inline.values()):
-        from .serving.json_api import mapping_from_options
+        from ..serving.json_api import mapping_from_options
 
         mapping = mapping_from_options(api, **inline)
 
@@ -215,29 +215,22 @@ def verify(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("modelprint-demo"), help="Folder for models, fingerprints and summary.json."),
-    epochs: int = typer.Option(8, min=1, help="Training epochs of the target and the independent models."),
-    n: int = typer.Option(100, min=1, help="Fingerprints per configuration."),
+    out: Path = typer.Option(Path("modelprint-demo"), help="Folder for models, the kit, the checks and summary.json."),
+    epochs: int = typer.Option(6, min=1, help="Training epochs of the target, the independent model and the kit's null models."),
+    n: int = typer.Option(100, min=1, help="Fingerprints per set."),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Run the whole method on the embedded digits set and print the table of matching scores."""
-    from . import checks
+    """Protect a digits model, then check four suspects with its kit as files and two of them served as an API: the owner's workflow."""
+    from .. import checks
 
     checks.output_folder(out)
     checks.device(device)
-    from .demo import run_demo, summary_notes, summary_table
+    from ..demo import run_demo, summary_lines
 
     summary = run_demo(out, epochs=epochs, n=n, device=device, log=lambda line: console.print(line))
-    header, rows = summary_table(summary)
-    table = Table(title=f"Matching scores on {summary['data']} (ResNet-18 width {summary['arch']['width']})")
-    for i, column in enumerate(header):
-        table.add_column(column, justify="left" if i < 2 else "right")
-    for row in rows:
-        table.add_row(*row)
-    stdout.print(table)
-    for line in summary_notes(summary):
-        stdout.print(line)
-    stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary written to {out / 'summary.json'}")
+    for line in summary_lines(summary):
+        stdout.print(line, highlight=False)
+    stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary in {out / 'summary.json'}, each check's page in {out / 'checks'}/*/verdict.html")
 
 
 class Terminated(BaseException):
@@ -307,6 +300,9 @@ app.command("import")(import_command)
 app.command()(evaluate)
 app.command("owner-models")(owner_models)
 app.command("training-zoo")(training_zoo)
+app.command()(protect)
+app.command()(check)
+app.command()(scan)
 
 
 if __name__ == "__main__":

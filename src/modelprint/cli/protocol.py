@@ -9,9 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .checks import parse_assignments
-from .cli_common import TASK_HELP, Executor, SimilarityMetric, TaskName, ZooPreset, check_model_file, console, input_files, mean_std_text, parse_names, stdout
-from .errors import InputError
+from ..checks import parse_assignments
+from .common import TASK_HELP, Executor, SimilarityMetric, TaskName, ZooPreset, check_model_file, console, input_files, mean_std_text, parse_names, stdout
+from ..errors import InputError
 
 #: Where models are trained, in every command that builds a zoo or the owner's models.
 EXECUTOR_OPTION = typer.Option(Executor.pool, help="Where models are trained: a local process pool (default), this process, or Ray.")
@@ -57,7 +57,7 @@ def evaluate(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Run the paper's evaluation protocol for one or more schemes and write report.json, report.html and plots."""
-    from . import checks
+    from .. import checks
 
     checks.output_folder(out)
     checks.device(device)
@@ -69,13 +69,13 @@ def evaluate(
         check_model_file(target, "--target")
     if training_zoo_dir is not None:
         checks.output_folder(training_zoo_dir, "--training-zoo")
-    from .data import check_data_spec
+    from ..data import check_data_spec
 
     check_data_spec(data, "--data")
     if transfer_data is not None:
         check_data_spec(transfer_data, "--transfer-data")
-    from .protocol import EvaluationConfig, run_evaluation
-    from .report import write_report
+    from ..protocol import EvaluationConfig, run_evaluation
+    from ..report import write_report
 
     settings = parse_assignments(setting)
     config = EvaluationConfig(  # checks every scheme's settings and helper models before any training
@@ -124,7 +124,7 @@ def watermark_table(blocks: dict) -> Table:
     """One row per watermark and mode: ARUC, ROC AUC, TPR at 1% FPR, the verdicts' rates at alpha from the scheme's
     own p-values, forged keys declared (the ambiguity test: on the marked models; on the negatives), and the
     fidelity of the marked model (test-metric change, KL host -> marked)."""
-    from .report_watermarks import forged_text
+    from ..report.watermarks import forged_text
 
     table = Table(title="Watermarks (positives made from the marked model; negatives: the host and independent models)")
     for column in ("watermark", "mode", "ARUC", "AUC", "TPR@1%", "FPR@alpha", "TPR@alpha", "forged keys declared", "metric change", "KL"):
@@ -157,8 +157,8 @@ def owner_models(
 ) -> None:
     """Train the owner's helper models (references, surrogates, calibration models) that a configuration reads."""
     _check_build(out, device, target, data)
-    from .fingerprints import SCHEMES
-    from .protocol.owner import build_owner_models
+    from ..fingerprints import SCHEMES
+    from ..protocol.owner import build_owner_models
 
     if scheme not in SCHEMES:
         raise InputError(f"unknown fingerprint scheme {scheme!r}; registered: {', '.join(sorted(SCHEMES))}")
@@ -188,8 +188,8 @@ def training_zoo(
     """Train the owner's training zoo: pirated and independent models that a learning scheme (metav) learns from,
     with seeds no preset evaluation zoo uses, and checkpoints of the models it trains."""
     _check_build(out, device, target, data)
-    from .models import read_spec
-    from .protocol.training_zoo import build_training_zoo, cost
+    from ..models import read_spec
+    from ..protocol.training_zoo import build_training_zoo, cost
 
     if read_spec(target).arch == "onnx":  # measured: docs/own-model.md, the walk-through
         console.print("warning: the independent models of an exported ONNX graph's training zoo are fresh copies of the graph, "
@@ -205,13 +205,13 @@ def training_zoo(
 def _check_build(out: Path, device: str, target: Path, data: str) -> None:
     """What a command that trains models around a target checks before any work: the output folder, the device,
     the target's file and the data spec."""
-    from . import checks
+    from .. import checks
 
     checks.output_folder(out)
     checks.device(device)
     if not target.is_file():
         raise InputError(f"--target {target}: no such model file")
     check_model_file(target, "--target")
-    from .data import check_data_spec
+    from ..data import check_data_spec
 
     check_data_spec(data, "--data")

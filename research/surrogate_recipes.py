@@ -9,18 +9,18 @@ never a zoo suspect's) in OUT/owner_recipes, makes the owner configuration's set
 paper-recipe surrogates (``--keep K`` keeps the first K of those beside them; references and calibration models
 unchanged; ``--set`` changes settings on top of the owner configuration, ``--black-box-only``
 makes the black-box group alone) in OUT/FOLDER (``--train-only``: the surrogates alone, say to hold them apart for
-``bench/readouts.py --held-apart``), verifies every suspect of the zoo, and prints ROC AUC, ARUC, every
+``research/readouts.py --held-apart``), verifies every suspect of the zoo, and prints ROC AUC, ARUC, every
 distilled student's score and the lowest other pirated copy's per mode:
 
-    python bench/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --repeats 1
-    python bench/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --keep 2 \
+    python research/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --repeats 1
+    python research/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --keep 2 \
         --recipes mobilefacenet,mobilefacenet --folder saliency-arch
-    python bench/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --keep 4 --recipes "" \
+    python research/surrogate_recipes.py runs/paper_distill --data ../shared/data/cifar10_test_32 --keep 4 --recipes "" \
         --black-box-only --folder saliency-xi45 --set 'black_box_settings={"gamma": 1.0, "occlusion": 1.0,
         "threshold_anchor": "surrogates", "pool": 3.0, "select": "black_box", "xi": 4.5}'
-    python bench/surrogate_recipes.py runs/vgg_distill --data ../shared/data/cifar10_test_32 --arch vgg11_bn --keep 4 \
+    python research/surrogate_recipes.py runs/vgg_distill --data ../shared/data/cifar10_test_32 --arch vgg11_bn --keep 4 \
         --recipes "" --set 'pattern=[[0,0],[0,1]]' --folder saliency-p2 --repeats 3
-    python bench/surrogate_recipes.py runs/digits_owner --data digits --keep 4 --recipes retrain_last --black-box-only \
+    python research/surrogate_recipes.py runs/digits_owner --data digits --keep 4 --recipes retrain_last --black-box-only \
         --folder saliency-rtll
 """
 

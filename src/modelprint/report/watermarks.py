@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .report_comparison import MODE_TITLES, _mean  # noqa: E402
+from .comparison import MODE_TITLES, _mean  # noqa: E402
 
 Table = tuple[str, list[str], list[list[Any]]]
 

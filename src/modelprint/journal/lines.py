@@ -21,10 +21,10 @@ from typing import Any, Mapping
 
 import torch
 
-from .errors import IntegrityError
-from .hashing import canonical_json as hashing_canonical_json
-from .hashing import tensors_sha256
-from .urls import redact_url
+from ..errors import IntegrityError
+from ..integrity.hashing import canonical_json as hashing_canonical_json
+from ..integrity.hashing import tensors_sha256
+from ..serving.urls import redact_url
 
 #: The format of the header and lines; a journal of another format is refused.
 JOURNAL_FORMAT = 2

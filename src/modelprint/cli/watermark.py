@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from .cli_common import Mode, check_model_file, check_seed, check_verify_paths, console, input_files, print_verification, stdout
-from .errors import InputError
+from .common import Mode, check_model_file, check_seed, check_verify_paths, console, input_files, print_verification, stdout
+from ..errors import InputError
 
 watermark_app = typer.Typer(no_args_is_help=True, help="Watermarks: mark the owner's model at training time, and verify suspects with the secret key.")
 
@@ -31,7 +31,7 @@ def embed(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Mark a model and write it and its secret key; prints what marking cost the host and what the key reads."""
-    from . import checks
+    from .. import checks
 
     if (model is None) == (arch is None):
         raise InputError("give either --model HOST (mark it by fine-tuning) or --arch ARCH (train a marked model from scratch)")
@@ -48,26 +48,26 @@ def embed(
         check_model_file(model, "--model")
     check_seed(seed)
     checks.number(width, "--width", minimum=1, integer=True)
-    from .data import check_data_spec
+    from ..data import check_data_spec
 
     check_data_spec(data, "--data")
     if arch is not None:
-        from .architectures import ARCHITECTURES, ONNX, architecture
+        from ..architectures import ARCHITECTURES, ONNX, architecture
 
         if arch == ONNX:
             raise InputError("--arch onnx: an ONNX graph is imported (modelprint import), not trained from scratch")
         architecture(arch)
-    from .signing import load_private_key
+    from ..integrity.signing import load_private_key
 
     signing_key = load_private_key(sign) if sign is not None else None
-    from .watermarks import WATERMARKS, watermark_entry, watermark_named
+    from ..watermarks import WATERMARKS, watermark_entry, watermark_named
 
     watermark_entry(f"{scheme}:{configuration}")  # an unknown scheme or configuration fails in one line
     maker = watermark_named(scheme, configuration, **{**WATERMARKS[scheme].parse_settings(setting), "seed": seed})
-    from .data import load_data
-    from .models import build_model, load_model, save_model
-    from .access import WhiteBox
-    from .watermarks.fidelity import fidelity, projection, read_test
+    from ..data import load_data
+    from ..models import build_model, load_model, save_model
+    from ..access import WhiteBox
+    from ..watermarks.fidelity import fidelity, projection, read_test
 
     if model is not None:
         host = load_model(model, device=device)
@@ -88,7 +88,7 @@ def embed(
         figures = fidelity(before, after, host.spec.task, models=(host, marked))
         stdout.print("fidelity: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
         if plot is not None:
-            from .report_watermarks import plot_projection
+            from ..report.watermarks import plot_projection
 
             plot_projection(projection(before, after), title=f"{scheme} ({configuration})").savefig(plot, dpi=110)
             console.print(f"fidelity picture: {plot}")
@@ -126,8 +126,8 @@ def verify(
     evidence record whose verdict is the scheme's own (binomial) p-value unless --null is given."""
     check_verify_paths(key, "--key", suspect=suspect, null=null, trusted_key=trusted_key, sign=sign, records=records, record=record,
                        journal=journal, device=device)
-    from .evidence.verification import verify_suspect
-    from .watermarks import WatermarkKey
+    from ..evidence.verification import verify_suspect
+    from ..watermarks import WatermarkKey
 
     done = verify_suspect(
         key, suspect=suspect, url=url, model_name=model_name, mode=mode.value if mode else None, budget=budget, batch_size=batch_size, records=records,
