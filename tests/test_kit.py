@@ -274,3 +274,12 @@ def test_records_check_checks_a_signed_bundle_and_refuses_an_edited_one(kit, tmp
             record_path.write_text(json.dumps({**record, "matching_score": 0.5}))
         code, _, err = run_cli(check, capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1, (edit, err)
+
+
+def test_the_demo_prints_lines_that_fit_an_80_column_terminal():
+    from modelprint.demo import summary_lines
+
+    row = {"suspect": "independent", "kind": "independent", "asked": "served", "scores": {"ipguard": 0.123456, "tafa-images": 1.0}, "p_value": 0.75, "pirated": False}
+    lines = summary_lines({"kit": {"sets": ["ipguard", "tafa-images"], "null_models": 19}, "checks": [row, {**row, "suspect": "fine-tuned", "p_value": 0.05, "pirated": True}]})
+    assert max(len(line) for line in lines) <= 80
+    assert lines[2].split()[:3] == ["independent", "independent", "served"] and lines[3].endswith("PIRATED")

@@ -117,14 +117,14 @@ def run_demo(
     for name, (kind, model) in suspects.items():
         log(f"check: {name} (file) ...")
         done = check_suspect(out / "kit", suspect=files[name], out=out / "checks" / f"{files[name].stem}-file", device=device)
-        checks.append(_row(name, kind, "file", done.bundle))
+        checks.append(_row(name, kind, "file", done.bundle, done.path))
     for name in SERVED:
         kind, model = suspects[name]
         served = ServedModel("suspect", model, Classification(), (target.spec.channels, *target.spec.input_size))
         with ServerThread(create_app(served)) as server:
             log(f"check: {name} (served at {server.url}) ...")
             done = check_suspect(out / "kit", url=server.url, model_name="suspect", out=out / "checks" / f"{files[name].stem}-served", fresh=True)
-        checks.append(_row(name, kind, "served", done.bundle))
+        checks.append(_row(name, kind, "served", done.bundle, done.path))
     timings["check_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - start
     summary = {
@@ -140,9 +140,9 @@ def run_demo(
     return summary
 
 
-def _row(name: str, kind: str, asked: str, bundle: dict[str, Any]) -> dict[str, Any]:
+def _row(name: str, kind: str, asked: str, bundle: dict[str, Any], path: Path) -> dict[str, Any]:
     combined = bundle["combined"]
-    return {"suspect": name, "kind": kind, "asked": asked, "scores": {e["set"]: e["score"] for e in bundle["sets"]},
+    return {"suspect": name, "kind": kind, "asked": asked, "bundle": str(path), "scores": {e["set"]: e["score"] for e in bundle["sets"]},
             "p_value": combined["p_value"], "pirated": combined["pirated"], "queries": sum(e["images_used"] for e in bundle["sets"])}
 
 
@@ -155,6 +155,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         scores = "".join(f" {row['scores'][s]:>8.2f}" for s in sets)
         lines.append(f"{row['suspect']:<12} {row['kind']:<12} {row['asked']:<9}{scores} {row['p_value']:>7.3f}  {'PIRATED' if row['pirated'] else 'not shown'}")
     k = summary["kit"]["null_models"]
-    lines.append(f"scores: matching scores per set; p: the combined p-value against the owner's {k} independently trained")
-    lines.append(f"models (at least 1/{k + 1}); PIRATED where p <= 0.05, the rate at which it would accuse an independent model.")
+    lines += ["",
+              "Columns: each set's matching score, then p, the combined p-value of the",
+              f"suspect's rank among the owner's {k} independently trained null models (at",
+              f"least 1/{k + 1}). PIRATED where p <= 0.05: an independent model like them is",
+              "declared with probability at most 0.05."]
     return lines

@@ -228,9 +228,17 @@ def demo(
     from ..demo import run_demo, summary_lines
 
     summary = run_demo(out, epochs=epochs, n=n, device=device, log=lambda line: console.print(line))
+    import json
+
+    from ..report.verdict import write_verdict_page
+
+    for row in summary["checks"]:  # each check's page beside its bundle
+        bundle = Path(row["bundle"])
+        write_verdict_page(json.loads(bundle.read_text()), bundle.with_suffix(".html"))
     for line in summary_lines(summary):
         stdout.print(line, highlight=False)
-    stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary in {out / 'summary.json'}, each check's page in {out / 'checks'}/*/verdict.html")
+    stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary: {out / 'summary.json'}")
+    stdout.print(f"each check's page: {out / 'checks'}/*/verdict.html", highlight=False)
 
 
 class Terminated(BaseException):

@@ -27,7 +27,7 @@ def _esc(value: Any) -> str:
 def plot_sets(bundle: dict[str, Any]) -> str:
     """Each set's null scores (grey dots) and the suspect's score (red bar), as a base64 PNG."""
     sets = bundle["sets"]
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(sets)))
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.55 * len(sets)))
     for row, entry in enumerate(sets):
         null = entry["null_scores"]
         ax.scatter(null, [row] * len(null), color="0.55", s=18, label="independent models (the owner's null models)" if row == 0 else None)
@@ -36,7 +36,7 @@ def plot_sets(bundle: dict[str, Any]) -> str:
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("matching score")
     ax.invert_yaxis()
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(sets) < 3 else -0.2), ncol=2, frameon=False, fontsize=8)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False, fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -66,10 +66,8 @@ def verdict_page(bundle: dict[str, Any]) -> str:
             f"<table><thead><tr><th>set</th><th>mode</th><th>suspect's score</th><th>highest independent</th><th>rank (1 = above all)</th>"
             f"<th>images sent or read</th><th>evidence record</th></tr></thead><tbody>{rows}</tbody></table>"
             f"<h2>The combined verdict</h2><p>p = {combined['p_value']:.4g} (alpha {combined['alpha']:g}): {_esc(combined['rule'])}.</p>"
-            f"<p>Check this bundle with <code>modelprint records check {_esc(BUNDLE_HINT)}</code>.</p></body></html>")
-
-
-BUNDLE_HINT = "verdict.json"
+            f"<p>A third party checks a signed bundle (<code>check --sign</code>), its records and this verdict with "
+            f"<code>modelprint records check verdict.json --trusted-key OWNER.pub --kit KIT</code>.</p></body></html>")
 
 
 def write_verdict_page(bundle: dict[str, Any], path: str | Path) -> Path:
