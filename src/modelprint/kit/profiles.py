@@ -70,7 +70,7 @@ _STRONG_CLASSIFIER = ("CIFAR-10 paper zoo: MetaV ARUC 0.980, ROC AUC 1.000 in bo
 
 PROFILES: dict[tuple[str, str], Profile] = {
     ("fast", "classification"): Profile("fast", "classification", (Use("ipguard", settings=_SPREAD), Use("tafa")), "no helper models", _FAST_CLASSIFIER),
-    ("strong", "classification"): Profile("strong", "classification", (Use("metav"), Use("conferae"), Use("ipguard")),
+    ("strong", "classification"): Profile("strong", "classification", (Use("metav"), Use("conferae"), Use("ipguard", settings=_SPREAD)),
                                           "a training zoo (MetaV) and 12 helper models (ConferAE's references and surrogates)", _STRONG_CLASSIFIER),
     ("fast", "regression"): Profile("fast", "regression", (Use("tafa"),), "no helper models",
                                     "a regressor's TAFA ARUC 0.18 (docs/comparison.md): weak; use --profile strong"),
