@@ -21,23 +21,12 @@ import torch
 
 from modelprint.access import BLACK_BOX, WHITE_BOX, WhiteBox
 from modelprint.data import load_data
+from modelprint.demo import cached_model
 from modelprint.fingerprints import SaliencyFingerprint
-from modelprint.models import ImageModel, load_model, save_model
+from modelprint.models import ImageModel, load_model
 from modelprint.tasks import Classification
 from modelprint.train import TrainConfig, evaluate, train_new_model
 from modelprint.zoo import FineTune, Transform, WeightPrune
-
-
-def _cached(path: Path, recipe: dict[str, Any], make: Callable[[], ImageModel]) -> ImageModel:
-    """Load the model at ``path`` if it was made by the same recipe; otherwise make and save it."""
-    if path.is_file():
-        model = load_model(path)
-        if model.spec.info.get("recipe") == recipe:
-            return model
-    model = make()
-    model.spec.info["recipe"] = recipe
-    save_model(model, path)
-    return load_model(path)
 
 
 def run_table(
@@ -80,7 +69,7 @@ def run_table(
             return load_model(pretrained[seed], device=device)
         config = TrainConfig(epochs=epochs, seed=seed, augment=splits.augment, device=device)
         recipe = {"arch": "resnet18", "width": width, "data": splits.name, "train": config.to_dict()}
-        return _cached(
+        return cached_model(
             out / "models" / f"seed{seed}.safetensors",
             recipe,
             lambda: train_new_model(splits, arch="resnet18", width=width, config=config, progress=progress, desc=f"train seed {seed}")[0],
@@ -88,7 +77,7 @@ def run_table(
 
     def pirated(name: str, parent: ImageModel, transform: Transform, seed: int) -> ImageModel:
         recipe = {"transform": transform.kind, "params": transform.params(), "seed": seed, "parent": parent.spec.info["sha256"]}
-        return _cached(out / "models" / f"{name}.safetensors", recipe, lambda: transform.apply(parent, splits.train, seed=seed, progress=progress))
+        return cached_model(out / "models" / f"{name}.safetensors", recipe, lambda: transform.apply(parent, splits.train, seed=seed, progress=progress))
 
     timings: dict[str, float] = {}
     t = time.perf_counter()

@@ -30,7 +30,7 @@ from .zoo import Distill, FineTune, Transform, WeightPrune
 SERVED = ("fine-tuned", "independent")
 
 
-def _cached(path: Path, recipe: dict[str, Any], make: Callable[[], ImageModel]) -> ImageModel:
+def cached_model(path: Path, recipe: dict[str, Any], make: Callable[[], ImageModel]) -> ImageModel:
     """Load the model at ``path`` if it was made by the same recipe; otherwise make and save it."""
     if path.is_file():
         model = load_model(path)
@@ -78,29 +78,28 @@ def run_demo(
     splits = load_data(data)
     timings: dict[str, float] = {}
 
-    def trained(seed: int) -> ImageModel:
-        config = TrainConfig(epochs=epochs, seed=seed, augment=splits.augment, device=device)
-        recipe = {"arch": "resnet18", "width": width, "data": splits.name, "train": config.to_dict()}
-        return _cached(out / "models" / f"seed{seed}.safetensors", recipe,
-                       lambda: train_new_model(splits, arch="resnet18", width=width, config=config, progress=progress, desc=f"train seed {seed}")[0])
-
-    def pirated(name: str, parent: ImageModel, transform: Transform, seed: int) -> ImageModel:
-        recipe = {"transform": transform.kind, "params": transform.params(), "seed": seed, "parent": parent.spec.info["sha256"]}
-        return _cached(out / "models" / f"{name}.safetensors", recipe, lambda: transform.apply(parent, splits.train, seed=seed, progress=progress))
+    def made(stem: str, seed: int, transform: Transform | None = None) -> tuple[Path, ImageModel]:
+        """The model file ``stem`` and its model: trained from seed ``seed``, or ``transform`` of the target."""
+        path = out / "models" / f"{stem}.safetensors"
+        if transform is None:
+            config = TrainConfig(epochs=epochs, seed=seed, augment=splits.augment, device=device)
+            recipe = {"arch": "resnet18", "width": width, "data": splits.name, "train": config.to_dict()}
+            return path, cached_model(path, recipe, lambda: train_new_model(splits, arch="resnet18", width=width, config=config, progress=progress,
+                                                                           desc=f"train seed {seed}")[0])
+        recipe = {"transform": transform.kind, "params": transform.params(), "seed": seed, "parent": target.spec.info["sha256"]}
+        return path, cached_model(path, recipe, lambda: transform.apply(target, splits.train, seed=seed, progress=progress))
 
     t = time.perf_counter()
     log(f"training the target, three pirated copies and an independent model on {splits.name} ...")
-    target = trained(0)
-    suspects = {
-        "fine-tuned": ("pirated", pirated("finetuned", target, FineTune(epochs=1, lr=0.01, augment=splits.augment), 10)),
-        "pruned 30%": ("pirated", pirated("pruned30", target, WeightPrune(ratio=0.3), 11)),
-        "distilled": ("pirated", pirated("distilled", target, Distill(epochs=epochs, augment=splits.augment), 12)),
-        "independent": ("independent", trained(1)),
+    target_path, target = made("seed0", 0)
+    suspects = {  # name -> (kind, (its file, its model))
+        "fine-tuned": ("pirated", made("finetuned", 10, FineTune(epochs=1, lr=0.01, augment=splits.augment))),
+        "pruned 30%": ("pirated", made("pruned30", 11, WeightPrune(ratio=0.3))),
+        "distilled": ("pirated", made("distilled", 12, Distill(epochs=epochs, augment=splits.augment))),
+        "independent": ("independent", made("seed1", 1)),
     }
     timings["models_s"] = time.perf_counter() - t
-    files = {name: out / "models" / f"{stem}.safetensors" for name, stem in
-             (("fine-tuned", "finetuned"), ("pruned 30%", "pruned30"), ("distilled", "distilled"), ("independent", "seed1"))}
-    accuracy = {name: evaluate(model, splits.test, "classification") for name, (_, model) in suspects.items()}
+    accuracy = {name: evaluate(model, splits.test, "classification") for name, (_, (_, model)) in suspects.items()}
     accuracy["target"] = evaluate(target, splits.test, "classification")
 
     t = time.perf_counter()
@@ -108,22 +107,22 @@ def run_demo(
     if not key.is_file():
         new_key_files(out / "owner")
     log(f"protect: the owner's kit (IPGuard and TAFA sets of {n}, {null_models} null models) ...")
-    kit = build_kit(out / "models" / "seed0.safetensors", data=data, out=out / "kit", key=key, profile="fast", n=n, null_models=null_models,
+    kit = build_kit(target_path, data=data, out=out / "kit", key=key, profile="fast", n=n, null_models=null_models,
                     epochs=epochs, progress=progress, log=log, executor="pool" if workers > 1 else "inprocess", workers=workers, device=device)
     timings["protect_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     checks: list[dict[str, Any]] = []
-    for name, (kind, model) in suspects.items():
+    for name, (kind, (path, _)) in suspects.items():
         log(f"check: {name} (file) ...")
-        done = check_suspect(out / "kit", suspect=files[name], out=out / "checks" / f"{files[name].stem}-file", device=device)
+        done = check_suspect(out / "kit", suspect=path, out=out / "checks" / f"{path.stem}-file", device=device)
         checks.append(_row(name, kind, "file", done.bundle, done.path))
     for name in SERVED:
-        kind, model = suspects[name]
+        kind, (path, model) = suspects[name]
         served = ServedModel("suspect", model, Classification(), (target.spec.channels, *target.spec.input_size))
         with ServerThread(create_app(served)) as server:
             log(f"check: {name} (served at {server.url}) ...")
-            done = check_suspect(out / "kit", url=server.url, model_name="suspect", out=out / "checks" / f"{files[name].stem}-served", fresh=True)
+            done = check_suspect(out / "kit", url=server.url, model_name="suspect", out=out / "checks" / f"{path.stem}-served", fresh=True)
         checks.append(_row(name, kind, "served", done.bundle, done.path))
     timings["check_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - start

@@ -141,15 +141,18 @@ class BlackBox(ResumeChecks, Access):
     def from_model(
         cls, model: nn.Module, task: Task, *, budget: int | None = None, batch_size: int = 256, **kwargs: Any
     ) -> "BlackBox":
-        """Serve a local model as a prediction API for ``task`` (probabilities, values or embeddings).
+        """Serve a local model as a prediction API for ``task`` (probabilities, values or embeddings; the top-1 label
+        with ``labels_only=True``).
 
-        ``kwargs`` go to the constructor (``journal``, ``identity``, ...)."""
+        ``kwargs`` go to the constructor (``journal``, ``identity``, ``labels_only``, ...)."""
         model = model.eval()
         device = next(model.parameters()).device
+        labels_only = kwargs.get("labels_only", False)
 
         @torch.no_grad()
         def predict(x: torch.Tensor) -> torch.Tensor:
-            return task.deployed(model(x.to(device))).cpu()
+            answers = task.deployed(model(x.to(device))).cpu()
+            return answers.argmax(dim=1) if labels_only else answers
 
         spec = getattr(model, "spec", None)
         shape = (spec.channels, *spec.input_size) if spec is not None else None

@@ -84,10 +84,10 @@ def protect(
     kit = build_kit(model, data=data, out=out, key=key, profile=profile, schemes=schemes, n=n, seed=seed, null_models=null_models, epochs=epochs,
                     owner_models_dir=owner_models, training_zoo_dir=training_zoo, settings=settings, log=console.print,
                     executor=executor.value, workers=workers, ray_address=ray_address, device=device)
-    from ..kit.protect import kit_sha256
+    from ..integrity.hashing import file_sha256
 
     stdout.print(f"kit {out}: {len(kit['sets'])} signed sets ({', '.join(s['name'] for s in kit['sets'])}), {null_models} null models; "
-                 f"kit.json SHA-256 {kit_sha256(out)} (publish or timestamp it)")
+                 f"kit.json SHA-256 {file_sha256(out / 'kit.json')} (publish or timestamp it)")
 
 
 def check(

@@ -18,7 +18,7 @@ from ..fingerprints import SCHEMES
 from ..integrity import signing
 from ..integrity.hashing import file_sha256
 from .combine import combine
-from .file import KIT_FILE, Kit, read_kit
+from .file import Kit, read_kit
 
 BUNDLE_FILE = "verdict.json"
 BUNDLE_VERSION = 1
@@ -100,13 +100,13 @@ def check_suspect(
     if sign is not None:
         sign = signing.load_private_key(sign)
     if suspect is not None and mode is None:
-        from ..architectures import inference_only
-        from ..models import load_model
+        from ..architectures import ONNX_RUNTIME
+        from ..models import read_spec
 
-        if inference_only(load_model(suspect, device=device)):  # an ONNX graph run as it is: it can only be asked
+        if read_spec(suspect).arch == ONNX_RUNTIME:  # an ONNX graph run as it is: it can only be asked
             mode = BLACK_BOX
     modes = {entry.name: _mode(entry, url, mode) for entry in checked.sets}
-    missing = [f"{name} ({m})" for name, m in modes.items() if m not in next(e for e in checked.sets if e.name == name).null]
+    missing = [f"{entry.name} ({modes[entry.name]})" for entry in checked.sets if modes[entry.name] not in entry.null]
     if missing:
         raise InputError(f"the kit has no null scores for {', '.join(missing)}: a set can only be judged in a mode it was calibrated in")
     records = out / "records"
@@ -141,7 +141,7 @@ def check_suspect(
     bundle: dict[str, Any] = {
         "bundle_version": BUNDLE_VERSION,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "kit": {"folder": str(checked.folder), "sha256": file_sha256(checked.folder / KIT_FILE), "key_fingerprint": checked.key_fingerprint,
+        "kit": {"folder": str(checked.folder), "sha256": checked.sha256, "key_fingerprint": checked.key_fingerprint,
                 "target": checked.data.get("target"), "profile": (checked.data.get("profile") or {}).get("name")},
         "suspect": identity,
         "sets": entries,
@@ -180,7 +180,6 @@ def check_bundle(path: str | os.PathLike, trusted_key: signing.PublicKeySource, 
         IntegrityError: anything that does not hold.
         InputError: a file that cannot be read.
     """
-    from ..errors import IntegrityError
     from ..evidence.check import check_record_file, read_record
 
     path = Path(path)
@@ -193,7 +192,7 @@ def check_bundle(path: str | os.PathLike, trusted_key: signing.PublicKeySource, 
         raise IntegrityError(f"{path}: a bundle lists its sets")
     listed = read_kit(kit, trusted_key=public) if kit is not None else None
     if listed is not None:
-        if file_sha256(listed.folder / KIT_FILE) != (bundle.get("kit") or {}).get("sha256"):
+        if listed.sha256 != (bundle.get("kit") or {}).get("sha256"):
             raise IntegrityError(f"{path}: the bundle was made with another kit than {kit}")
         done.append(f"made with the kit {kit}")
     scores, nulls = {}, {}

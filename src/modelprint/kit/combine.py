@@ -127,7 +127,7 @@ def combine(suspect: Mapping[str, float], null: Mapping[str, Sequence[float]], *
     groups = (1 if suspect else 0) + len(exact)
     smallest = min([*([p_rank] if p_rank is not None else []), *exact.values()])
     p = min(1.0, groups * smallest)
-    floor = min(1.0, groups * (1 / (k + 1))) if suspect and not exact else 0.0
+    floor = 1 / (k + 1) if suspect and not exact else 0.0  # an exact test can go lower
     words = []
     if suspect:
         words.append(f"minimum-rank permutation test over {len(suspect)} component(s) against {k} null models (exact under any dependence; floor 1/{k + 1})")

@@ -8,6 +8,7 @@ set it names, was edited, re-signed by another key or swapped, before anything i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -56,6 +57,7 @@ class Kit:
 
     folder: Path
     data: dict[str, Any]
+    sha256: str  # of the kit file's bytes that were checked
     key_fingerprint: str
     public_key: str
     sets: tuple[KitSet, ...]
@@ -103,7 +105,7 @@ def read_kit(folder: str | os.PathLike, *, trusted_key: signing.PublicKeySource 
         IntegrityError: an unreadable or unsigned kit, a signature that does not hold or is not the trusted key's,
             a set missing, edited, swapped or signed by another key.
     """
-    from ..checks import input_folder, read_text
+    from ..checks import input_folder
 
     folder = input_folder(folder, "--kit")
     path = folder / KIT_FILE
@@ -111,9 +113,14 @@ def read_kit(folder: str | os.PathLike, *, trusted_key: signing.PublicKeySource 
         raise InputError(f"--kit {folder}: no {KIT_FILE} (make a kit with 'modelprint protect')")
     if path.stat().st_size > _MAX_BYTES:
         raise IntegrityError(f"{path}: {path.stat().st_size} bytes, more than a kit file holds ({_MAX_BYTES})")
+    raw = path.read_bytes()  # read once: what is checked is what the digest names
+
+    def not_json(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
     try:
-        data = json.loads(read_text(path, "the kit"), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not JSON")))
-    except (ValueError, RecursionError) as exc:
+        data = json.loads(raw.decode("utf-8"), parse_constant=not_json)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise IntegrityError(f"{path}: not a readable kit ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise IntegrityError(f"{path}: not a kit of format {FORMAT}")
@@ -150,7 +157,7 @@ def read_kit(folder: str | os.PathLike, *, trusted_key: signing.PublicKeySource 
         digests.add(digest)
         sets.append(KitSet(name, folder / relative, digest, _field(entry, "scheme", str, where), _field(entry, "configuration", str, where),
                            {mode: _scores(values, count, f"{where} null {mode}") for mode, values in null.items()}))
-    kit = Kit(folder, data, fingerprint, block["public_key"], tuple(sets))
+    kit = Kit(folder, data, hashlib.sha256(raw).hexdigest(), fingerprint, block["public_key"], tuple(sets))
     if load_sets:
         for entry in sets:
             if not entry.path.is_file():

@@ -35,15 +35,20 @@ class Profile:
         name: the profile's name (``fast``, ``strong``).
         task: the task it protects.
         uses: the sets it makes.
-        needs: what it trains besides the null models, in words.
         measured: its measured strength, in words (where it was measured, and where it fails).
     """
 
     name: str
     task: str
     uses: tuple[Use, ...]
-    needs: str
     measured: str
+
+    @property
+    def needs(self) -> str:
+        """What it trains besides the null models, in words."""
+        counts, size = self.owner_counts(), self.training_zoo_size()
+        parts = [f"a training zoo of {size}" if size else "", f"{sum(counts.values())} helper models" if counts else ""]
+        return " and ".join(p for p in parts if p) or "no helper models"
 
     def owner_counts(self) -> dict[str, int]:
         """The owner's helper models the sets read, by role (the most any set needs)."""
@@ -69,17 +74,14 @@ _STRONG_CLASSIFIER = ("CIFAR-10 paper zoo: MetaV ARUC 0.980, ROC AUC 1.000 in bo
                       "recipe outside the training zoo escape MetaV (docs/metav.md)")
 
 PROFILES: dict[tuple[str, str], Profile] = {
-    ("fast", "classification"): Profile("fast", "classification", (Use("ipguard", settings=_SPREAD), Use("tafa")), "no helper models", _FAST_CLASSIFIER),
-    ("strong", "classification"): Profile("strong", "classification", (Use("metav"), Use("conferae"), Use("ipguard", settings=_SPREAD)),
-                                          "a training zoo (MetaV) and 12 helper models (ConferAE's references and surrogates)", _STRONG_CLASSIFIER),
-    ("fast", "regression"): Profile("fast", "regression", (Use("tafa"),), "no helper models",
+    ("fast", "classification"): Profile("fast", "classification", (Use("ipguard", settings=_SPREAD), Use("tafa")), _FAST_CLASSIFIER),
+    ("strong", "classification"): Profile("strong", "classification", (Use("metav"), Use("conferae"), Use("ipguard", settings=_SPREAD)), _STRONG_CLASSIFIER),
+    ("fast", "regression"): Profile("fast", "regression", (Use("tafa"),),
                                     "a regressor's TAFA ARUC 0.18 (docs/comparison.md): weak; use --profile strong"),
-    ("strong", "regression"): Profile("strong", "regression", (Use("metav"), Use("saliency", "owner")),
-                                      "a training zoo (MetaV) and 16 helper models (saliency 'owner')", "saliency 'owner' on a regressor: ARUC 0.70 / 0.74 (docs/comparison.md)"),
-    ("fast", "similarity"): Profile("fast", "similarity", (Use("tafa"),), "no helper models",
+    ("strong", "regression"): Profile("strong", "regression", (Use("metav"), Use("saliency", "owner")), "saliency 'owner' on a regressor: ARUC 0.70 / 0.74 (docs/comparison.md)"),
+    ("fast", "similarity"): Profile("fast", "similarity", (Use("tafa"),),
                                     "TAFA on a face embedder: ARUC 0.34 (docs/comparison.md): weak; use --profile strong"),
-    ("strong", "similarity"): Profile("strong", "similarity", (Use("metav"), Use("saliency", "owner")),
-                                      "a training zoo (MetaV) and 16 helper models (saliency 'owner')", "saliency 'owner' on a face embedder: ARUC 0.47 / 0.40 (docs/comparison.md)"),
+    ("strong", "similarity"): Profile("strong", "similarity", (Use("metav"), Use("saliency", "owner")), "saliency 'owner' on a face embedder: ARUC 0.47 / 0.40 (docs/comparison.md)"),
 }
 
 PROFILE_NAMES = tuple(dict.fromkeys(name for name, _ in PROFILES))
@@ -117,7 +119,4 @@ def custom_profile(names: str, task: str) -> Profile:
         uses.append(Use(scheme, configuration))
     if not uses or len({u.name for u in uses}) != len(uses):
         raise InputError(f"--schemes {names!r}: name one or more sets, each once (e.g. ipguard,tafa)")
-    profile = Profile("custom", task, tuple(uses), "", "a choice of the owner's: each scheme's own figures are in docs/comparison.md; the kit's are not measured")
-    counts, size = profile.owner_counts(), profile.training_zoo_size()
-    needs = [f"{sum(counts.values())} helper models" if counts else "", f"a training zoo of {size}" if size else ""]
-    return Profile("custom", task, tuple(uses), " and ".join(n for n in needs if n) or "no helper models", profile.measured)
+    return Profile("custom", task, tuple(uses), "a choice of the owner's: each scheme's own figures are in docs/comparison.md; the kit's are not measured")

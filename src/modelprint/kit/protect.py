@@ -3,11 +3,11 @@ verdict, and the signed kit file; every step reused when present, so a killed ru
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import InputError, IntegrityError
 from ..fingerprints import SCHEMES, FingerprintSet, scheme_for
@@ -66,13 +66,21 @@ def plan(profile: Profile, null_models: int) -> dict[str, Any]:
             "models_to_train": null_models + sum(counts.values()) + profile.training_zoo_size()}
 
 
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Adds the wall seconds of the block to ``timings[key]``."""
+    start = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - start
+
+
 def _reusable(path: Path, scheme: str, settings: dict[str, Any], target_sha: str, key: signing.Ed25519PrivateKey) -> FingerprintSet | None:
     """A set made by an earlier run of the same kit, when it is the one this run would make and signed by this key."""
     if not path.is_file():
         return None
     try:
         found = FingerprintSet.load(path, trusted_key=key.public_key())
-    except Exception:  # a damaged or foreign file: made again
+    except (InputError, IntegrityError):  # a damaged file, or one of another key: made again
         return None
     made = found.stats.get("kit_settings")
     return found if found.scheme == scheme and made == settings and found.target.get("sha256") == target_sha else None
@@ -135,23 +143,19 @@ def build_kit(
 
     counts = chosen.owner_counts()
     if counts and owner_models_dir is None:
-        start = time.perf_counter()
         log(f"helper models: {', '.join(f'{v} {k}' for k, v in counts.items())}")
-        build_owner_models(counts, model, data, out / "owner-models", epochs=epochs, progress=progress, **executor)
         owner_models_dir = out / "owner-models"
-        timings["helper_models_s"] = time.perf_counter() - start
+        with _timed(timings, "helper_models_s"):
+            build_owner_models(counts, model, data, owner_models_dir, epochs=epochs, progress=progress, **executor)
     size = chosen.training_zoo_size()
     if size and training_zoo_dir is None:
-        start = time.perf_counter()
         log(f"training zoo: {size} models")
-        build_training_zoo(size, model, data, out / "training-zoo", epochs=epochs, progress=progress, **executor)
         training_zoo_dir = out / "training-zoo"
-        timings["training_zoo_s"] = time.perf_counter() - start
-
-    start = time.perf_counter()
+        with _timed(timings, "training_zoo_s"):
+            build_training_zoo(size, model, data, training_zoo_dir, epochs=epochs, progress=progress, **executor)
     log(f"null models: {null_models} independently trained models")
-    manifest = build_zoo(nulls, model, data, out / "null-models", role="null", progress=progress, **executor)
-    timings["null_models_s"] = time.perf_counter() - start
+    with _timed(timings, "null_models_s"):
+        manifest = build_zoo(nulls, model, data, out / "null-models", role="null", progress=progress, **executor)
 
     entries = []
     (out / "sets").mkdir(exist_ok=True)
@@ -160,28 +164,27 @@ def build_kit(
         path = out / "sets" / f"{use.name}.safetensors"
         own = {**dict(use.settings), **settings.get(use.scheme, {}), "n": n, "seed": seed}
         made = {"scheme": use.scheme, "configuration": use.configuration, "settings": own, "data": data}
-        start = time.perf_counter()
-        the_set = _reusable(path, use.scheme, made, target_sha, private)
-        if the_set is None:
-            log(f"set {use.name}: {n} fingerprints")
-            the_set = generate_set(model, data=data, scheme=use.scheme, configuration=use.configuration, settings=own,
-                                   owner_models_dir=owner_models_dir if SCHEMES[use.scheme].configured(use.configuration, task).reads() else None,
-                                   training_zoo_dir=training_zoo_dir if SCHEMES[use.scheme].configured(use.configuration, task).training_zoo()[0] else None,
-                                   device=executor.get("device", "cpu"), progress=progress)
-            the_set.stats["kit_settings"] = made
-            the_set.sign(private)
-            the_set.save(path)
-        timings[f"set_{use.name}_s"] = time.perf_counter() - start
-        start = time.perf_counter()
+        configured = SCHEMES[use.scheme].configured(use.configuration, task)  # what it reads: only those folders go to it
+        with _timed(timings, f"set_{use.name}_s"):
+            the_set = _reusable(path, use.scheme, made, target_sha, private)
+            if the_set is None:
+                log(f"set {use.name}: {n} fingerprints")
+                the_set = generate_set(model, data=data, scheme=use.scheme, configuration=use.configuration, settings=own,
+                                       owner_models_dir=owner_models_dir if configured.reads() else None,
+                                       training_zoo_dir=training_zoo_dir if configured.training_zoo()[0] else None,
+                                       device=executor.get("device", "cpu"), progress=progress)
+                the_set.stats["kit_settings"] = made
+                the_set.sign(private)
+                the_set.save(path)
         scheme = scheme_for(the_set)
-        scores = verify_all(scheme, the_set, manifest["suspects"], out / "nulls" / f"{use.name}.json", progress)
-        null = {mode: [scores[s.name][f"ms_{MODE_KEYS[mode]}"] for s in nulls.suspects] for mode in scheme.modes}
-        for mode in scheme.modes:  # a set that would declare a suspect which never saw the target a copy is refused now
-            try:
-                scheme.check_not_degenerate(the_set, modes=(mode,), null_scores=null[mode], what=str(path))
-            except IntegrityError as exc:
-                raise IntegrityError(f"{exc}; make this set with other settings (--set {use.scheme}.SETTING=VALUE) or choose other sets (--schemes)") from None
-        timings[f"null_scores_{use.name}_s"] = time.perf_counter() - start
+        with _timed(timings, f"null_scores_{use.name}_s"):
+            scores = verify_all(scheme, the_set, manifest["suspects"], out / "nulls" / f"{use.name}.json", progress)
+            null = {mode: [scores[s.name][f"ms_{MODE_KEYS[mode]}"] for s in nulls.suspects] for mode in scheme.modes}
+            for mode in scheme.modes:  # a set that would declare a suspect which never saw the target a copy is refused now
+                try:
+                    scheme.check_not_degenerate(the_set, modes=(mode,), null_scores=null[mode], what=str(path))
+                except IntegrityError as exc:
+                    raise IntegrityError(f"{exc}; make this set with other settings (--set {use.scheme}.SETTING=VALUE) or choose other sets (--schemes)") from None
         entries.append({"name": use.name, "file": f"sets/{use.name}.safetensors", "sha256": the_set.sha256(), "scheme": use.scheme,
                         "configuration": use.configuration, "modes": list(scheme.modes), "thresholds": the_set.thresholds,
                         "n": len(the_set), "null": null, "generation_s": the_set.stats.get("generation_s")})
@@ -203,8 +206,3 @@ def build_kit(
     kit = sign_kit(strict_json_data(kit), private)
     write_record(kit, out / KIT_FILE)
     return kit
-
-
-def kit_sha256(folder: str | os.PathLike) -> str:
-    """SHA-256 of the kit file's bytes."""
-    return hashlib.sha256((Path(folder) / KIT_FILE).read_bytes()).hexdigest()

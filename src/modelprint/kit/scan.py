@@ -14,7 +14,7 @@ from typing import Any, Callable
 from ..errors import InputError, ModelprintError
 from ..zoo.executors import run_jobs
 from .check import BUNDLE_FILE, check_suspect
-from .file import KIT_FILE, read_kit
+from .file import read_kit
 
 MODEL_SUFFIXES = (".safetensors", ".onnx", ".pt", ".pth")
 
@@ -64,8 +64,9 @@ def _check_one(job: dict[str, Any]) -> dict[str, Any]:
     try:
         checked = check_suspect(job["kit"], suspect=suspect.get("suspect"), url=suspect.get("url"), model_name=suspect.get("model_name"),
                                 out=job["out"], alpha=job["alpha"], budget=job["budget"], mode=job["mode"])
-    except (ModelprintError, OSError, ValueError, RuntimeError) as exc:  # reported, and the scan goes on
-        return {**row, "error": " ".join(str(exc).split()) or type(exc).__name__}
+    except Exception as exc:  # noqa: BLE001 - any suspect that cannot be checked is reported, and the scan goes on
+        kind = "" if isinstance(exc, ModelprintError) else f"{type(exc).__name__}: "
+        return {**row, "error": kind + (" ".join(str(exc).split()) or type(exc).__name__)}
     return {**row, **_row(checked.bundle)}
 
 
@@ -121,7 +122,7 @@ def scan(kit: str | os.PathLike, suspects: str | os.PathLike, out: str | os.Path
     listed = read_suspects(suspects)
     checked = read_kit(kit)
     out = output_folder(out, "--out")
-    kit_sha = hashlib.sha256((checked.folder / KIT_FILE).read_bytes()).hexdigest()
+    kit_sha = checked.sha256
     rows, jobs = [], []
     for suspect in listed:
         folder = out / _folder_name(suspect)

@@ -28,12 +28,8 @@ from .distill import label_loss, same_architecture, student_of
 def api_of(model: ImageModel, *, budget: int | None, labels_only: bool, batch_size: int = 256) -> BlackBox:
     """``model`` behind a prediction API as it is deployed: its probabilities (after its answer post-processor), or
     its top-1 labels only, counted against ``budget``."""
-    box = BlackBox.from_model(model, Classification(), budget=budget, batch_size=batch_size, labels_only=labels_only,
-                              identity={"kind": "function", "what": "the stolen model's API"})
-    if labels_only:
-        probabilities = box.predict_fn
-        box.predict_fn = lambda images: probabilities(images).argmax(dim=1)
-    return box
+    return BlackBox.from_model(model, Classification(), budget=budget, batch_size=batch_size, labels_only=labels_only,
+                               identity={"kind": "function", "what": "the stolen model's API"})
 
 
 def extraction_targets(api: BlackBox, images: torch.Tensor) -> torch.Tensor:

@@ -181,6 +181,8 @@ def quick_zoo(*, train_epochs: int, finetune_epochs: int = 1, recover_epochs: in
 
 #: A student architecture other than the target's, per target architecture (for the distillation family).
 OTHER_ARCH = {"vgg11_bn": "resnet18"}
+
+
 def other_arch(arch: str | None) -> str:
     """The student architecture other than the target's ``arch`` (VGG11-BN for any but a VGG11-BN target)."""
     return OTHER_ARCH.get(arch or "", "vgg11_bn")
