@@ -246,7 +246,14 @@ def test_scan_ranks_the_suspects_and_reports_a_corrupt_file(kit, tmp_path, capsy
     assert code == 0
     rows = json.loads((tmp_path / "s" / "scan.json").read_text())["suspects"]
     assert [r["suspect"] for r in rows] == ["copy", "other", "corrupt"]
-    assert rows[0]["pirated"] and not rows[1]["pirated"] and "error" in rows[2] and (tmp_path / "s" / "scan.html").is_file()
+    assert rows[0]["pirated"] and not rows[1]["pirated"] and "error" in rows[2]
+    page = (tmp_path / "s" / "scan.html").read_text()
+    sets = list(rows[0]["scores"])
+    assert page.count("<th>") == 4 + len(sets) and all(f"<th>{s}</th>" in page for s in sets)  # a column per set
+    for row in rows[:2]:  # each checked suspect's name links to its own page, which exists
+        link = f"{Path(row['folder']).name}/verdict.html"
+        assert f"href='{link}'" in page and (tmp_path / "s" / link).is_file()
+        assert f"<td>{row['scores'][sets[0]]:.3f}</td>" in page
     code, _, _ = run_cli(["scan", "--kit", str(kit / "kit"), "--suspects", str(suspects), "--out", str(tmp_path / "s")], capsys)
     again = json.loads((tmp_path / "s" / "scan.json").read_text())["suspects"]
     assert code == 0 and [r.get("reused") for r in again[:2]] == [True, True]  # finished checks are not asked again

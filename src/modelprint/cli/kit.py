@@ -144,11 +144,19 @@ def scan(
 ) -> None:
     """Check many suspects against one kit and rank them by the combined evidence."""
     from ..kit.scan import scan as run_scan
-    from ..report.verdict import scan_page
+    from ..report.verdict import scan_page, write_verdict_page
 
     result = run_scan(kit, suspects, out, alpha=alpha, budget=budget, mode=mode.value if mode else None, executor=executor.value, workers=workers,
                       ray_address=ray_address, on_row=lambda row: console.print(f"{row['suspect']}: {row.get('error') or ('PIRATED' if row['pirated'] else 'not shown')}"))
-    (Path(out) / "scan.html").write_text(scan_page(result["suspects"], alpha=alpha, kit=result["kit"]))
+    pages = {}
+    for row in result["suspects"]:
+        bundle = Path(row.get("folder", "")) / "verdict.json"
+        if "error" not in row and bundle.is_file():
+            page = bundle.with_suffix(".html")
+            if not page.is_file():  # a rerun keeps the pages it wrote
+                write_verdict_page(json.loads(bundle.read_text()), page)
+            pages[row["suspect"]] = f"{bundle.parent.name}/{page.name}"  # each check's folder is in the scan's
+    (Path(out) / "scan.html").write_text(scan_page(result["suspects"], alpha=alpha, kit=result["kit"], pages=pages))
     for i, row in enumerate(result["suspects"], 1):
         verdict = "error: " + row["error"] if "error" in row else ("PIRATED" if row["pirated"] else "not shown")
         p = f"p {row['p_value']:.3g}" if "p_value" in row else ""

@@ -77,14 +77,29 @@ def write_verdict_page(bundle: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def scan_page(rows: list[dict[str, Any]], *, alpha: float, kit: dict[str, Any]) -> str:
-    """The page of a scan: one row per suspect, most evident first."""
-    body = "".join(
-        f"<tr><td>{i + 1}</td><td>{_esc(r['suspect'])}</td><td class='{'pirated' if r.get('pirated') else 'clear'}'>"
-        f"{'PIRATED' if r.get('pirated') else ('error' if r.get('error') else 'not shown')}</td><td>{_esc(r.get('p_value', ''))}</td>"
-        f"<td>{_esc(r.get('scores', r.get('error', '')))}</td></tr>" for i, r in enumerate(rows))
+def scan_page(rows: list[dict[str, Any]], *, alpha: float, kit: dict[str, Any], pages: dict[str, str] | None = None) -> str:
+    """The page of a scan: one row per suspect, most evident first, a column per set of the kit.
+
+    Args:
+        rows: the scan's rows, ranked (:func:`~modelprint.kit.scan.scan`).
+        alpha: the false-positive rate of each combined verdict.
+        kit: the kit's folder and digest.
+        pages: suspect -> the path of its verdict page, relative to the scan page (a link on its name).
+    """
+    pages = pages or {}
+    sets = list(dict.fromkeys(name for r in rows for name in r.get("scores", {})))
+    verdict = lambda r: "PIRATED" if r.get("pirated") else ("error" if r.get("error") else "not shown")  # noqa: E731
+    name = lambda r: (f"<a href='{_esc(pages[r['suspect']])}'>{_esc(r['suspect'])}</a>" if r["suspect"] in pages else _esc(r["suspect"]))  # noqa: E731
+    cells = lambda r: (f"<td colspan='{max(1, len(sets))}'>{_esc(r['error'])}</td>" if r.get("error")  # noqa: E731
+                       else "".join(f"<td>{r['scores'][s]:.3f}</td>" if s in r.get("scores", {}) else "<td></td>" for s in sets))
+    p = lambda r: f"{r['p_value']:.3g}" if "p_value" in r else ""  # noqa: E731
+    body = "".join(f"<tr><td>{i + 1}</td><td>{name(r)}</td><td class='{'pirated' if r.get('pirated') else 'clear'}'>{verdict(r)}</td>"
+                   f"<td>{p(r)}</td>{cells(r)}</tr>" for i, r in enumerate(rows))
+    head = "".join(f"<th>{_esc(s)}</th>" for s in sets) or "<th>scores</th>"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>modelprint scan</title>{_STYLE}</head><body>"
             f"<h1>{len(rows)} suspects against the kit <code>{_esc(kit.get('folder'))}</code></h1>"
-            f"<p>Ranked by the combined p-value (smallest first), then by the mean score; PIRATED where p <= {alpha:g}.</p>"
-            f"<table><thead><tr><th>#</th><th>suspect</th><th>verdict</th><th>p</th><th>scores</th></tr></thead><tbody>{body}</tbody></table>"
+            f"<p>Ranked by the combined p-value (smallest first), then by the mean score; PIRATED where p <= {alpha:g}. "
+            "Each set's column is the suspect's score with that set; a suspect's name opens its own page (its scores against "
+            "the owner's independent models).</p>"
+            f"<table><thead><tr><th>#</th><th>suspect</th><th>verdict</th><th>p</th>{head}</tr></thead><tbody>{body}</tbody></table>"
             "</body></html>")
