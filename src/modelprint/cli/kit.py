@@ -153,7 +153,7 @@ def scan(
         bundle = Path(row.get("folder", "")) / "verdict.json"
         if "error" not in row and bundle.is_file():
             page = bundle.with_suffix(".html")
-            if not page.is_file():  # a rerun keeps the pages it wrote
+            if not (row.get("reused") and page.is_file()):  # a page is rewritten with its check, kept with a reused one
                 write_verdict_page(json.loads(bundle.read_text()), page)
             pages[row["suspect"]] = f"{bundle.parent.name}/{page.name}"  # each check's folder is in the scan's
     (Path(out) / "scan.html").write_text(scan_page(result["suspects"], alpha=alpha, kit=result["kit"], pages=pages))
