@@ -283,6 +283,75 @@ def test_records_check_checks_a_signed_bundle_and_refuses_an_edited_one(kit, tmp
         assert code == 2 and len(err.strip().splitlines()) == 1, (edit, err)
 
 
+# ------------------------------------------------------------------------------------------------ a kit with a watermark
+@pytest.fixture(scope="module")
+def marked_kit(tmp_path_factory, digits_target, kit):
+    """A kit with a backdoor watermark of 2 chains of 5 triggers beside the TAFA set (the first kit's key)."""
+    folder = tmp_path_factory.mktemp("marked")
+    target = save_model(digits_target, folder / "host.safetensors")
+    code = _cli(["protect", "--model", str(target), "--out", str(folder / "kit"), "--sign", str(kit / "owner.key"), "--n", "20",
+                 "--null-models", str(NULLS), "--epochs", "1", "--executor", "inprocess", "--schemes", "tafa", "--watermark", "backdoor",
+                 "--set", "backdoor.seeds=2", "--set", "backdoor.links=5"])
+    assert code == 0
+    return folder
+
+
+def test_a_watermark_kit_protects_the_marked_model_and_holds_its_key(marked_kit, kit, digits_target):
+    from modelprint.models import load_model, state_sha256
+
+    checked = read_kit(marked_kit / "kit", trusted_key=kit / "owner.pub")
+    marked = load_model(marked_kit / "kit" / "marked.safetensors")
+    assert checked.target_sha256 == state_sha256(marked) != state_sha256(digits_target)  # the kit protects what is deployed
+    assert checked.data["host"]["sha256"] == state_sha256(digits_target)
+    assert [(s.name, s.kind, s.null) for s in checked.sets][1] == ("watermark-backdoor", "watermark", {})
+    assert len(checked.load_set(checked.sets[1])) == 10 and checked.sets[0].kind == "fingerprints"
+
+
+def test_check_combines_the_watermark_exact_test_by_bonferroni_and_records_check_recomputes_it(marked_kit, kit, tmp_path, capsys):
+    for suspect, name in ((marked_kit / "kit" / "marked.safetensors", "marked"), (marked_kit / "host.safetensors", "host")):
+        out = tmp_path / name
+        code, text, _ = run_cli(["check", "--kit", str(marked_kit / "kit"), "--suspect", str(suspect), "--out", str(out), "--sign", str(kit / "owner.key")], capsys)
+        assert code == 0 and "its own exact test" in text
+        bundle = json.loads((out / "verdict.json").read_text())
+        tafa, mark = bundle["sets"]
+        assert mark["kind"] == "watermark" and mark["null_scores"] is None and tafa["null_scores"] is not None
+        p_mark = json.loads((out / mark["record"]).read_text())["verdict"]["p_value"]
+        p_rank = combine({"x": tafa["score"]}, {"x": tafa["null_scores"]}).p_rank
+        assert bundle["combined"]["p_value"] == pytest.approx(min(1.0, 2 * min(p_rank, p_mark)))  # Bonferroni over the 2 groups
+        if name == "marked":  # every trigger answered by the marked model: 0.1 ** 10 by the binomial test at chance 1/10
+            assert mark["score"] == 1.0 and p_mark == pytest.approx(1e-10) and bundle["combined"]["pirated"]
+        else:  # the host never learnt the triggers
+            assert mark["score"] < 0.5 and p_mark > 0.05
+        code, text, _ = run_cli(["records", "check", str(out / "verdict.json"), "--trusted-key", str(kit / "owner.pub"), "--kit", str(marked_kit / "kit")], capsys)
+        assert code == 0 and "combined verdict recomputed" in text
+        assert "its own exact test: p =" in (out / "verdict.html").read_text()
+    # A bundle that calls the watermark's record a fingerprint set (re-signed by the owner) is refused against the kit.
+    from modelprint.integrity.signing import sign_record
+
+    bundle = json.loads((tmp_path / "marked" / "verdict.json").read_text())
+    bundle["sets"][1] = {**bundle["sets"][1], "kind": "fingerprints", "null_scores": bundle["sets"][0]["null_scores"]}
+    (tmp_path / "marked" / "verdict.json").write_text(json.dumps(sign_record(bundle, kit / "owner.key")))
+    code, _, err = run_cli(["records", "check", str(tmp_path / "marked" / "verdict.json"), "--trusted-key", str(kit / "owner.pub"), "--kit", str(marked_kit / "kit")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("how", ["null scores given to the key", "the key swapped with the set", "the key's kind changed"])
+def test_a_tampered_watermark_kit_is_refused(marked_kit, kit, tmp_path, how):
+    folder = tmp_path / "kit"
+    shutil.copytree(marked_kit / "kit", folder, ignore=shutil.ignore_patterns("null-models", "nulls"))
+    data = json.loads((folder / "kit.json").read_text())
+    if how == "null scores given to the key":
+        data["sets"][1]["null"] = {"black-box": [0.0] * NULLS}
+    elif how == "the key swapped with the set":
+        data["sets"][0]["file"], data["sets"][1]["file"] = data["sets"][1]["file"], data["sets"][0]["file"]
+        data["sets"][0]["sha256"], data["sets"][1]["sha256"] = data["sets"][1]["sha256"], data["sets"][0]["sha256"]
+    else:
+        data["sets"][1]["kind"] = "fingerprints"
+    (folder / "kit.json").write_text(json.dumps(sign_kit(data, load_private_key(kit / "owner.key"))))  # even signed by the owner
+    with pytest.raises((IntegrityError, InputError)):
+        read_kit(folder, trusted_key=kit / "owner.pub")
+
+
 def test_the_demo_prints_lines_that_fit_an_80_column_terminal():
     from modelprint.demo import summary_lines
 

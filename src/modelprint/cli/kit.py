@@ -28,6 +28,7 @@ def protect(
     epochs: Optional[int] = typer.Option(None, min=1, help="Training epochs of the kit's models [default: the target's own]."),
     owner_models: Optional[Path] = typer.Option(None, "--owner-models", help="An existing folder of helper models to use (else the kit makes its own)."),
     training_zoo: Optional[Path] = typer.Option(None, "--training-zoo", help="An existing training zoo to use (else the kit makes its own)."),
+    watermark: Optional[str] = typer.Option(None, help="Also mark the model, SCHEME[:CONFIGURATION] (deepsigns, backdoor:fixll_pfl ...): the kit then protects KIT/marked.safetensors, the model to deploy, and holds its key."),
     executor: Executor = EXECUTOR_OPTION,
     workers: int = WORKERS_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
@@ -63,6 +64,13 @@ def protect(
         if not dot or not name:
             raise InputError(f"--set {key}=...: name the scheme, SCHEME.SETTING=VALUE (e.g. ipguard.steps=200)")
         settings.setdefault(scheme, {})[name] = value
+    if watermark is not None:
+        from ..kit.marking import watermark_maker
+        from ..watermarks import watermark_entry
+
+        name = watermark_entry(watermark)[0]
+        marking = settings.pop(name, {})  # --set WATERMARK.SETTING=VALUE: the watermark's own
+        watermark_maker(watermark, seed=seed, settings=marking)  # unknown, answer-marking, or a bad setting: refused before any work
     check_settings(chosen, settings)
     key = load_private_key(sign) if sign is not None else None
     if key is None:
@@ -82,12 +90,15 @@ def protect(
                   f"{steps['models_to_train']} models to train{estimate}")
     console.print(f"measured: {chosen.measured}")
     kit = build_kit(model, data=data, out=out, key=key, profile=profile, schemes=schemes, n=n, seed=seed, null_models=null_models, epochs=epochs,
-                    owner_models_dir=owner_models, training_zoo_dir=training_zoo, settings=settings, log=console.print,
+                    owner_models_dir=owner_models, training_zoo_dir=training_zoo, settings={**settings, **({name: marking} if watermark else {})},
+                    watermark=watermark, log=console.print,
                     executor=executor.value, workers=workers, ray_address=ray_address, device=device)
     from ..integrity.hashing import file_sha256
 
     stdout.print(f"kit {out}: {len(kit['sets'])} signed sets ({', '.join(s['name'] for s in kit['sets'])}), {null_models} null models; "
                  f"kit.json SHA-256 {file_sha256(out / 'kit.json')} (publish or timestamp it)")
+    if watermark is not None:
+        stdout.print(f"the marked model {out / 'marked.safetensors'} is the one to deploy: the kit protects it, not {model}")
 
 
 def check(
@@ -126,7 +137,9 @@ def check(
         stdout.print(json.dumps(done.bundle["combined"]))
         return
     for entry in done.bundle["sets"]:
-        stdout.print(f"{entry['set']:<18} {entry['mode']:<10} score {entry['score']:.3f}  (independent models up to {max(entry['null_scores']):.3f})")
+        against = (f"independent models up to {max(entry['null_scores']):.3f}" if entry.get("null_scores")
+                   else f"its own exact test: p = {entry['verdict']['p_value']:.3g}")
+        stdout.print(f"{entry['set']:<18} {entry['mode']:<10} score {entry['score']:.3f}  ({against})")
     stdout.print(done.bundle["statement"])
     stdout.print(f"bundle {done.path}, page {page}")
 

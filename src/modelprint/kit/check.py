@@ -15,10 +15,11 @@ from ..errors import InputError, IntegrityError
 from ..evidence.record import strict_json_data, write_record
 from ..evidence.verification import verify_suspect
 from ..fingerprints import SCHEMES
+from ..watermarks import WATERMARKS, WatermarkKey
 from ..integrity import signing
 from ..integrity.hashing import file_sha256
 from .combine import combine
-from .file import Kit, read_kit
+from .file import WATERMARK, Kit, KitSet, read_kit
 
 BUNDLE_FILE = "verdict.json"
 BUNDLE_VERSION = 1
@@ -32,7 +33,10 @@ class Checked:
     path: Path
 
 
-def _mode(kit_set: Any, url: str | None, file_mode: str | None) -> str:
+def _mode(kit_set: KitSet, url: str | None, file_mode: str | None) -> str:
+    if kit_set.kind == WATERMARK:  # a key is read in a mode its scheme has (a file can always be asked)
+        modes = WATERMARKS[kit_set.scheme].modes
+        return BLACK_BOX if url is not None or file_mode not in (None, *modes) else (file_mode or (WHITE_BOX if WHITE_BOX in modes else BLACK_BOX))
     modes = SCHEMES[kit_set.scheme].modes
     if url is not None:
         return BLACK_BOX
@@ -106,37 +110,42 @@ def check_suspect(
         if read_spec(suspect).arch == ONNX_RUNTIME:  # an ONNX graph run as it is: it can only be asked
             mode = BLACK_BOX
     modes = {entry.name: _mode(entry, url, mode) for entry in checked.sets}
-    missing = [f"{entry.name} ({modes[entry.name]})" for entry in checked.sets if modes[entry.name] not in entry.null]
+    missing = [f"{entry.name} ({modes[entry.name]})" for entry in checked.sets if entry.kind != WATERMARK and modes[entry.name] not in entry.null]
     if missing:
         raise InputError(f"the kit has no null scores for {', '.join(missing)}: a set can only be judged in a mode it was calibrated in")
     records = out / "records"
     remaining = budget
     scores: dict[str, float] = {}
     nulls: dict[str, list[float]] = {}
+    exact: dict[str, float] = {}  # a watermark key's own p-value
     entries: list[dict[str, Any]] = []
     entries_seen: list[dict[str, Any]] = []  # the suspect's identity as each record names it
     for entry in checked.sets:
         m = modes[entry.name]
         log(f"{entry.name} ({m})")
+        marked = entry.kind == WATERMARK
         done = verify_suspect(entry.path, suspect=suspect, url=url, model_name=model_name, api=api, mode=m, budget=remaining, batch_size=batch_size,
-                              records=records, null=entry.null[m], alpha=alpha, device=device, trusted_key=checked.public_key,
-                              expect_sha256=entry.sha256, sign=sign, new_journal=fresh,
-                              record=records / f"{entry.name}.{m}.json", **(client_options if url else {}))
+                              records=records, null=None if marked else entry.null[m], alpha=alpha, device=device, trusted_key=checked.public_key,
+                              expect_sha256=entry.sha256, sign=sign, new_journal=fresh, record=records / f"{entry.name}.{m}.json",
+                              **({"kind": WatermarkKey} if marked else {}), **(client_options if url else {}))
         queries = done.record.get("queries") or {}
         used = int(queries.get("answered_from_journal") or 0) + int(queries.get("sent_this_run") or 0)
         if remaining is not None:
             remaining = max(0, remaining - used)
         key = f"{entry.name} ({m})"
-        scores[key] = done.result.matching_score
-        nulls[key] = entry.null[m]
-        entries.append({"set": entry.name, "scheme": entry.scheme, "configuration": entry.configuration, "mode": m, "score": done.result.matching_score,
-                        "verdict": done.record.get("verdict"), "images_used": used, "record": str(done.record_path.relative_to(out)),
-                        "record_sha256": file_sha256(done.record_path), "null_scores": entry.null[m]})
+        if marked:
+            exact[key] = exact_p_value(done.record, key)
+        else:
+            scores[key], nulls[key] = done.result.matching_score, entry.null[m]
+        entries.append({"set": entry.name, "kind": entry.kind, "scheme": entry.scheme, "configuration": entry.configuration, "mode": m,
+                        "score": done.result.matching_score, "verdict": done.record.get("verdict"), "images_used": used,
+                        "record": str(done.record_path.relative_to(out)), "record_sha256": file_sha256(done.record_path),
+                        "null_scores": None if marked else entry.null[m]})
         named = done.record.get("suspect")
         if done.result.mode != m or (entries_seen and named != entries_seen[0]):
             raise IntegrityError(f"{entry.name}: the suspect answered in another mode, or is not the one the other sets asked (a file changed during the check?)")
         entries_seen.append(named)
-    verdict = combine(scores, nulls, alpha=alpha)
+    verdict = combine(scores, nulls, exact=exact, alpha=alpha)
     identity = entries_seen[0]
     bundle: dict[str, Any] = {
         "bundle_version": BUNDLE_VERSION,
@@ -154,6 +163,18 @@ def check_suspect(
     return Checked(bundle, write_record(bundle, out / BUNDLE_FILE))
 
 
+def exact_p_value(record: dict[str, Any], what: str) -> float:
+    """A watermark record's own p-value (its scheme's exact test).
+
+    Raises:
+        IntegrityError: a record without one.
+    """
+    p = (record.get("verdict") or {}).get("p_value")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise IntegrityError(f"{what}: the watermark's record gives no exact p-value")
+    return float(p)
+
+
 def statement(combined: dict[str, Any]) -> str:
     """The combined verdict in one sentence a non-specialist can read."""
     k, p, alpha = combined["null_models"], combined["p_value"], combined["alpha"]
@@ -161,8 +182,8 @@ def statement(combined: dict[str, Any]) -> str:
         head = f"PIRATED: the suspect matches the owner's fingerprints better than independently trained models do (p = {p:.3g} <= {alpha:g})"
     else:
         head = f"NOT SHOWN PIRATED: the suspect does not stand out from independently trained models (p = {p:.3g} > {alpha:g})"
-    tail = (f"{head}. An independent model like the owner's {k} null models is declared pirated by this rule with probability at most {alpha:g} "
-            f"(the smallest p-value this kit can give is {combined['floor']:.3g}).")
+    floor = f" (the smallest p-value this kit can give is {combined['floor']:.3g})" if combined["floor"] > 0 else ""
+    tail = f"{head}. An independent model like the owner's {k} null models is declared pirated by this rule with probability at most {alpha:g}{floor}."
     if combined["floor"] > alpha:
         tail += f" This kit cannot declare anything at {alpha:g}: make it with --null-models {math.ceil(1 / alpha) - 1} or more."
     return tail
@@ -195,7 +216,7 @@ def check_bundle(path: str | os.PathLike, trusted_key: signing.PublicKeySource, 
         if listed.sha256 != (bundle.get("kit") or {}).get("sha256"):
             raise IntegrityError(f"{path}: the bundle was made with another kit than {kit}")
         done.append(f"made with the kit {kit}")
-    scores, nulls = {}, {}
+    scores, nulls, exact = {}, {}, {}
     for entry in entries:
         relative = Path(str(entry.get("record")))
         if relative.is_absolute() or ".." in relative.parts:
@@ -208,14 +229,19 @@ def check_bundle(path: str | os.PathLike, trusted_key: signing.PublicKeySource, 
         if record.get("matching_score") != entry.get("score") or record.get("mode") != entry.get("mode") or record.get("suspect") != bundle.get("suspect"):
             raise IntegrityError(f"{path}: {relative} does not say what the bundle says of it")
         name = f"{entry.get('set')} ({entry.get('mode')})"
+        marked = entry.get("kind") == WATERMARK
         if listed is not None:
             kit_set = next((s for s in listed.sets if s.name == entry.get("set")), None)
-            if kit_set is None or kit_set.sha256 != record["fingerprints"]["sha256"] or kit_set.null.get(entry["mode"]) != entry.get("null_scores"):
+            if (kit_set is None or kit_set.sha256 != record["fingerprints"]["sha256"] or (kit_set.kind == WATERMARK) != marked
+                    or kit_set.null.get(entry["mode"]) != entry.get("null_scores")):
                 raise IntegrityError(f"{path}: {relative} used a set or null scores the kit does not hold")
-        scores[name], nulls[name] = entry["score"], entry.get("null_scores")
+        if marked:
+            exact[name] = exact_p_value(record, str(relative))
+        else:
+            scores[name], nulls[name] = entry["score"], entry.get("null_scores")
         done.append(f"{relative}: signed, unchanged, score {entry['score']:.3f}")
     claimed = bundle.get("combined") or {}
-    again = combine(scores, nulls, alpha=claimed.get("alpha", 0.05)).to_dict()
+    again = combine(scores, nulls, exact=exact, alpha=claimed.get("alpha", 0.05)).to_dict()
     if again != claimed:
         raise IntegrityError(f"{path}: the combined verdict is not the one its records give (p {again['p_value']:.4g})")
     done.append(f"combined verdict recomputed: p = {again['p_value']:.4g}, {'PIRATED' if again['pirated'] else 'not shown pirated'} at alpha {again['alpha']:g}")

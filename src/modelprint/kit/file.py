@@ -25,6 +25,7 @@ FORMAT = "modelprint-kit/1"
 KIT_FILE = "kit.json"
 KIT_CONTEXT = b"modelprint kit v1\n"
 MODES = ("white-box", "black-box")
+FINGERPRINTS, WATERMARK = "fingerprints", "watermark"  # the kinds of a kit's sets
 _SHA = re.compile(r"[0-9a-f]{64}")
 _MAX_BYTES = 16 * 2**20
 
@@ -48,7 +49,8 @@ class KitSet:
     sha256: str
     scheme: str
     configuration: str
-    null: dict[str, list[float]]
+    null: dict[str, list[float]]  # empty for a watermark key, decided by its own exact test
+    kind: str = "fingerprints"  # or "watermark"
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,11 @@ class Kit:
         return int(self.data["null_models"]["count"])
 
     def load_set(self, entry: KitSet) -> FingerprintSet:
-        """The set, refused unless it is the one the kit names and signed by the kit's key."""
-        return FingerprintSet.load(entry.path, trusted_key=self.public_key, expect_sha256=entry.sha256)
+        """The set (or watermark key), refused unless it is the one the kit names and signed by the kit's key."""
+        from ..watermarks import WatermarkKey
+
+        kind = WatermarkKey if entry.kind == WATERMARK else FingerprintSet
+        return kind.load(entry.path, trusted_key=self.public_key, expect_sha256=entry.sha256)
 
 
 def _field(container: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -137,7 +142,7 @@ def read_kit(folder: str | os.PathLike, *, trusted_key: signing.PublicKeySource 
     if count < 1:
         raise IntegrityError(f"{path}: a kit needs null models (got {count})")
     entries = _field(data, "sets", list, str(path))
-    if not entries:
+    if not any(isinstance(e, dict) and e.get("kind", FINGERPRINTS) == FINGERPRINTS for e in entries):
         raise IntegrityError(f"{path}: the kit holds no fingerprint set")
     sets, names, digests = [], set(), set()
     for i, entry in enumerate(entries):
@@ -150,13 +155,18 @@ def read_kit(folder: str | os.PathLike, *, trusted_key: signing.PublicKeySource 
         relative = Path(file)
         if relative.is_absolute() or ".." in relative.parts:
             raise IntegrityError(f"{where}: the set's file must lie inside the kit's folder, got {file!r}")
+        kind = entry.get("kind", FINGERPRINTS)
+        if kind not in (FINGERPRINTS, WATERMARK):
+            raise IntegrityError(f"{where}: a set is of kind {FINGERPRINTS} or {WATERMARK}, got {kind!r}")
         null = _field(entry, "null", dict, where)
-        if not null or set(null) - set(MODES):
+        if kind == WATERMARK and null:
+            raise IntegrityError(f"{where}: a watermark key is decided by its own exact test; the kit gives it no null scores")
+        if kind == FINGERPRINTS and (not null or set(null) - set(MODES)):
             raise IntegrityError(f"{where}: null scores must be given per mode ({', '.join(MODES)})")
         names.add(name)
         digests.add(digest)
         sets.append(KitSet(name, folder / relative, digest, _field(entry, "scheme", str, where), _field(entry, "configuration", str, where),
-                           {mode: _scores(values, count, f"{where} null {mode}") for mode, values in null.items()}))
+                           {mode: _scores(values, count, f"{where} null {mode}") for mode, values in null.items()}, kind))
     kit = Kit(folder, data, hashlib.sha256(raw).hexdigest(), fingerprint, block["public_key"], tuple(sets))
     if load_sets:
         for entry in sets:

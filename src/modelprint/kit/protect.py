@@ -20,7 +20,9 @@ from ..protocol.summary import MODE_KEYS
 from ..protocol.training_zoo import build_training_zoo
 from ..zoo.build import build_zoo
 from ..zoo.spec import NEGATIVE, SuspectSpec, ZooSpec
+from ..watermarks import watermark_entry
 from .file import FORMAT, KIT_FILE, sign_kit
+from .marking import mark_target, watermark_maker
 from .profiles import Profile, custom_profile, profile_named
 
 #: First seed of the null models: above every preset's (< 5000) and the owner's helper models' (5000-7499), below the
@@ -101,6 +103,7 @@ def build_kit(
     owner_models_dir: str | os.PathLike | None = None,
     training_zoo_dir: str | os.PathLike | None = None,
     settings: dict[str, dict[str, Any]] | None = None,
+    watermark: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda line: None,
     **executor: Any,
@@ -121,7 +124,11 @@ def build_kit(
         epochs: training epochs of every model the kit trains [default: the target's own].
         owner_models_dir, training_zoo_dir: existing folders of helper models / a training zoo to use instead of
             the kit's own.
-        settings: per scheme of the profile, settings on top of its configuration (``{"ipguard": {"steps": 100}}``).
+        settings: per scheme of the profile, settings on top of its configuration (``{"ipguard": {"steps": 100}}``);
+            the watermark's under its scheme's name.
+        watermark: ``SCHEME[:CONFIGURATION]`` of a watermark in the weights: the target is marked first, the kit
+            protects the marked model (``KIT/marked.safetensors``, the one to deploy) and holds the key
+            (:mod:`.marking`).
         progress: show progress bars.
         log: where to write one line per step.
         **executor: ``executor``, ``workers``, ``ray_address``, ``device`` for the models trained.
@@ -136,10 +143,21 @@ def build_kit(
     chosen = custom_profile(schemes, task) if schemes else profile_named(profile, task)
     epochs = epochs or target_epochs(model)
     nulls = null_spec(null_models, epochs=epochs)
-    settings = check_settings(chosen, settings or {})
-    target_sha = state_sha256(target)
+    settings = dict(settings or {})
+    marking = settings.pop(watermark_entry(watermark)[0], {}) if watermark else {}
+    if watermark:
+        watermark_maker(watermark, seed=seed, settings=marking)  # an unknown or answer-marking watermark: refused before any work
+    settings = check_settings(chosen, settings)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    host = {"file": str(model), "sha256": state_sha256(target)}
+    marked = None
+    if watermark:
+        log(f"watermark {watermark}: the target is marked first; the kit protects the marked model")
+        with _timed(timings, "watermark_s"):
+            marked = mark_target(model, data=data, out=out, watermark=watermark, seed=seed, settings=marking, key=private, progress=progress)
+        model, target = marked.model, load_model(marked.model)
+    target_sha = state_sha256(target)
 
     counts = chosen.owner_counts()
     if counts and owner_models_dir is None:
@@ -192,12 +210,14 @@ def build_kit(
     kit = {
         "format": FORMAT,
         "target": {"file": str(model), "sha256": target_sha, "arch": target.spec.arch, "task": task, "data": data},
+        "host": host if marked else None,
         "profile": {"name": chosen.name, "uses": [u.name for u in chosen.uses], "measured": chosen.measured},
-        "sets": entries,
+        "sets": entries + ([marked.entry] if marked else []),
         "null_models": {"count": null_models, "seeds": [s.seed for s in nulls.suspects], "epochs": epochs, "recipe": "independent",
                         "training_seconds": sum(r.get("build_seconds", 0.0) for r in manifest["suspects"])},
         "helpers": {"owner_models": str(owner_models_dir) if owner_models_dir else None, "training_zoo": str(training_zoo_dir) if training_zoo_dir else None},
-        "combination": {"rule": "minimum-rank permutation test over the sets against the null models (modelprint.kit.combine)",
+        "combination": {"rule": "minimum-rank permutation test over the sets against the null models (modelprint.kit.combine)"
+                                + (", Bonferroni with the watermark's exact test" if marked else ""),
                         "floor": 1 / (null_models + 1)},
         "timings_s": timings,
     }

@@ -26,7 +26,7 @@ def _esc(value: Any) -> str:
 
 def plot_sets(bundle: dict[str, Any]) -> str:
     """Each set's null scores (grey dots) and the suspect's score (red bar), as a base64 PNG."""
-    sets = bundle["sets"]
+    sets = [e for e in bundle["sets"] if e.get("null_scores")]  # a watermark's exact test has no null models to draw
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.55 * len(sets)))
     for row, entry in enumerate(sets):
         null = entry["null_scores"]
@@ -44,6 +44,13 @@ def plot_sets(bundle: dict[str, Any]) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _against(entry: dict[str, Any]) -> str:
+    """What a set's score is judged against: the null models' highest score, or a watermark's exact p-value."""
+    if entry.get("null_scores"):
+        return f"{max(entry['null_scores']):.3f}"
+    return f"its own exact test: p = {(entry.get('verdict') or {}).get('p_value', float('nan')):.3g}"
+
+
 def verdict_page(bundle: dict[str, Any]) -> str:
     """The page of one check's bundle."""
     combined = bundle["combined"]
@@ -51,7 +58,7 @@ def verdict_page(bundle: dict[str, Any]) -> str:
     kit, suspect = bundle["kit"], bundle["suspect"]
     asked = suspect.get("url") or suspect.get("path") or "?"
     rows = "".join(
-        "<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in (e["set"], e["mode"], e["score"], max(e["null_scores"]),
+        "<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in (e["set"], e["mode"], e["score"], _against(e),
                                                          combined["ranks"].get(f"{e['set']} ({e['mode']})", ""), e["images_used"], e["record"])) + "</tr>"
         for e in bundle["sets"])
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>modelprint verdict</title>{_STYLE}</head><body>"
@@ -63,7 +70,7 @@ def verdict_page(bundle: dict[str, Any]) -> str:
             f"that match the owner's model. The owner's {combined['null_models']} independently trained models were asked the same questions "
             f"when the kit was made (grey): a copy stands out to the right of them.</p>"
             f"<img alt='scores' src='data:image/png;base64,{plot_sets(bundle)}'>"
-            f"<table><thead><tr><th>set</th><th>mode</th><th>suspect's score</th><th>highest independent</th><th>rank (1 = above all)</th>"
+            f"<table><thead><tr><th>set</th><th>mode</th><th>suspect's score</th><th>highest independent model</th><th>rank (1 = above all)</th>"
             f"<th>images sent or read</th><th>evidence record</th></tr></thead><tbody>{rows}</tbody></table>"
             f"<h2>The combined verdict</h2><p>p = {combined['p_value']:.4g} (alpha {combined['alpha']:g}): {_esc(combined['rule'])}.</p>"
             f"<p>A third party checks a signed bundle (<code>check --sign</code>), its records and this verdict with "
