@@ -179,7 +179,9 @@ def statement(combined: dict[str, Any]) -> str:
     """The combined verdict in one sentence a non-specialist can read."""
     k, p, alpha = combined["null_models"], combined["p_value"], combined["alpha"]
     if combined["pirated"]:
-        head = f"PIRATED: the suspect matches the owner's fingerprints better than independently trained models do (p = {p:.3g} <= {alpha:g})"
+        evidence = "fingerprints and watermark key better than unmarked, independently trained models can" if combined.get("exact") else \
+            "fingerprints better than independently trained models do"
+        head = f"PIRATED: the suspect matches the owner's {evidence} (p = {p:.3g} <= {alpha:g})"
     else:
         head = f"NOT SHOWN PIRATED: the suspect does not stand out from independently trained models (p = {p:.3g} > {alpha:g})"
     floor = f" (the smallest p-value this kit can give is {combined['floor']:.3g})" if combined["floor"] > 0 else ""

@@ -44,6 +44,10 @@ def plot_sets(bundle: dict[str, Any]) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+_WATERMARK = (" A watermark key's inputs are answered as the owner's marked model answers them by the marked model and its copies; "
+              "its own exact test gives the chance that a model without the mark answers that many of them so.")
+
+
 def _against(entry: dict[str, Any]) -> str:
     """What a set's score is judged against: the null models' highest score, or a watermark's exact p-value."""
     if entry.get("null_scores"):
@@ -68,7 +72,7 @@ def verdict_page(bundle: dict[str, Any]) -> str:
             f"<code>{_esc((kit.get('target') or {}).get('sha256', '')[:16])}…</code>. Suspect: <code>{_esc(asked)}</code>.</p>"
             f"<h2>What answered</h2><p>Each fingerprint set asks the suspect its own questions; its matching score is the share of answers "
             f"that match the owner's model. The owner's {combined['null_models']} independently trained models were asked the same questions "
-            f"when the kit was made (grey): a copy stands out to the right of them.</p>"
+            f"when the kit was made (grey): a copy stands out to the right of them.{_WATERMARK if combined.get('exact') else ''}</p>"
             f"<img alt='scores' src='data:image/png;base64,{plot_sets(bundle)}'>"
             f"<table><thead><tr><th>set</th><th>mode</th><th>suspect's score</th><th>highest independent model</th><th>rank (1 = above all)</th>"
             f"<th>images sent or read</th><th>evidence record</th></tr></thead><tbody>{rows}</tbody></table>"
