@@ -201,6 +201,7 @@ COMMANDS: dict[tuple[str, ...], tuple[dict[str, st.SearchStrategy], dict[str, st
         "--data": DATA, "--profile": _paths("fast", "strong", bad=("bogus", "")), "--n": _numbers(st.integers(1, 100), ["0"]),
         "--null-models": _numbers(st.integers(1, 500), ["0", "501"]), "--epochs": _numbers(st.integers(1, 20), ["0"]),
         "--schemes": _paths("ipguard,tafa", "tafa:images", bad=("bogus", ",", "tafa,tafa:default", "tafa:bogus")), "--device": DEVICE,
+        "--watermark": _paths("backdoor", "deepsigns", "backdoor:fixll_spl", bad=("bogus", "csp", "usp", "backdoor:bogus", "")),
     }),
     ("check",): ({"--kit": _paths("{kit_ok}", bad=("{w}/none", "{dir}", "{file}", "{kit_garbage}", "{kit_unsigned}")),
                   "--suspect": _paths("{model}", bad=("{w}/none", "{dir}", "{garbage}", "{fp}", ""))}, {
