@@ -21,11 +21,11 @@ import torch
 
 from modelprint.access import BLACK_BOX, WHITE_BOX, WhiteBox
 from modelprint.data import load_data
-from modelprint.demo import cached_model
+from modelprint.demo import derived_model, trained_model
 from modelprint.fingerprints import SaliencyFingerprint
 from modelprint.models import ImageModel, load_model
 from modelprint.tasks import Classification
-from modelprint.train import TrainConfig, evaluate, train_new_model
+from modelprint.train import evaluate
 from modelprint.zoo import FineTune, Transform, WeightPrune
 
 
@@ -67,17 +67,10 @@ def run_table(
     def trained(seed: int) -> ImageModel:
         if seed in pretrained:
             return load_model(pretrained[seed], device=device)
-        config = TrainConfig(epochs=epochs, seed=seed, augment=splits.augment, device=device)
-        recipe = {"arch": "resnet18", "width": width, "data": splits.name, "train": config.to_dict()}
-        return cached_model(
-            out / "models" / f"seed{seed}.safetensors",
-            recipe,
-            lambda: train_new_model(splits, arch="resnet18", width=width, config=config, progress=progress, desc=f"train seed {seed}")[0],
-        )
+        return trained_model(out / "models" / f"seed{seed}.safetensors", splits, seed=seed, epochs=epochs, width=width, device=device, progress=progress)
 
     def pirated(name: str, parent: ImageModel, transform: Transform, seed: int) -> ImageModel:
-        recipe = {"transform": transform.kind, "params": transform.params(), "seed": seed, "parent": parent.spec.info["sha256"]}
-        return cached_model(out / "models" / f"{name}.safetensors", recipe, lambda: transform.apply(parent, splits.train, seed=seed, progress=progress))
+        return derived_model(out / "models" / f"{name}.safetensors", parent, transform, splits, seed=seed, progress=progress)
 
     timings: dict[str, float] = {}
     t = time.perf_counter()

@@ -42,6 +42,20 @@ def cached_model(path: Path, recipe: dict[str, Any], make: Callable[[], ImageMod
     return load_model(path)
 
 
+def trained_model(path: Path, splits: Any, *, seed: int, epochs: int, width: int, device: str = "cpu", progress: bool = True) -> ImageModel:
+    """A ResNet-18 of ``width`` trained on ``splits`` from ``seed``, cached at ``path`` by its recipe (:func:`cached_model`)."""
+    config = TrainConfig(epochs=epochs, seed=seed, augment=splits.augment, device=device)
+    recipe = {"arch": "resnet18", "width": width, "data": splits.name, "train": config.to_dict()}
+    return cached_model(path, recipe, lambda: train_new_model(splits, arch="resnet18", width=width, config=config, progress=progress,
+                                                              desc=f"train seed {seed}")[0])
+
+
+def derived_model(path: Path, parent: ImageModel, transform: Transform, splits: Any, *, seed: int, progress: bool = True) -> ImageModel:
+    """``transform`` of ``parent`` on ``splits``' training images from ``seed``, cached at ``path`` by its recipe."""
+    recipe = {"transform": transform.kind, "params": transform.params(), "seed": seed, "parent": parent.spec.info["sha256"]}
+    return cached_model(path, recipe, lambda: transform.apply(parent, splits.train, seed=seed, progress=progress))
+
+
 def run_demo(
     out_dir: str | Path = "modelprint-demo",
     *,
@@ -82,12 +96,8 @@ def run_demo(
         """The model file ``stem`` and its model: trained from seed ``seed``, or ``transform`` of the target."""
         path = out / "models" / f"{stem}.safetensors"
         if transform is None:
-            config = TrainConfig(epochs=epochs, seed=seed, augment=splits.augment, device=device)
-            recipe = {"arch": "resnet18", "width": width, "data": splits.name, "train": config.to_dict()}
-            return path, cached_model(path, recipe, lambda: train_new_model(splits, arch="resnet18", width=width, config=config, progress=progress,
-                                                                           desc=f"train seed {seed}")[0])
-        recipe = {"transform": transform.kind, "params": transform.params(), "seed": seed, "parent": target.spec.info["sha256"]}
-        return path, cached_model(path, recipe, lambda: transform.apply(target, splits.train, seed=seed, progress=progress))
+            return path, trained_model(path, splits, seed=seed, epochs=epochs, width=width, device=device, progress=progress)
+        return path, derived_model(path, target, transform, splits, seed=seed, progress=progress)
 
     t = time.perf_counter()
     log(f"training the target, three pirated copies and an independent model on {splits.name} ...")

@@ -228,13 +228,10 @@ def demo(
     from ..demo import run_demo, summary_lines
 
     summary = run_demo(out, epochs=epochs, n=n, device=device, log=lambda line: console.print(line))
-    import json
-
-    from ..report.verdict import write_verdict_page
+    from ..report.verdict import write_bundle_page
 
     for row in summary["checks"]:  # each check's page beside its bundle
-        bundle = Path(row["bundle"])
-        write_verdict_page(json.loads(bundle.read_text()), bundle.with_suffix(".html"))
+        write_bundle_page(row["bundle"])
     for line in summary_lines(summary):
         stdout.print(line, highlight=False)
     stdout.print(f"total {summary['timings_s']['total_s']:.0f} s; summary: {out / 'summary.json'}")

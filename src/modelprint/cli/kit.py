@@ -51,7 +51,7 @@ def protect(
     from ..data import check_data_spec
     from ..integrity.signing import load_private_key, new_key_files
     from ..kit.profiles import custom_profile, profile_named
-    from ..kit.protect import build_kit, check_settings, null_spec, plan
+    from ..kit.protect import build_kit, check_request, null_spec, plan
     from ..models import read_spec
 
     check_data_spec(data, "--data")
@@ -64,14 +64,7 @@ def protect(
         if not dot or not name:
             raise InputError(f"--set {key}=...: name the scheme, SCHEME.SETTING=VALUE (e.g. ipguard.steps=200)")
         settings.setdefault(scheme, {})[name] = value
-    if watermark is not None:
-        from ..kit.marking import watermark_maker
-        from ..watermarks import watermark_entry
-
-        name = watermark_entry(watermark)[0]
-        marking = settings.pop(name, {})  # --set WATERMARK.SETTING=VALUE: the watermark's own
-        watermark_maker(watermark, seed=seed, settings=marking)  # unknown, answer-marking, or a bad setting: refused before any work
-    check_settings(chosen, settings)
+    check_request(chosen, settings, watermark=watermark, seed=seed)  # --set WATERMARK.SETTING=VALUE is the watermark's own
     key = load_private_key(sign) if sign is not None else None
     if key is None:
         existing = Path(f"{new_key}.key")
@@ -90,7 +83,7 @@ def protect(
                   f"{steps['models_to_train']} models to train{estimate}")
     console.print(f"measured: {chosen.measured}")
     kit = build_kit(model, data=data, out=out, key=key, profile=profile, schemes=schemes, n=n, seed=seed, null_models=null_models, epochs=epochs,
-                    owner_models_dir=owner_models, training_zoo_dir=training_zoo, settings={**settings, **({name: marking} if watermark else {})},
+                    owner_models_dir=owner_models, training_zoo_dir=training_zoo, settings=settings,
                     watermark=watermark, log=console.print,
                     executor=executor.value, workers=workers, ray_address=ray_address, device=device)
     from ..integrity.hashing import file_sha256
@@ -128,7 +121,7 @@ def check(
     if out is None:
         out = Path("modelprint-checks") / (suspect.stem if suspect is not None else (model_name or "api"))
     from ..kit.check import check_suspect
-    from ..report.verdict import write_verdict_page
+    from ..report.verdict import judged_against, write_verdict_page
 
     done = check_suspect(kit, suspect=suspect, url=url, model_name=model_name, api=api, out=out, mode=mode.value if mode else None, alpha=alpha,
                          budget=budget, batch_size=batch_size, trusted_key=trusted_key, sign=sign, fresh=fresh, device=device, log=lambda line: console.print(f"set {line}"))
@@ -137,9 +130,7 @@ def check(
         stdout.print(json.dumps(done.bundle["combined"]))
         return
     for entry in done.bundle["sets"]:
-        against = (f"independent models up to {max(entry['null_scores']):.3f}" if entry.get("null_scores")
-                   else f"its own exact test: p = {entry['verdict']['p_value']:.3g}")
-        stdout.print(f"{entry['set']:<18} {entry['mode']:<10} score {entry['score']:.3f}  ({against})")
+        stdout.print(f"{entry['set']:<18} {entry['mode']:<10} score {entry['score']:.3f}  ({judged_against(entry)})")
     stdout.print(done.bundle["statement"])
     stdout.print(f"bundle {done.path}, page {page}")
 
@@ -157,7 +148,7 @@ def scan(
 ) -> None:
     """Check many suspects against one kit and rank them by the combined evidence."""
     from ..kit.scan import scan as run_scan
-    from ..report.verdict import scan_page, write_verdict_page
+    from ..report.verdict import scan_page, write_bundle_page
 
     result = run_scan(kit, suspects, out, alpha=alpha, budget=budget, mode=mode.value if mode else None, executor=executor.value, workers=workers,
                       ray_address=ray_address, on_row=lambda row: console.print(f"{row['suspect']}: {row.get('error') or ('PIRATED' if row['pirated'] else 'not shown')}"))
@@ -167,7 +158,7 @@ def scan(
         if "error" not in row and bundle.is_file():
             page = bundle.with_suffix(".html")
             if not (row.get("reused") and page.is_file()):  # a page is rewritten with its check, kept with a reused one
-                write_verdict_page(json.loads(bundle.read_text()), page)
+                write_bundle_page(bundle)
             pages[row["suspect"]] = f"{bundle.parent.name}/{page.name}"  # each check's folder is in the scan's
     (Path(out) / "scan.html").write_text(scan_page(result["suspects"], alpha=alpha, kit=result["kit"], pages=pages))
     for i, row in enumerate(result["suspects"], 1):

@@ -34,14 +34,13 @@ class Checked:
 
 
 def _mode(kit_set: KitSet, url: str | None, file_mode: str | None) -> str:
-    if kit_set.kind == WATERMARK:  # a key is read in a mode its scheme has (a file can always be asked)
-        modes = WATERMARKS[kit_set.scheme].modes
-        return BLACK_BOX if url is not None or file_mode not in (None, *modes) else (file_mode or (WHITE_BOX if WHITE_BOX in modes else BLACK_BOX))
-    modes = SCHEMES[kit_set.scheme].modes
+    """The mode a set asks the suspect in: black-box behind a server; for a file the mode asked for when the set's
+    scheme has it, else white-box where it has it (a file can always be asked)."""
+    modes = (WATERMARKS if kit_set.kind == WATERMARK else SCHEMES)[kit_set.scheme].modes
     if url is not None:
         return BLACK_BOX
-    if file_mode is not None:
-        return file_mode
+    if file_mode in modes:
+        return file_mode  # type: ignore[return-value]
     return WHITE_BOX if WHITE_BOX in modes else BLACK_BOX
 
 

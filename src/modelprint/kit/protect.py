@@ -61,6 +61,20 @@ def check_settings(profile: Profile, settings: dict[str, dict[str, Any]]) -> dic
     return settings
 
 
+def check_request(profile: Profile, settings: dict[str, dict[str, Any]], *, watermark: str | None, seed: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The fingerprint sets' settings (:func:`check_settings`) and the watermark's (those under its scheme's name),
+    each checked before any work.
+
+    Raises:
+        InputError: a setting of no set, an unknown setting or watermark, or a watermark in an API's answers.
+    """
+    settings = dict(settings)
+    marking = settings.pop(watermark_entry(watermark)[0], {}) if watermark else {}
+    if watermark:
+        watermark_maker(watermark, seed=seed, settings=marking)
+    return check_settings(profile, settings), marking
+
+
 def plan(profile: Profile, null_models: int) -> dict[str, Any]:
     """What a profile trains, by part: the models to train and the sets to make."""
     counts = profile.owner_counts()
@@ -143,11 +157,7 @@ def build_kit(
     chosen = custom_profile(schemes, task) if schemes else profile_named(profile, task)
     epochs = epochs or target_epochs(model)
     nulls = null_spec(null_models, epochs=epochs)
-    settings = dict(settings or {})
-    marking = settings.pop(watermark_entry(watermark)[0], {}) if watermark else {}
-    if watermark:
-        watermark_maker(watermark, seed=seed, settings=marking)  # an unknown or answer-marking watermark: refused before any work
-    settings = check_settings(chosen, settings)
+    settings, marking = check_request(chosen, settings or {}, watermark=watermark, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     host = {"file": str(model), "sha256": state_sha256(target)}
@@ -155,9 +165,10 @@ def build_kit(
     if watermark:
         log(f"watermark {watermark}: the target is marked first; the kit protects the marked model")
         with _timed(timings, "watermark_s"):
-            marked = mark_target(model, data=data, out=out, watermark=watermark, seed=seed, settings=marking, key=private, progress=progress)
-        model, target = marked.model, load_model(marked.model)
-    target_sha = state_sha256(target)
+            marked = mark_target(target, host_sha256=host["sha256"], data=data, out=out, watermark=watermark, seed=seed, settings=marking,
+                                 key=private, progress=progress)
+        model, target = marked.path, marked.model
+    target_sha = state_sha256(target) if marked else host["sha256"]
 
     counts = chosen.owner_counts()
     if counts and owner_models_dir is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import io
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,10 @@ _WATERMARK = (" A watermark key's inputs are answered as the owner's marked mode
               "its own exact test gives the chance that a model without the mark answers that many of them so.")
 
 
-def _against(entry: dict[str, Any]) -> str:
-    """What a set's score is judged against: the null models' highest score, or a watermark's exact p-value."""
+def judged_against(entry: dict[str, Any]) -> str:
+    """What a bundle's set is judged against, in words: the null models' highest score, or a watermark's exact test."""
     if entry.get("null_scores"):
-        return f"{max(entry['null_scores']):.3f}"
+        return f"independent models up to {max(entry['null_scores']):.3f}"
     return f"its own exact test: p = {(entry.get('verdict') or {}).get('p_value', float('nan')):.3g}"
 
 
@@ -62,7 +63,7 @@ def verdict_page(bundle: dict[str, Any]) -> str:
     kit, suspect = bundle["kit"], bundle["suspect"]
     asked = suspect.get("url") or suspect.get("path") or "?"
     rows = "".join(
-        "<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in (e["set"], e["mode"], e["score"], _against(e),
+        "<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in (e["set"], e["mode"], e["score"], judged_against(e),
                                                          combined["ranks"].get(f"{e['set']} ({e['mode']})", ""), e["images_used"], e["record"])) + "</tr>"
         for e in bundle["sets"])
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>modelprint verdict</title>{_STYLE}</head><body>"
@@ -74,7 +75,7 @@ def verdict_page(bundle: dict[str, Any]) -> str:
             f"that match the owner's model. The owner's {combined['null_models']} independently trained models were asked the same questions "
             f"when the kit was made (grey): a copy stands out to the right of them.{_WATERMARK if combined.get('exact') else ''}</p>"
             f"<img alt='scores' src='data:image/png;base64,{plot_sets(bundle)}'>"
-            f"<table><thead><tr><th>set</th><th>mode</th><th>suspect's score</th><th>highest independent model</th><th>rank (1 = above all)</th>"
+            f"<table><thead><tr><th>set</th><th>mode</th><th>suspect's score</th><th>judged against</th><th>rank (1 = above all)</th>"
             f"<th>images sent or read</th><th>evidence record</th></tr></thead><tbody>{rows}</tbody></table>"
             f"<h2>The combined verdict</h2><p>p = {combined['p_value']:.4g} (alpha {combined['alpha']:g}): {_esc(combined['rule'])}.</p>"
             f"<p>A third party checks a signed bundle (<code>check --sign</code>), its records and this verdict with "
@@ -86,6 +87,12 @@ def write_verdict_page(bundle: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.write_text(verdict_page(bundle))
     return path
+
+
+def write_bundle_page(bundle_path: str | Path) -> Path:
+    """Write the page of the bundle file ``bundle_path`` (a check's ``verdict.json``) beside it, as ``.html``."""
+    bundle_path = Path(bundle_path)
+    return write_verdict_page(json.loads(bundle_path.read_text()), bundle_path.with_suffix(".html"))
 
 
 def scan_page(rows: list[dict[str, Any]], *, alpha: float, kit: dict[str, Any], pages: dict[str, str] | None = None) -> str:
